@@ -1,0 +1,35 @@
+"""tasker: a durable DAG task orchestrator for Python.
+
+Register task handlers whose steps form a DAG, enqueue tasks, and tasker drives
+each to completion through a Dramatiq queue, retrying every step with backoff
+and keeping every input, result, error and status change in your SQL database.
+"""
+
+from tasker import errors
+from tasker.app import Tasker
+from tasker.definition import StepHandler, StepTemplate, TaskHandler
+from tasker.errors import PermanentError, RetryableError, TaskerError
+from tasker.registry import HandlerFactory
+from tasker.request import TaskRequest
+from tasker.states import Status
+from tasker.views import AnnotationView, StepView, TaskView, TransitionView
+
+__all__ = [
+    "AnnotationView",
+    "HandlerFactory",
+    "PermanentError",
+    "RetryableError",
+    "Status",
+    "StepHandler",
+    "StepTemplate",
+    "StepView",
+    "TaskHandler",
+    "TaskRequest",
+    "TaskView",
+    "Tasker",
+    "TaskerError",
+    "TransitionView",
+    "errors",
+]
+
+__version__ = "0.1.0"

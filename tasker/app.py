@@ -1,0 +1,275 @@
+"""`Tasker`: the application object users create, register handlers on and steer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tasker import queries, steering
+from tasker.broker import Dispatch, make_broker
+from tasker.catalog import Catalog
+from tasker.clock import as_utc, utc_now
+from tasker.db import Database
+from tasker.definition import TaskHandler
+from tasker.engine import Engine
+from tasker.enqueue import create_task
+from tasker.errors import InvalidRequestError
+from tasker.migrate import upgrade
+from tasker.registry import HandlerFactory
+from tasker.request import TaskRequest
+from tasker.settings import Settings
+from tasker.sweeper import Sweeper, due_now
+from tasker.views import AnnotationView, TaskView, TransitionView
+
+log = logging.getLogger("tasker")
+
+
+class Tasker:
+    """A tasker application: a database, a broker, registered handlers and the engine.
+
+    With no arguments it is the embedded default: a SQLite file `tasker.db` in the
+    current folder and Dramatiq's in-process broker; `run_until_idle()` or
+    `start()` runs the work in this process. With `database_url=` a PostgreSQL URL
+    and `broker_url=` a Redis URL it is the production setup, where `tasker worker`
+    processes on any number of machines share the work.
+
+    Args:
+        database_url: SQLAlchemy URL (else `TASKER_DATABASE_URL`, else `sqlite:///tasker.db`).
+        broker_url: `redis://...` (else `TASKER_BROKER_URL`, else in-process).
+        clock: zero-argument callable returning an aware UTC datetime.
+        factory: a `HandlerFactory` to share between apps (default: a new one).
+        **settings: any other field of `tasker.settings.Settings` (`lease_seconds`,
+            `sweep_seconds`, `backoff_base`, `backoff_max`, `max_concurrent_steps`,
+            `step_timeout`, `queue_name`, `pool_size`).
+
+    Raises:
+        ConfigurationError: a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        factory: HandlerFactory | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = Settings.load(database_url=database_url, broker_url=broker_url, **settings)
+        self._clock = clock or utc_now
+        self.factory = factory or HandlerFactory()
+        self.db = Database(self.settings.database_url, self.settings.pool_size)
+        self.catalog = Catalog(self.db)
+        self._owner: tuple[int, str] | None = None
+        self.dispatch = Dispatch(
+            make_broker(self.settings.broker_url), self.settings.queue_name, self._run_message, self.now
+        )
+        self.engine = Engine(
+            self.db, self.factory, self.catalog, self.settings, self.now, self.owner, self._notify
+        )
+        self.sweeper = Sweeper(
+            self.db, self._notify, self.now, self.settings.sweep_seconds, self.settings.lease_seconds
+        )
+        self._worker: Any = None
+        self._stop = threading.Event()
+        self._sweep_thread: threading.Thread | None = None
+
+    # -- set-up -------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The app's clock, as aware UTC."""
+        return as_utc(self._clock())
+
+    def owner(self) -> str:
+        """This process's lease-owner id (a new one after a fork)."""
+        pid = os.getpid()
+        if self._owner is None or self._owner[0] != pid:
+            self._owner = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:8]}")
+        return self._owner[1]
+
+    def register(self, handler_cls: type[TaskHandler]) -> type[TaskHandler]:
+        """Register a task handler class (see `HandlerFactory.register`).
+
+        Raises:
+            ConfigurationError: the handler is invalid.
+            DagCycleError: its steps form a cycle.
+        """
+        return self.factory.register(handler_cls)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration; idempotent."""
+        upgrade(self.db)
+
+    # -- enqueue and run ----------------------------------------------------------
+
+    def enqueue(self, request: TaskRequest) -> TaskView:
+        """Validate and store a task, then send its message (after the commit).
+
+        Returns:
+            The task (for a repeated idempotency key: the first task).
+
+        Raises:
+            UnknownTaskError: no handler has that name (and version).
+            ContextValidationError: the context breaks the schema; `.errors` lists all.
+            InvalidRequestError: another field is invalid.
+            IdempotencyConflictError: the key was used with a different request.
+        """
+        if not isinstance(request, TaskRequest):
+            raise InvalidRequestError(f"enqueue() takes a TaskRequest, got {type(request).__name__}")
+        reg = self.factory.get(request.name, request.version)
+        accepted = create_task(self.db, self.catalog, reg, request, self.now())
+        if accepted.created:
+            self._notify(accepted.task_id)
+        return self.get_task(accepted.task_id)
+
+    def run_until_idle(self) -> int:
+        """Run, in this process, every waiting message and every task due by the app's clock.
+
+        Returns when nothing more is due now; work scheduled for later stays pending.
+
+        Returns:
+            The number of engine passes run.
+        """
+        passes = 0
+        while True:
+            ids = list(dict.fromkeys([*self.dispatch.drain(), *due_now(self.db, self.now())]))
+            if not ids:
+                return passes
+            for task_id in ids:
+                self.engine.run_task(task_id)
+            passes += len(ids)
+
+    def start(self, threads: int = 8, sweep: bool = True) -> None:
+        """Start a Dramatiq worker (and the sweeper) in background threads of this process."""
+        from dramatiq import Worker
+
+        if self._worker is not None:
+            return
+        self._stop.clear()
+        self._worker = Worker(self.dispatch.broker, queues={self.settings.queue_name},
+                              worker_threads=threads)
+        self._worker.start()
+        if sweep:
+            self._sweep_thread = threading.Thread(
+                target=self.sweeper.run, args=(self._stop,), name="tasker-sweeper", daemon=True
+            )
+            self._sweep_thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the worker: running passes start nothing new and hand their tasks back."""
+        self._stop.set()
+        if self._worker is not None:
+            self.engine.stop()
+            self._worker.stop(timeout=int(timeout * 1000))
+            self._worker = None
+        if self._sweep_thread is not None:
+            self._sweep_thread.join(timeout)
+            self._sweep_thread = None
+
+    def close(self) -> None:
+        """Stop any worker and release the broker and database connections."""
+        self.stop()
+        self.dispatch.close()
+        self.db.dispose()
+
+    def _run_message(self, task_id: int) -> None:
+        self.engine.run_task(int(task_id))
+
+    def _notify(self, task_id: int, at: datetime | None = None) -> None:
+        try:
+            self.dispatch.send(task_id, at)
+        except Exception:  # the outbox row and the sweeper cover a failed send
+            log.warning("could not send the message for task %s; the sweeper will", task_id,
+                        exc_info=True)
+
+    # -- inspecting and steering --------------------------------------------------
+
+    def get_task(self, task_id: int) -> TaskView:
+        """The task with its steps and annotations.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+        """
+        return queries.get_task(self.db, task_id)
+
+    def list_tasks(
+        self, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[TaskView]:
+        """Tasks, newest first, optionally filtered by status and name.
+
+        Raises:
+            InvalidRequestError: an unknown status or a bad limit.
+        """
+        return queries.list_tasks(self.db, status, name, limit)
+
+    def history(self, task_id: int) -> list[TransitionView]:
+        """The audit trail of a task: every status change of it and its steps.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+        """
+        return queries.history(self.db, task_id)
+
+    def annotations(
+        self,
+        annotation_type: str | None = None,
+        task_id: int | None = None,
+        contains: dict[str, Any] | None = None,
+    ) -> list[AnnotationView]:
+        """Annotations, filtered by type, task and JSON containment (`{"key": value}`).
+
+        Raises:
+            InvalidRequestError: `contains` is not a JSON object.
+            TaskNotFoundError: `task_id` is not a valid id.
+        """
+        return queries.annotations(self.db, annotation_type, task_id, contains)
+
+    def cancel(self, task_id: int) -> TaskView:
+        """Cancel the task and its unfinished steps; nothing new starts.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidTransitionError: the task already finished.
+        """
+        steering.cancel(self.db, queries.task_id_of(task_id), self.now())
+        return self.get_task(task_id)
+
+    def resolve_step(
+        self, task_id: int, step_name: str, results: dict[str, Any] | None = None
+    ) -> TaskView:
+        """Mark a step `resolved_manually` (with optional results); the task resumes.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            StepNotFoundError: the task has no such step.
+            InvalidTransitionError: the task is finished or the step running or done.
+            InvalidRequestError: `results` is not a JSON object.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.resolve_step(self.db, tid, step_name, results, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def retry(self, task_id: int) -> TaskView:
+        """Give steps in final error a fresh attempt budget, due at once; the task resumes.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidTransitionError: the task is finished or has no step in final error.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.retry(self.db, tid, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def __enter__(self) -> Tasker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

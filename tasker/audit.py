@@ -1,0 +1,78 @@
+"""The audit trail: every status change is checked and written as a transition row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from tasker import models as m
+from tasker import states
+from tasker.states import Status
+
+
+@dataclass(frozen=True)
+class StepChange:
+    """One step's status change."""
+
+    workflow_step_id: int
+    name: str
+    from_status: Status | None
+    to_status: Status
+    attempt: int
+    reason: str
+    details: dict[str, Any] | None = None
+
+
+def write_step_changes(conn: Connection, task_id: int, changes: Iterable[StepChange], now: datetime) -> None:
+    """Check and record step status changes.
+
+    Raises:
+        InvalidTransitionError: a change the state machine does not allow.
+    """
+    rows = []
+    for c in changes:
+        states.check_step(c.name, c.from_status, c.to_status)
+        rows.append(
+            {
+                "workflow_step_id": c.workflow_step_id,
+                "task_id": task_id,
+                "from_status": None if c.from_status is None else c.from_status.value,
+                "to_status": c.to_status.value,
+                "attempt": c.attempt,
+                "reason": c.reason[:255],
+                "details": c.details,
+                "created_at": now,
+            }
+        )
+    if rows:
+        conn.execute(m.step_transitions.insert(), rows)
+
+
+def write_task_change(
+    conn: Connection,
+    task_id: int,
+    from_status: Status | None,
+    to_status: Status,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Check and record a task status change.
+
+    Raises:
+        InvalidTransitionError: a change the state machine does not allow.
+    """
+    states.check_task(task_id, from_status, to_status)
+    conn.execute(
+        m.task_transitions.insert(),
+        {
+            "task_id": task_id,
+            "from_status": None if from_status is None else from_status.value,
+            "to_status": to_status.value,
+            "reason": reason[:255],
+            "created_at": now,
+        },
+    )

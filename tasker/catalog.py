@@ -1,0 +1,96 @@
+"""Named tasks, named steps and dependent systems: rows created once and cached."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from tasker import models as m
+from tasker.db import Database
+from tasker.registry import RegisteredTask
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """Database ids of a registered task's named task and named steps."""
+
+    named_task_id: int
+    named_step_ids: dict[str, int]
+
+
+class Catalog:
+    """Finds or creates the catalog rows of registered tasks, once per process."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._cache: dict[tuple[str, str], CatalogEntry] = {}
+        self._annotation_types: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def entry(self, reg: RegisteredTask, now: datetime) -> CatalogEntry:
+        """The ids for `reg`, creating the rows on first use (safe under races)."""
+        key = (reg.name, reg.version)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._cache.get(key)
+            if found is None:
+                found = self._create(reg, now)
+                self._cache[key] = found
+        return found
+
+    def annotation_type_id(self, name: str, now: datetime) -> int:
+        """The id of an annotation type, creating it on first use."""
+        found = self._annotation_types.get(name)
+        if found is None:
+            found = self._get_or_create(m.annotation_types, {"name": name}, {"created_at": now})
+            self._annotation_types[name] = found
+        return found
+
+    def _create(self, reg: RegisteredTask, now: datetime) -> CatalogEntry:
+        task_id = self._get_or_create(
+            m.named_tasks,
+            {"name": reg.name, "version": reg.version},
+            {"description": reg.handler.description or "", "created_at": now},
+        )
+        system_ids: dict[str, int] = {}
+        step_ids: dict[str, int] = {}
+        for name, tpl in reg.steps.items():
+            system = tpl.dependent_system
+            if system not in system_ids:
+                system_ids[system] = self._get_or_create(
+                    m.dependent_systems, {"name": system}, {"created_at": now}
+                )
+            step_ids[name] = self._get_or_create(
+                m.named_steps,
+                {"dependent_system_id": system_ids[system], "name": name},
+                {"description": tpl.description, "created_at": now},
+            )
+        return CatalogEntry(task_id, step_ids)
+
+    def _get_or_create(self, table: sa.Table, key: dict[str, Any], extra: dict[str, Any]) -> int:
+        pk = next(iter(table.primary_key.columns))
+        where = sa.and_(*(table.c[k] == v for k, v in key.items()))
+        for _ in range(2):
+            with self._db.read() as conn:
+                found = conn.execute(sa.select(pk).where(where)).scalar()
+            if found is not None:
+                return int(found)
+            try:
+                with self._db.write() as conn:
+                    return _insert(conn, table, {**key, **extra})
+            except IntegrityError:
+                continue  # another process created it first: read it back
+        raise RuntimeError(f"could not create a {table.name} row for {key}")
+
+
+def _insert(conn: Connection, table: sa.Table, values: dict[str, Any]) -> int:
+    pk = next(iter(table.primary_key.columns))
+    return int(conn.execute(table.insert().values(values).returning(pk)).scalar_one())

@@ -1,0 +1,178 @@
+"""How users describe work: `TaskHandler`, `StepTemplate` and `StepHandler`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tasker.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tasker.runtime import HandlerStep, HandlerTask, StepSequence
+
+#: What the engine calls for a step: `fn(task, sequence, step)`.
+HandleFn = Callable[["HandlerTask", "StepSequence", "HandlerStep"], Any]
+
+
+class StepHandler:
+    """Base class for step handlers: override `handle`.
+
+    A new instance is made for every attempt, so instance state never leaks
+    between attempts or tasks.
+    """
+
+    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
+        """Do the step's work.
+
+        Args:
+            task: the task (`task.context`, `task.task_id`, `task.annotate(...)`).
+            sequence: every step of the task (`sequence.step(name).results`).
+            step: this step (`step.inputs`; assign `step.results` or return a dict).
+
+        Returns:
+            A JSON-serialisable dict that becomes `step.results`, or None to keep
+            whatever was assigned to `step.results`.
+
+        Raises:
+            RetryableError: to ask for another attempt (optionally after `retry_after`).
+            PermanentError: to fail the step with no further attempt.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.handle is not implemented")
+
+
+def resolve_handler(step_name: str, handler: object) -> HandleFn:
+    """Turn any accepted handler form into one callable.
+
+    Accepted: a class with a `handle` method (instantiated per attempt, without
+    arguments), an object with a `handle` method, or a function
+    `fn(task, sequence, step)`.
+
+    Raises:
+        ConfigurationError: the handler is none of those.
+    """
+    if isinstance(handler, type):
+        if not callable(getattr(handler, "handle", None)):
+            raise ConfigurationError(f"step {step_name!r}: handler class {handler.__name__} has no handle()")
+        try:
+            inspect.signature(handler).bind()
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"step {step_name!r}: handler class {handler.__name__} must be constructible "
+                f"without arguments ({exc}); pass an instance instead"
+            ) from exc
+        except ValueError:  # builtins without a signature: trust them
+            pass
+        cls = handler
+
+        def per_attempt(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
+            return cls().handle(task, sequence, step)
+
+        return per_attempt
+    bound = getattr(handler, "handle", None)
+    if callable(bound):
+        return bound  # type: ignore[no-any-return]
+    if callable(handler):
+        return handler  # type: ignore[return-value]
+    raise ConfigurationError(
+        f"step {step_name!r}: handler {handler!r} is not a StepHandler, an object with "
+        "handle(task, sequence, step), or a function"
+    )
+
+
+@dataclass(frozen=True)
+class StepTemplate:
+    """One step of a task handler's DAG.
+
+    Attributes:
+        name: unique within the task handler.
+        handler: a `StepHandler` subclass, an object or class with `handle(task, sequence,
+            step)`, or a plain function with that signature.
+        depends_on: names of the steps that must be complete (or resolved, or skipped)
+            before this one runs.
+        dependent_system: the system this step talks to (reporting).
+        description: free text.
+        retryable: False means exactly one attempt.
+        retry_limit: the maximum number of attempts in total (at least 1).
+        skippable: whether `TaskRequest.bypass_steps` may name this step.
+        timeout: seconds one attempt may run before it is recorded as failed
+            (None: the app's `step_timeout`).
+
+    Raises:
+        ConfigurationError: a field is invalid (raised on construction).
+    """
+
+    name: str
+    handler: object
+    depends_on: Sequence[str] = ()
+    dependent_system: str = "default"
+    description: str = ""
+    retryable: bool = True
+    retry_limit: int = 3
+    skippable: bool = False
+    timeout: float | None = None
+    _fn: HandleFn = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigurationError(f"step name must be a non-empty string, got {self.name!r}")
+        where = f"step {self.name!r}"
+        if isinstance(self.depends_on, str) or not all(isinstance(d, str) for d in self.depends_on):
+            raise ConfigurationError(f"{where}: depends_on must be a list of step names")
+        object.__setattr__(self, "depends_on", tuple(self.depends_on))
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ConfigurationError(f"{where}: depends_on names a step twice: {list(self.depends_on)}")
+        if self.name in self.depends_on:
+            raise ConfigurationError(f"{where}: a step cannot depend on itself")
+        if not isinstance(self.dependent_system, str) or not self.dependent_system:
+            raise ConfigurationError(f"{where}: dependent_system must be a non-empty string")
+        if not isinstance(self.retryable, bool) or not isinstance(self.skippable, bool):
+            raise ConfigurationError(f"{where}: retryable and skippable must be booleans")
+        if isinstance(self.retry_limit, bool) or not isinstance(self.retry_limit, int):
+            raise ConfigurationError(f"{where}: retry_limit must be an integer, got {self.retry_limit!r}")
+        if self.retry_limit < 1:
+            raise ConfigurationError(f"{where}: retry_limit must be at least 1, got {self.retry_limit}")
+        if self.timeout is not None and not (
+            isinstance(self.timeout, (int, float)) and self.timeout > 0
+        ):
+            raise ConfigurationError(f"{where}: timeout must be a positive number of seconds")
+        object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
+
+    @property
+    def max_attempts(self) -> int:
+        """The attempts this step may make: 1 when not retryable, else `retry_limit`."""
+        return self.retry_limit if self.retryable else 1
+
+    def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
+        """Run the step's handler once."""
+        return self._fn(task, sequence, step)
+
+
+class TaskHandler:
+    """Base class for task handlers: a named, versioned DAG of steps.
+
+    Class attributes:
+        name: the task name that requests use.
+        version: the handler version (default "0.1.0"); several may be registered.
+        description: free text.
+        context_schema: optional JSON Schema every context must satisfy.
+        step_templates: the steps, a list of `StepTemplate`.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    description: ClassVar[str] = ""
+    context_schema: ClassVar[Mapping[str, Any] | None] = None
+    step_templates: ClassVar[Sequence[StepTemplate]] = ()
+
+    def update_annotations(
+        self, task: HandlerTask, sequence: StepSequence, steps: Sequence[HandlerStep]
+    ) -> None:
+        """Record annotations after steps were processed; the default does nothing.
+
+        Args:
+            task: the task; call `task.annotate(annotation_type, dict)`.
+            sequence: every step of the task.
+            steps: exactly the steps processed since the previous call, each once.
+        """

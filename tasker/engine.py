@@ -1,0 +1,347 @@
+"""The engine pass: what one task message does.
+
+Claim the task's lease, then loop: start the ready steps (each in its own
+thread, at most `max_concurrent_steps` at once), wait for outcomes, and record
+them in one short lease-fenced transaction that also starts the steps they
+made ready. A task whose steps all succeed finishes in one delivery; when only
+backoffs remain the pass stores the next run time, releases the lease and has
+the message sent again with that delay.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from tasker import lease as leases
+from tasker.audit import StepChange
+from tasker.backoff import backoff_seconds
+from tasker.catalog import Catalog
+from tasker.clock import as_utc
+from tasker.db import Database
+from tasker.errors import LeaseLostError, UnknownTaskError
+from tasker.outcome import Outcome, describe, run_handler
+from tasker.planner import StepState, Verdict, plan
+from tasker.registry import HandlerFactory, RegisteredTask
+from tasker.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.settings import Settings
+from tasker.states import Status
+from tasker.views import StepView
+
+log = logging.getLogger("tasker.engine")
+
+#: Called after a commit that scheduled the task: (task_id, deliver_at).
+Notify = Callable[[int, datetime], None]
+
+
+@dataclass
+class _Running:
+    view: StepView
+    token: object
+    deadline: float  # time.monotonic()
+
+
+@dataclass
+class _Pass:
+    """Everything one engine pass knows about its task."""
+
+    lease: leases.Lease
+    reg: RegisteredTask
+    row: dict[str, Any]
+    revision: int
+    views: dict[str, StepView]
+    running: dict[str, _Running] = field(default_factory=dict)
+    outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
+    notify_at: datetime | None = None  # a message to send once the transaction commits
+    annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+    def states(self) -> dict[str, StepState]:
+        return {
+            name: StepState(
+                name=name,
+                status=Status(v.status),
+                attempts=v.attempts,
+                max_attempts=v.retry_limit if v.retryable else 1,
+                next_attempt_at=v.next_attempt_at,
+                depends_on=v.depends_on,
+            )
+            for name, v in self.views.items()
+        }
+
+    def sequence(self) -> StepSequence:
+        return StepSequence(self.views.get, tuple(self.views))
+
+
+def step_views(reg: RegisteredTask, rows: list[Any]) -> dict[str, StepView]:
+    """Build step views from step rows (see `lease.STEP_COLUMNS`)."""
+    views = {}
+    for r in rows:
+        tpl = reg.steps.get(r.name)
+        views[r.name] = StepView(
+            workflow_step_id=int(r.workflow_step_id),
+            name=r.name,
+            status=r.status,
+            attempts=r.attempts,
+            retry_limit=r.retry_limit,
+            retryable=r.retryable,
+            skippable=r.skippable,
+            depends_on=tpl.depends_on if tpl else (),
+            dependent_system=r.dependent_system,
+            inputs=r.inputs,
+            results=r.results,
+            error=r.error,
+            last_attempted_at=_utc(r.last_attempted_at),
+            next_attempt_at=_utc(r.next_attempt_at),
+            processed_at=_utc(r.processed_at),
+        )
+    return views
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+class Engine:
+    """Runs engine passes for one app; thread-safe (one pass per task message)."""
+
+    def __init__(
+        self,
+        db: Database,
+        factory: HandlerFactory,
+        catalog: Catalog,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        owner: Callable[[], str],
+        notify: Notify,
+    ) -> None:
+        self._db = db
+        self._factory = factory
+        self._catalog = catalog
+        self._settings = settings
+        self._clock = clock
+        self._owner = owner
+        self._notify = notify
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask running passes to start no new steps and hand their tasks back."""
+        self._stopping.set()
+
+    def run_task(self, task_id: int) -> None:
+        """Run one engine pass for a task; a no-op if it is not claimable.
+
+        Handler failures never escape: they are recorded as step errors. A lost
+        lease ends the pass quietly (the new owner carries on).
+        """
+        try:
+            p = self._claim(task_id)
+            if p is not None:
+                self._loop(p)
+        except LeaseLostError as exc:
+            log.info("task %s: %s; stopping this pass", task_id, exc)
+
+    # -- claiming -----------------------------------------------------------------
+
+    def _claim(self, task_id: int) -> _Pass | None:
+        now = self._now()
+        s = self._settings
+        with self._db.write() as conn:
+            got = leases.claim(conn, task_id, self._owner(), now, s.lease_seconds)
+            if got is None:
+                return None
+            lease, row = got
+            try:
+                reg = self._factory.get(row["name"], row["version"])
+            except UnknownTaskError as exc:
+                # Another worker may know this handler: hand the task back for later.
+                log.error("task %s: %s; releasing it", task_id, exc)
+                later = now + timedelta(seconds=s.lease_seconds)
+                leases.finish(conn, lease, None, later, now, "handler not registered here")
+                return None
+            rows = conn.execute(leases.select_steps([task_id])).all()
+            p = _Pass(lease, reg, row, int(row["revision"]), step_views(reg, rows))
+            self._recover_lost_steps(conn, p, now)
+            started = self._advance(conn, p, now)
+        self._launch(p, started)
+        return p
+
+    def _recover_lost_steps(self, conn: Connection, p: _Pass, now: datetime) -> None:
+        """Steps left `in_progress` by a previous lease holder count as failed attempts."""
+        lost = [v for v in p.views.values() if v.status == Status.IN_PROGRESS.value]
+        if not lost:
+            return
+        error = {
+            "message": "worker lost: the step was in progress when its worker's lease expired",
+            "error_class": "tasker.errors.WorkerLostError",
+            "backtrace": "",
+        }
+        outcomes = [Outcome(v.name, None, ok=False, error=error) for v in lost]
+        self._write_outcomes(conn, p, outcomes, now)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def _loop(self, p: _Pass) -> None:
+        while p.running:
+            batch = self._wait(p)
+            now = self._now()
+            if not batch:  # nothing finished yet: just renew the lease
+                with self._db.write() as conn:
+                    self._refresh(conn, p, now)
+                continue
+            self._annotate(p, batch, now)
+            with self._db.write() as conn:
+                self._refresh(conn, p, now)
+                self._write_outcomes(conn, p, batch, now)
+                started = self._advance(conn, p, now)
+            self._launch(p, started)
+
+    def _wait(self, p: _Pass) -> list[Outcome]:
+        """Outcomes that arrived, plus timed-out steps; [] when it is time to renew."""
+        renew_every = self._settings.lease_seconds / 3
+        nearest = min(r.deadline for r in p.running.values())
+        timeout = max(0.0, min(nearest - time.monotonic(), renew_every))
+        arrived: list[Outcome] = []
+        try:
+            arrived.append(p.outcomes.get(timeout=timeout))
+            while True:
+                arrived.append(p.outcomes.get_nowait())
+        except queue.Empty:
+            pass
+        # Late outcomes of attempts already given up on (timed out) are dropped.
+        batch = [o for o in arrived if o.name in p.running and p.running[o.name].token is o.token]
+        clock = time.monotonic()
+        named = {o.name for o in batch}
+        for name, r in p.running.items():
+            if r.deadline <= clock and name not in named:
+                limit = p.reg.steps[name].timeout or self._settings.step_timeout
+                batch.append(Outcome.timed_out(name, r.token, limit))
+        return batch
+
+    def _refresh(self, conn: Connection, p: _Pass, now: datetime) -> None:
+        """Fence the lease; re-read the steps if a steering call changed them."""
+        revision = leases.fence(conn, p.lease, now, self._settings.lease_seconds)
+        if revision != p.revision:
+            rows = conn.execute(leases.select_steps([p.lease.task_id])).all()
+            fresh = step_views(p.reg, rows)
+            # Our own running steps stay as we know them.
+            p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
+            p.revision = revision
+
+    def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
+        """Call `update_annotations` with the steps just processed, outside any transaction."""
+        wanted = [a for o in batch for a in o.annotations]
+        htask = HandlerTask(p.row)
+        steps = []
+        for o in batch:
+            hstep = HandlerStep(p.views[o.name])
+            hstep.status = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            hstep.results, hstep.error = (o.results, None) if o.ok else (None, o.error)
+            steps.append(hstep)
+        try:
+            p.reg.handler.update_annotations(htask, p.sequence(), steps)
+            wanted += htask.take_annotations()
+        except Exception as exc:
+            log.exception("task %s: update_annotations failed", p.lease.task_id)
+            wanted.append(("tasker.update_annotations_error", describe(exc)))
+        p.annotations = [(self._catalog.annotation_type_id(t, now), a) for t, a in wanted]
+
+    def _write_outcomes(
+        self, conn: Connection, p: _Pass, outcomes: list[Outcome], now: datetime
+    ) -> None:
+        s = self._settings
+        rows, changes = [], []
+        for o in outcomes:
+            v = p.views[o.name]
+            p.running.pop(o.name, None)
+            if o.ok:
+                new = replace(v, status=Status.COMPLETE.value, results=o.results, error=None,
+                              next_attempt_at=None, processed_at=now)
+                reason = "succeeded"
+            else:
+                last = o.permanent or v.attempts >= (v.retry_limit if v.retryable else 1)
+                delay = backoff_seconds(v.attempts, s.backoff_base, s.backoff_max, o.retry_after)
+                new = replace(v, status=Status.ERROR.value, error=o.error,
+                              next_attempt_at=None if last else now + timedelta(seconds=delay),
+                              processed_at=now if last else None)
+                err = o.error or {}
+                reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
+            p.views[o.name] = new
+            rows.append({"id": v.workflow_step_id, "status": new.status, "results": new.results,
+                         "error": new.error, "next_at": new.next_attempt_at,
+                         "done_at": new.processed_at})
+            changes.append(StepChange(v.workflow_step_id, v.name, Status(v.status),
+                                      Status(new.status), v.attempts, reason,
+                                      None if o.ok else o.error))
+        leases.write_outcomes(conn, p.lease.task_id, rows, changes, now)
+        leases.write_annotations(conn, p.lease.task_id, p.annotations, now)
+        p.annotations = []
+
+    def _advance(self, conn: Connection, p: _Pass, now: datetime) -> list[StepView]:
+        """Start what is ready (within the concurrency bound), or end the pass."""
+        decision = plan(p.states(), now, p.running.keys())
+        if decision.verdict is Verdict.RUN:
+            room = self._settings.max_concurrent_steps - len(p.running)
+            if self._stopping.is_set():
+                room = 0
+            chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
+            leases.start_steps(conn, p.lease.task_id, (
+                StepChange(v.workflow_step_id, v.name, Status(v.status), Status.IN_PROGRESS,
+                           v.attempts + 1, "started")
+                for v in chosen
+            ), now)
+            started = []
+            for v in chosen:
+                p.views[v.name] = replace(v, status=Status.IN_PROGRESS.value,
+                                          attempts=v.attempts + 1, last_attempted_at=now,
+                                          next_attempt_at=None)
+                started.append(p.views[v.name])
+            if not p.running and not started:
+                # Shutting down with nothing in flight: hand the task back, due now.
+                leases.finish(conn, p.lease, None, now, now, "worker shutting down")
+                p.notify_at = now
+            return started
+        if decision.verdict is Verdict.WAIT:
+            leases.finish(conn, p.lease, None, decision.wake_at, now, "waiting for a retry")
+            p.notify_at = decision.wake_at
+        elif decision.verdict is Verdict.COMPLETE:
+            leases.finish(conn, p.lease, Status.COMPLETE, None, now, "all steps done")
+        else:
+            failed = [n for n, v in p.views.items() if v.status == Status.ERROR.value]
+            leases.finish(conn, p.lease, Status.ERROR, None, now,
+                          f"no attempt left for: {', '.join(failed)}")
+        return []
+
+    def _launch(self, p: _Pass, started: list[StepView]) -> None:
+        """After the commit: send what it scheduled, then start the steps' threads."""
+        if p.notify_at is not None:
+            at, p.notify_at = p.notify_at, None
+            self._notify(p.lease.task_id, at)
+        if not started:
+            return
+        sequence = p.sequence()
+        context = p.row["context"]
+        for view in started:
+            tpl = p.reg.steps[view.name]
+            token = object()
+            limit = tpl.timeout or self._settings.step_timeout
+            p.running[view.name] = _Running(view, token, time.monotonic() + limit)
+            hstep = HandlerStep(view)
+            hstep.inputs = copy.deepcopy(context if view.inputs is None else view.inputs)
+            threading.Thread(
+                target=run_handler,
+                args=(tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put),
+                name=f"tasker-step-{p.lease.task_id}-{view.name}",
+                daemon=True,
+            ).start()
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock())

@@ -1,0 +1,206 @@
+"""Turning a `TaskRequest` into a task, its steps and edges, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from tasker import models as m
+from tasker.audit import StepChange, write_step_changes, write_task_change
+from tasker.catalog import Catalog
+from tasker.clock import as_utc
+from tasker.db import Database
+from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
+from tasker.jsonvalue import json_problem
+from tasker.registry import RegisteredTask
+from tasker.request import TaskRequest
+from tasker.states import Status
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The outcome of an enqueue: the task id, and whether this call created it."""
+
+    task_id: int
+    created: bool
+
+
+def _strings(field: str, value: Any) -> list[str]:
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
+        raise InvalidRequestError(f"{field} must be a list of strings, got {value!r}")
+    return list(value or ())
+
+
+def _text(field: str, value: Any, limit: int = 255) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidRequestError(f"{field} must be a string of at most {limit} characters")
+    return value
+
+
+def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
+    """Validate a request against its handler and return the values to store.
+
+    Raises:
+        ContextValidationError: the context breaks the schema (`.errors` lists all).
+        InvalidRequestError: any other field is invalid, or `bypass_steps` names a
+            step that does not exist or is not skippable.
+    """
+    if not isinstance(req.context, dict):
+        raise InvalidRequestError(f"context must be a dict, got {type(req.context).__name__}")
+    problem = json_problem(req.context)
+    if problem:
+        raise InvalidRequestError(f"context cannot be stored as JSON: {problem}")
+    violations = reg.schema_errors(req.context)
+    if violations:
+        raise ContextValidationError(reg.name, violations)
+    bypass = _strings("bypass_steps", req.bypass_steps)
+    unknown = [s for s in bypass if s not in reg.steps]
+    if unknown:
+        raise InvalidRequestError(f"bypass_steps names unknown step(s) {unknown} of task {reg.name!r}")
+    fixed = [s for s in bypass if not reg.steps[s].skippable]
+    if fixed:
+        raise InvalidRequestError(f"bypass_steps names step(s) {fixed} that are not skippable")
+    key = req.idempotency_key
+    if key is not None:
+        _text("idempotency_key", key)
+    if req.requested_at is not None and not isinstance(req.requested_at, datetime):
+        raise InvalidRequestError("requested_at must be a datetime")
+    values = {
+        "context": req.context,
+        "tags": _strings("tags", req.tags),
+        "bypass_steps": sorted(set(bypass)),
+        "initiator": _text("initiator", req.initiator),
+        "source_system": _text("source_system", req.source_system),
+        "reason": _text("reason", req.reason),
+        "idempotency_key": key,
+    }
+    if key is not None:
+        digest_of = {"name": reg.name, "version": reg.version, **values}
+        del digest_of["idempotency_key"]
+        canonical = json.dumps(digest_of, sort_keys=True, separators=(",", ":"))
+        values["request_digest"] = hashlib.sha256(canonical.encode()).hexdigest()
+    return values
+
+
+def create_task(
+    db: Database, catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime
+) -> Accepted:
+    """Validate and store a task with its steps, edges, audit rows and outbox row.
+
+    Nothing is stored when the request is invalid or conflicts.
+
+    Raises:
+        InvalidRequestError: see `check_request`.
+        IdempotencyConflictError: the key was used before with a different request.
+    """
+    values = check_request(reg, req)
+    entry = catalog.entry(reg, now)
+    requested_at = as_utc(req.requested_at) if req.requested_at else now
+    for _ in range(2):
+        try:
+            with db.write() as conn:
+                if values["idempotency_key"] is not None:
+                    existing = _by_key(conn, values)
+                    if existing is not None:
+                        return existing
+                return Accepted(_insert(conn, reg, entry.named_task_id, entry.named_step_ids,
+                                        values, requested_at, now), True)
+        except IntegrityError:
+            if values["idempotency_key"] is None:
+                raise
+            # A concurrent request with the same key won the insert: answer as it did.
+    raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
+
+
+def _by_key(conn: Connection, values: dict[str, Any]) -> Accepted | None:
+    row = conn.execute(
+        sa.select(m.tasks.c.task_id, m.tasks.c.request_digest).where(
+            m.tasks.c.idempotency_key == values["idempotency_key"]
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.request_digest != values["request_digest"]:
+        raise IdempotencyConflictError(
+            f"idempotency key {values['idempotency_key']!r} was used by task {row.task_id} "
+            "with a different request"
+        )
+    return Accepted(int(row.task_id), False)
+
+
+def _insert(
+    conn: Connection,
+    reg: RegisteredTask,
+    named_task_id: int,
+    named_step_ids: dict[str, int],
+    values: dict[str, Any],
+    requested_at: datetime,
+    now: datetime,
+) -> int:
+    task_id = int(
+        conn.execute(
+            m.tasks.insert()
+            .values(
+                named_task_id=named_task_id,
+                status=Status.PENDING.value,
+                requested_at=requested_at,
+                created_at=now,
+                updated_at=now,
+                next_run_at=now,
+                **values,
+            )
+            .returning(m.tasks.c.task_id)
+        ).scalar_one()
+    )
+    bypass = set(values["bypass_steps"])
+    rows = []
+    for position, (name, tpl) in enumerate(reg.steps.items()):
+        rows.append(
+            {
+                "task_id": task_id,
+                "named_step_id": named_step_ids[name],
+                "position": position,
+                "status": (Status.SKIPPED if name in bypass else Status.PENDING).value,
+                "retryable": tpl.retryable,
+                "retry_limit": tpl.retry_limit,
+                "skippable": tpl.skippable,
+                "attempts": 0,
+                "processed_at": now if name in bypass else None,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    inserted = conn.execute(
+        m.workflow_steps.insert().returning(
+            m.workflow_steps.c.workflow_step_id, sort_by_parameter_order=True
+        ),
+        rows,
+    )
+    ids = dict(zip(reg.steps, (int(r[0]) for r in inserted), strict=True))
+    edges = [
+        {"from_step_id": ids[dep], "to_step_id": ids[name], "task_id": task_id}
+        for name, tpl in reg.steps.items()
+        for dep in tpl.depends_on
+    ]
+    if edges:
+        conn.execute(m.step_edges.insert(), edges)
+    write_task_change(conn, task_id, None, Status.PENDING, "enqueued", now)
+    write_step_changes(
+        conn,
+        task_id,
+        (
+            StepChange(ids[n], n, None, Status.SKIPPED if n in bypass else Status.PENDING, 0,
+                       "bypassed by request" if n in bypass else "created")
+            for n in reg.steps
+        ),
+        now,
+    )
+    conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
+    return task_id

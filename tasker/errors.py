@@ -1,0 +1,116 @@
+"""The one error tree of tasker: everything it raises derives from `TaskerError`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class TaskerError(Exception):
+    """Root of every error tasker raises."""
+
+
+class ConfigurationError(TaskerError):
+    """A task handler, step template or setting is invalid (raised at registration or start)."""
+
+
+class DagCycleError(ConfigurationError):
+    """The steps of a task handler depend on each other in a cycle.
+
+    Attributes:
+        cycle: the step names on the cycle, in dependency order.
+    """
+
+    def __init__(self, task_name: str, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        path = " -> ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
+        super().__init__(f"task {task_name!r}: steps depend on each other in a cycle: {path}")
+
+
+class InvalidRequestError(TaskerError):
+    """A request (enqueue, steering call) is invalid; nothing was stored and nothing was sent."""
+
+
+class ContextValidationError(InvalidRequestError):
+    """The task context does not match the handler's `context_schema`.
+
+    Attributes:
+        errors: one readable message per violation, each naming the JSON path.
+    """
+
+    def __init__(self, task_name: str, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        joined = "; ".join(self.errors)
+        super().__init__(f"invalid context for task {task_name!r} ({len(self.errors)}): {joined}")
+
+
+class UnknownTaskError(InvalidRequestError):
+    """No task handler is registered under the requested name (and version)."""
+
+
+class IdempotencyConflictError(InvalidRequestError):
+    """An idempotency key was reused with a different request."""
+
+
+class TaskNotFoundError(TaskerError):
+    """No task has the given id."""
+
+
+class StepNotFoundError(InvalidRequestError):
+    """The task has no step of the given name."""
+
+
+class InvalidTransitionError(InvalidRequestError):
+    """A steering call asked for a status change the state machine does not allow."""
+
+
+class LeaseLostError(TaskerError):
+    """This worker no longer holds the task's lease; its writes were refused (fencing)."""
+
+
+class StepError(TaskerError):
+    """Base for errors a step handler raises on purpose to steer its retries."""
+
+
+class RetryableError(StepError):
+    """The attempt failed but may be retried.
+
+    Args:
+        message: what went wrong.
+        retry_after: if given, the next attempt is due exactly this many seconds later
+            (instead of the exponential backoff).
+    """
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None and retry_after < 0:
+            raise ValueError(f"retry_after must be >= 0, got {retry_after!r}")
+        self.retry_after = retry_after
+
+
+class PermanentError(StepError):
+    """The attempt failed and no further attempt may be made."""
+
+
+class StepTimeoutError(StepError):
+    """The step handler ran past its time limit (recorded as the attempt's error)."""
+
+
+class InvalidResultError(StepError):
+    """The step handler returned something that cannot be stored as a JSON object."""
+
+
+class NativeHandlerError(StepError):
+    """A native (Rust) step handler reported an error or panicked.
+
+    Attributes:
+        details: the error object the native side returned, if any.
+    """
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+class NativeLibraryNotFoundError(ConfigurationError):
+    """The native handler library is not built or cannot be loaded."""

@@ -1,0 +1,242 @@
+"""The database schema: one place, mirrored by the Alembic migrations.
+
+Tables are SQLAlchemy Core (the engine writes with short, explicit statements).
+JSON columns are JSONB on PostgreSQL and JSON text on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tasker.states import Status
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING)
+
+Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+When = sa.DateTime(timezone=True)
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in Status)
+_LIVE = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
+
+
+def _status() -> sa.CheckConstraint:
+    return sa.CheckConstraint(f"status IN ({_STATUSES})", name="status")
+
+
+named_tasks = sa.Table(
+    "tasker_named_tasks",
+    metadata,
+    sa.Column("named_task_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", When, nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+dependent_systems = sa.Table(
+    "tasker_dependent_systems",
+    metadata,
+    sa.Column("dependent_system_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("created_at", When, nullable=False),
+)
+
+named_steps = sa.Table(
+    "tasker_named_steps",
+    metadata,
+    sa.Column("named_step_id", sa.Integer, primary_key=True),
+    sa.Column(
+        "dependent_system_id",
+        sa.Integer,
+        sa.ForeignKey("tasker_dependent_systems.dependent_system_id"),
+        nullable=False,
+    ),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", When, nullable=False),
+    sa.UniqueConstraint("dependent_system_id", "name"),
+)
+
+tasks = sa.Table(
+    "tasker_tasks",
+    metadata,
+    sa.Column("task_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "named_task_id", sa.Integer, sa.ForeignKey("tasker_named_tasks.named_task_id"), nullable=False
+    ),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("context", Json, nullable=False),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("bypass_steps", Json, nullable=False),
+    sa.Column("initiator", sa.String(255), nullable=False),
+    sa.Column("source_system", sa.String(255), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("request_digest", sa.String(64), nullable=True),
+    sa.Column("requested_at", When, nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Column("completed_at", When, nullable=True),
+    # Scheduling: when the engine should next look at the task (NULL once finished).
+    sa.Column("next_run_at", When, nullable=True),
+    # The last time a message was sent for it by the sweeper (re-dispatch throttle).
+    sa.Column("dispatched_at", When, nullable=True),
+    # The lease: who runs it now, until when, and the fencing epoch.
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", When, nullable=True),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    # Bumped by every steering call, so a running engine knows to re-read the steps.
+    sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    _status(),
+    sa.UniqueConstraint("idempotency_key"),
+    sa.Index(
+        "ix_tasker_tasks_due",
+        "next_run_at",
+        postgresql_where=sa.text(_LIVE),
+        sqlite_where=sa.text(_LIVE),
+    ),
+    sa.Index("ix_tasker_tasks_status_task_id", "status", "task_id"),
+    sa.Index("ix_tasker_tasks_named_task_id_task_id", "named_task_id", "task_id"),
+)
+
+workflow_steps = sa.Table(
+    "tasker_workflow_steps",
+    metadata,
+    sa.Column("workflow_step_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "named_step_id", sa.Integer, sa.ForeignKey("tasker_named_steps.named_step_id"), nullable=False
+    ),
+    sa.Column("position", sa.Integer, nullable=False),  # topological order within the task
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("retryable", sa.Boolean, nullable=False),
+    sa.Column("retry_limit", sa.Integer, nullable=False),
+    sa.Column("skippable", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("inputs", Json, nullable=True),  # NULL: the task context
+    sa.Column("results", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("last_attempted_at", When, nullable=True),
+    sa.Column("next_attempt_at", When, nullable=True),  # NULL in `error`: no attempt left
+    sa.Column("processed_at", When, nullable=True),
+    sa.Column("created_at", When, nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+    _status(),
+    sa.UniqueConstraint("task_id", "position"),
+    sa.Index("ix_tasker_workflow_steps_named_step_id_status", "named_step_id", "status"),
+)
+
+step_edges = sa.Table(
+    "tasker_workflow_step_edges",
+    metadata,
+    sa.Column(
+        "from_step_id",
+        BigId,
+        sa.ForeignKey("tasker_workflow_steps.workflow_step_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "to_step_id",
+        BigId,
+        sa.ForeignKey("tasker_workflow_steps.workflow_step_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Index("ix_tasker_workflow_step_edges_task_id", "task_id"),
+    sa.Index("ix_tasker_workflow_step_edges_to_step_id", "to_step_id"),
+)
+
+step_transitions = sa.Table(
+    "tasker_workflow_step_transitions",
+    metadata,
+    sa.Column("transition_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "workflow_step_id",
+        BigId,
+        sa.ForeignKey("tasker_workflow_steps.workflow_step_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("from_status", sa.String(24), nullable=True),
+    sa.Column("to_status", sa.String(24), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("details", Json, nullable=True),  # the attempt's error, kept for every attempt
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_workflow_step_transitions_task_id", "task_id", "transition_id"),
+    sa.Index("ix_tasker_workflow_step_transitions_workflow_step_id", "workflow_step_id"),
+)
+
+task_transitions = sa.Table(
+    "tasker_task_transitions",
+    metadata,
+    sa.Column("transition_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("from_status", sa.String(24), nullable=True),
+    sa.Column("to_status", sa.String(24), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_task_transitions_task_id", "task_id", "transition_id"),
+)
+
+annotation_types = sa.Table(
+    "tasker_annotation_types",
+    metadata,
+    sa.Column("annotation_type_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", When, nullable=False),
+)
+
+task_annotations = sa.Table(
+    "tasker_task_annotations",
+    metadata,
+    sa.Column("task_annotation_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column(
+        "annotation_type_id",
+        sa.Integer,
+        sa.ForeignKey("tasker_annotation_types.annotation_type_id"),
+        nullable=False,
+    ),
+    sa.Column("annotation", Json, nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_task_annotations_task_id", "task_id"),
+    sa.Index("ix_tasker_task_annotations_annotation_type_id", "annotation_type_id"),
+)
+# JSON containment (`@>`) on PostgreSQL; SQLite has no counterpart to a GIN index.
+sa.Index(
+    "ix_tasker_task_annotations_annotation",
+    task_annotations.c.annotation,
+    postgresql_using="gin",
+    postgresql_ops={"annotation": "jsonb_path_ops"},
+).ddl_if(dialect="postgresql")
+
+# Messages to send, written in the same transaction as the change they announce.
+outbox = sa.Table(
+    "tasker_outbox",
+    metadata,
+    sa.Column("outbox_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("deliver_at", When, nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_outbox_created_at", "created_at"),
+)

@@ -1,0 +1,88 @@
+"""Running one attempt of a step handler and describing what happened."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasker.definition import StepTemplate
+from tasker.errors import InvalidResultError, PermanentError, RetryableError
+from tasker.jsonvalue import json_problem
+from tasker.runtime import HandlerStep, HandlerTask, StepSequence
+
+
+@dataclass
+class Outcome:
+    """The result of one attempt: results, or an error that may ask for a delay."""
+
+    name: str
+    token: object
+    ok: bool
+    results: Any = None
+    error: dict[str, Any] | None = None
+    retry_after: float | None = None
+    permanent: bool = False
+    annotations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def timed_out(cls, name: str, token: object, limit: float) -> Outcome:
+        """The outcome of an attempt that ran past its time limit."""
+        return cls(
+            name,
+            token,
+            ok=False,
+            error={
+                "message": f"the step ran past its time limit of {limit:g} s",
+                "error_class": "tasker.errors.StepTimeoutError",
+                "backtrace": "",
+            },
+        )
+
+
+def describe(exc: BaseException) -> dict[str, Any]:
+    """The stored form of an exception: message, qualified class and backtrace."""
+    cls = type(exc)
+    return {
+        "message": str(exc),
+        "error_class": f"{cls.__module__}.{cls.__qualname__}",
+        "backtrace": "".join(traceback.format_exception(exc)),
+    }
+
+
+def run_handler(
+    template: StepTemplate,
+    task: HandlerTask,
+    sequence: StepSequence,
+    step: HandlerStep,
+    token: object,
+    deliver: Callable[[Outcome], None],
+) -> None:
+    """Run one attempt and deliver its outcome; never raises.
+
+    A dict return value becomes the results; None keeps `step.results`. Anything
+    else, or results that cannot be stored as JSON, fails the attempt.
+    """
+    try:
+        returned = template.call(task, sequence, step)
+        results = step.results if returned is None else returned
+        if results is not None and not isinstance(results, dict):
+            raise InvalidResultError(
+                f"step {step.name!r} returned a {type(results).__name__}; return a dict or None"
+            )
+        problem = json_problem(results)
+        if problem:
+            raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
+        outcome = Outcome(step.name, token, ok=True, results=results)
+    except BaseException as exc:  # noqa: BLE001 - any failure, even a Rust panic, is an attempt's error
+        outcome = Outcome(
+            step.name,
+            token,
+            ok=False,
+            error=describe(exc),
+            retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
+            permanent=isinstance(exc, PermanentError),
+        )
+    outcome.annotations = task.take_annotations()
+    deliver(outcome)

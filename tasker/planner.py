@@ -1,0 +1,88 @@
+"""Pure decisions of the engine: which steps are ready, and what the task is now.
+
+No I/O here: the engine feeds in the steps' states and acts on the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from tasker.states import SATISFIED, Status
+
+
+@dataclass
+class StepState:
+    """What the planner needs to know of one step."""
+
+    name: str
+    status: Status
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime | None
+    depends_on: tuple[str, ...]
+
+    @property
+    def awaiting_retry(self) -> bool:
+        """Failed, with a further attempt scheduled."""
+        return self.status is Status.ERROR and self.next_attempt_at is not None
+
+    @property
+    def failed_for_good(self) -> bool:
+        """Failed with no attempt left."""
+        return self.status is Status.ERROR and self.next_attempt_at is None
+
+
+class Verdict(str, Enum):
+    """What the task should do once the ready steps are dealt with."""
+
+    RUN = "run"  # steps are ready or running
+    WAIT = "wait"  # only backoffs remain: come back at `Plan.wake_at`
+    COMPLETE = "complete"  # every step complete, resolved or skipped
+    ERROR = "error"  # a step failed for good and nothing else can progress
+
+
+@dataclass
+class Plan:
+    """The planner's answer."""
+
+    ready: list[str]
+    verdict: Verdict
+    wake_at: datetime | None = None
+
+
+def deps_satisfied(step: StepState, steps: Mapping[str, StepState]) -> bool:
+    """Every step this one depends on is complete, resolved manually or skipped."""
+    return all(steps[d].status in SATISFIED for d in step.depends_on)
+
+
+def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> bool:
+    """The step may start now: pending or due for retry, with its dependencies satisfied."""
+    if step.status is Status.PENDING:
+        return deps_satisfied(step, steps)
+    if step.awaiting_retry and step.next_attempt_at is not None and step.next_attempt_at <= now:
+        return deps_satisfied(step, steps)
+    return False
+
+
+def plan(
+    steps: Mapping[str, StepState], now: datetime, running: Collection[str] = ()
+) -> Plan:
+    """Decide what to start now and what the task's state is.
+
+    Args:
+        steps: every step of the task, in topological order.
+        now: the app's clock.
+        running: steps this engine pass is running at the moment.
+    """
+    ready = [n for n, s in steps.items() if n not in running and is_ready(s, steps, now)]
+    if ready or running:
+        return Plan(ready, Verdict.RUN)
+    if all(s.status in SATISFIED for s in steps.values()):
+        return Plan([], Verdict.COMPLETE)
+    waits = [s.next_attempt_at for s in steps.values() if s.awaiting_retry and s.next_attempt_at]
+    if waits:
+        return Plan([], Verdict.WAIT, wake_at=min(waits))
+    return Plan([], Verdict.ERROR)

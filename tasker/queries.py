@@ -1,0 +1,217 @@
+"""Reading tasks, steps, annotations and the audit trail for the public API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tasker import models as m
+from tasker.clock import as_utc
+from tasker.db import Database
+from tasker.errors import InvalidRequestError, TaskNotFoundError
+from tasker.jsonvalue import contains as json_contains
+from tasker.jsonvalue import json_problem
+from tasker.lease import STEP_COLUMNS, select_steps
+from tasker.states import Status
+from tasker.views import AnnotationView, StepView, TaskView, TransitionView
+
+T, S = m.tasks, m.workflow_steps
+_TASK = (
+    sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version)
+    .join(m.named_tasks, T.c.named_task_id == m.named_tasks.c.named_task_id)
+)
+
+
+def task_id_of(value: Any) -> int:
+    """Check a task id given by a caller.
+
+    Raises:
+        TaskNotFoundError: it is not a positive integer (so it names no task).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise TaskNotFoundError(f"no task has id {value!r}")
+    return value
+
+
+def _edges(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
+    deps: dict[int, list[int]] = {}
+    rows = conn.execute(
+        sa.select(m.step_edges.c.to_step_id, m.step_edges.c.from_step_id).where(
+            m.step_edges.c.task_id.in_(task_ids)
+        )
+    )
+    for to, frm in rows:
+        deps.setdefault(int(to), []).append(int(frm))
+    return deps
+
+
+def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepView]]:
+    rows = conn.execute(select_steps(task_ids, STEP_COLUMNS)).all()
+    deps = _edges(conn, task_ids)
+    names = {int(r.workflow_step_id): r.name for r in rows}
+    out: dict[int, dict[str, StepView]] = {t: {} for t in task_ids}
+    for r in rows:
+        sid = int(r.workflow_step_id)
+        out[int(r.task_id)][r.name] = StepView(
+            workflow_step_id=sid,
+            name=r.name,
+            status=r.status,
+            attempts=r.attempts,
+            retry_limit=r.retry_limit,
+            retryable=r.retryable,
+            skippable=r.skippable,
+            depends_on=tuple(sorted(names[d] for d in deps.get(sid, ()))),
+            dependent_system=r.dependent_system,
+            inputs=r.inputs,
+            results=r.results,
+            error=r.error,
+            last_attempted_at=_utc(r.last_attempted_at),
+            next_attempt_at=_utc(r.next_attempt_at),
+            processed_at=_utc(r.processed_at),
+        )
+    return out
+
+
+def _utc(value: Any) -> Any:
+    return None if value is None else as_utc(value)
+
+
+def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
+    # A step's inputs default to the task's context.
+    steps = {n: (v if v.inputs is not None else _with_inputs(v, row.context)) for n, v in steps.items()}
+    return TaskView(
+        task_id=int(row.task_id),
+        name=row.name,
+        version=row.version,
+        status=row.status,
+        context=row.context,
+        tags=list(row.tags),
+        initiator=row.initiator,
+        source_system=row.source_system,
+        reason=row.reason,
+        requested_at=as_utc(row.requested_at),
+        completed_at=_utc(row.completed_at),
+        idempotency_key=row.idempotency_key,
+        next_run_at=_utc(row.next_run_at),
+        steps=steps,
+        annotations=notes,
+    )
+
+
+def _with_inputs(v: StepView, context: Any) -> StepView:
+    return replace(v, inputs=context)
+
+
+def get_task(db: Database, task_id: Any) -> TaskView:
+    """One task with its steps and annotations.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+    """
+    tid = task_id_of(task_id)
+    with db.read() as conn:
+        row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
+        if row is None:
+            raise TaskNotFoundError(f"no task has id {tid}")
+        steps = _steps(conn, [tid])[tid]
+        notes = _annotations(conn, None, tid)
+    return _task_view(row, steps, notes)
+
+
+def list_tasks(db: Database, status: str | None, name: str | None, limit: int) -> list[TaskView]:
+    """Tasks, newest first, with their steps (annotations are left out: see `annotations`).
+
+    Raises:
+        InvalidRequestError: an unknown status or a limit below 1.
+    """
+    if status is not None and status not in {s.value for s in Status}:
+        raise InvalidRequestError(f"unknown status {status!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidRequestError(f"limit must be a positive integer, got {limit!r}")
+    q = _TASK.order_by(T.c.task_id.desc()).limit(limit)
+    if status is not None:
+        q = q.where(T.c.status == status)
+    if name is not None:
+        q = q.where(m.named_tasks.c.name == name)
+    with db.read() as conn:
+        rows = conn.execute(q).all()
+        ids = [int(r.task_id) for r in rows]
+        steps = _steps(conn, ids) if ids else {}
+    return [_task_view(r, steps[int(r.task_id)], []) for r in rows]
+
+
+def _annotations(
+    conn: Connection, annotation_type: str | None, task_id: int | None,
+    contains: dict[str, Any] | None = None, is_postgres: bool = False,
+) -> list[AnnotationView]:
+    A, AT = m.task_annotations, m.annotation_types
+    q = (
+        sa.select(A.c.task_id, AT.c.name, A.c.annotation, A.c.created_at)
+        .join(AT, A.c.annotation_type_id == AT.c.annotation_type_id)
+        .order_by(A.c.task_annotation_id)
+    )
+    if annotation_type is not None:
+        q = q.where(AT.c.name == annotation_type)
+    if task_id is not None:
+        q = q.where(A.c.task_id == task_id)
+    keep: Callable[[Any], bool] = lambda _doc: True  # noqa: E731
+    if contains is not None:
+        if is_postgres:
+            q = q.where(A.c.annotation.op("@>")(sa.cast(contains, m.Json)))
+        else:
+            # Narrow by top-level scalars in SQL, then apply @> semantics exactly.
+            for key, value in contains.items():
+                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    q = q.where(sa.func.json_extract(A.c.annotation, f'$."{key}"') == value)
+            keep = lambda doc: json_contains(doc, contains)  # noqa: E731
+    return [
+        AnnotationView(int(r.task_id), r.name, r.annotation, as_utc(r.created_at))
+        for r in conn.execute(q)
+        if keep(r.annotation)
+    ]
+
+
+def annotations(
+    db: Database, annotation_type: str | None, task_id: Any, contains: dict[str, Any] | None
+) -> list[AnnotationView]:
+    """Annotations filtered by type, task and JSON containment.
+
+    Raises:
+        InvalidRequestError: `contains` is not a JSON object.
+        TaskNotFoundError: `task_id` is not a valid id.
+    """
+    tid = None if task_id is None else task_id_of(task_id)
+    if contains is not None and (not isinstance(contains, dict) or json_problem(contains)):
+        raise InvalidRequestError(f"contains must be a JSON object, got {contains!r}")
+    with db.read() as conn:
+        return _annotations(conn, annotation_type, tid, contains, db.is_postgres)
+
+
+def history(db: Database, task_id: Any) -> list[TransitionView]:
+    """The task's audit trail: every task and step status change, oldest first.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+    """
+    tid = task_id_of(task_id)
+    TT, ST = m.task_transitions, m.step_transitions
+    with db.read() as conn:
+        if conn.execute(sa.select(T.c.task_id).where(T.c.task_id == tid)).first() is None:
+            raise TaskNotFoundError(f"no task has id {tid}")
+        task_rows = conn.execute(sa.select(TT).where(TT.c.task_id == tid)).all()
+        step_rows = conn.execute(
+            sa.select(ST, m.named_steps.c.name)
+            .join(S, ST.c.workflow_step_id == S.c.workflow_step_id)
+            .join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id)
+            .where(ST.c.task_id == tid)
+        ).all()
+    out = [TransitionView(None, r.from_status, r.to_status, r.reason, None, as_utc(r.created_at))
+           for r in task_rows]
+    out += [TransitionView(r.name, r.from_status, r.to_status, r.reason, r.attempt,
+                           as_utc(r.created_at)) for r in step_rows]
+    # Rows written in one transaction share a time: the sort is stable, task rows first.
+    return sorted(out, key=lambda t: t.created_at)

@@ -1,0 +1,162 @@
+"""The handler registry: task names and versions mapped to checked DAGs."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import SchemaError
+
+from tasker.dag import topological_order
+from tasker.definition import StepTemplate, TaskHandler
+from tasker.errors import ConfigurationError, UnknownTaskError
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders versions numerically where they are numbers ("1.10" > "1.9")."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\-+]", version)
+    )
+
+
+@dataclass(frozen=True)
+class RegisteredTask:
+    """A task handler checked at registration: its steps in topological order.
+
+    Attributes:
+        name: task name.
+        version: handler version.
+        handler: an instance of the user's TaskHandler subclass.
+        steps: step name -> template, in topological order.
+        order: step names in topological order.
+        validator: the compiled context schema validator, if any.
+    """
+
+    name: str
+    version: str
+    handler: TaskHandler
+    steps: Mapping[str, StepTemplate]
+    order: tuple[str, ...]
+    validator: Any
+
+    def schema_errors(self, context: Any) -> list[str]:
+        """List every violation of the context schema, each naming its JSON path."""
+        if self.validator is None:
+            return []
+        found = sorted(self.validator.iter_errors(context), key=lambda e: list(e.absolute_path))
+        return [f"{e.json_path}: {e.message}" for e in found]
+
+
+def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
+    """Check a TaskHandler subclass and compile it.
+
+    Raises:
+        ConfigurationError: a missing name, bad version, bad template, duplicate or
+            unknown step, or an invalid JSON Schema.
+        DagCycleError: the steps form a cycle.
+    """
+    if not isinstance(handler_cls, type):
+        raise ConfigurationError(f"register() takes a TaskHandler class, got {handler_cls!r}")
+    name = getattr(handler_cls, "name", "")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"{handler_cls.__name__}: `name` must be a non-empty string")
+    version = getattr(handler_cls, "version", "0.1.0")
+    if not isinstance(version, str) or not version.strip():
+        raise ConfigurationError(f"task {name!r}: `version` must be a non-empty string")
+    templates = list(getattr(handler_cls, "step_templates", ()) or ())
+    if not templates:
+        raise ConfigurationError(f"task {name!r}: step_templates is empty")
+    by_name: dict[str, StepTemplate] = {}
+    for t in templates:
+        if not isinstance(t, StepTemplate):
+            raise ConfigurationError(f"task {name!r}: {t!r} is not a StepTemplate")
+        if t.name in by_name:
+            raise ConfigurationError(f"task {name!r}: duplicate step name {t.name!r}")
+        by_name[t.name] = t
+    order = topological_order(name, {n: t.depends_on for n, t in by_name.items()})
+    schema = getattr(handler_cls, "context_schema", None)
+    validator = None
+    if schema is not None:
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+        except SchemaError as exc:
+            raise ConfigurationError(f"task {name!r}: invalid context_schema: {exc.message}") from exc
+        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    try:
+        instance = handler_cls()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"task {name!r}: {handler_cls.__name__}() must be constructible without arguments"
+        ) from exc
+    return RegisteredTask(
+        name=name,
+        version=version,
+        handler=instance,
+        steps={n: by_name[n] for n in order},
+        order=tuple(order),
+        validator=validator,
+    )
+
+
+class HandlerFactory:
+    """Registry of task handlers; one task name may have several versions.
+
+    Usable as a class decorator: `@factory.register`.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, dict[str, RegisteredTask]] = {}
+        self._lock = threading.Lock()
+
+    def register(self, handler_cls: type[TaskHandler]) -> type[TaskHandler]:
+        """Check and register a task handler class; return it unchanged.
+
+        Registering the same class again is a no-op; another class under a name
+        and version already taken is an error.
+
+        Raises:
+            ConfigurationError: the handler is invalid or the name and version are taken.
+            DagCycleError: its steps form a cycle.
+        """
+        compiled = compile_handler(handler_cls)
+        with self._lock:
+            versions = self._tasks.setdefault(compiled.name, {})
+            existing = versions.get(compiled.version)
+            if existing is not None and type(existing.handler).__qualname__ != handler_cls.__qualname__:
+                raise ConfigurationError(
+                    f"task {compiled.name!r} version {compiled.version!r} is already registered "
+                    f"by {type(existing.handler).__qualname__}"
+                )
+            versions[compiled.version] = compiled
+        return handler_cls
+
+    def get(self, name: str, version: str | None = None) -> RegisteredTask:
+        """Find a registered task; without a version, the newest.
+
+        Raises:
+            UnknownTaskError: nothing is registered under that name (and version).
+        """
+        versions = self._tasks.get(name)
+        if not versions:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTaskError(f"no task handler named {name!r} is registered (known: {known})")
+        if version is None:
+            return versions[max(versions, key=version_key)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise UnknownTaskError(
+                f"task {name!r} has no version {version!r} (registered: {sorted(versions, key=version_key)})"
+            ) from None
+
+    def names(self) -> list[str]:
+        """The registered task names, sorted."""
+        return sorted(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks

@@ -1,0 +1,95 @@
+"""The state machine of tasks and steps, written down once.
+
+Every status change the engine or a steering call makes is checked here and
+recorded as a transition row (the audit trail).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from tasker.errors import InvalidTransitionError
+
+
+class Status(str, Enum):
+    """Statuses shared by tasks and steps (`skipped` is for steps only)."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    RESOLVED_MANUALLY = "resolved_manually"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: A step in one of these lets its dependents run.
+SATISFIED = frozenset({Status.COMPLETE, Status.RESOLVED_MANUALLY, Status.SKIPPED})
+
+#: A task in one of these is finished: no message for it does anything.
+TASK_FINAL = frozenset({Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY})
+
+#: A task in one of these is live: the engine and the sweeper work on it.
+TASK_LIVE = frozenset({Status.PENDING, Status.IN_PROGRESS})
+
+# `None` is the state before the row exists.
+STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({Status.PENDING, Status.SKIPPED}),
+    Status.PENDING: frozenset(
+        {Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY, Status.SKIPPED}
+    ),
+    # in_progress -> error also covers "worker lost" and "timed out".
+    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED}),
+    # error -> in_progress is a retry; error -> pending is `retry()` with a fresh budget.
+    Status.ERROR: frozenset(
+        {Status.IN_PROGRESS, Status.PENDING, Status.CANCELLED, Status.RESOLVED_MANUALLY}
+    ),
+    Status.COMPLETE: frozenset(),
+    Status.SKIPPED: frozenset(),
+    Status.RESOLVED_MANUALLY: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+TASK_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
+    None: frozenset({Status.PENDING}),
+    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.CANCELLED}),
+    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED}),
+    # error -> in_progress: resumed by resolve_step or retry.
+    Status.ERROR: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
+    Status.COMPLETE: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.RESOLVED_MANUALLY: frozenset(),
+}
+
+
+def can_step(from_status: Status | None, to_status: Status) -> bool:
+    """Tell whether a step may move from `from_status` to `to_status`."""
+    return to_status in STEP_TRANSITIONS[from_status]
+
+
+def can_task(from_status: Status | None, to_status: Status) -> bool:
+    """Tell whether a task may move from `from_status` to `to_status`."""
+    return to_status in TASK_TRANSITIONS[from_status]
+
+
+def check_step(name: str, from_status: Status | None, to_status: Status) -> None:
+    """Check a step transition.
+
+    Raises:
+        InvalidTransitionError: the state machine does not allow it.
+    """
+    if not can_step(from_status, to_status):
+        raise InvalidTransitionError(f"step {name!r} cannot go from {from_status} to {to_status}")
+
+
+def check_task(task_id: int, from_status: Status | None, to_status: Status) -> None:
+    """Check a task transition.
+
+    Raises:
+        InvalidTransitionError: the state machine does not allow it.
+    """
+    if not can_task(from_status, to_status):
+        raise InvalidTransitionError(f"task {task_id} cannot go from {from_status} to {to_status}")

@@ -1,0 +1,150 @@
+"""Steering calls: cancel a task, resolve a step by hand, retry failed steps.
+
+Each locks the task row first (so it waits for a running engine transaction),
+changes what it must, bumps the task's revision (so a running engine re-reads
+its steps) and, when work may resume, writes an outbox row in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tasker import models as m
+from tasker.audit import StepChange, write_step_changes, write_task_change
+from tasker.db import Database
+from tasker.errors import InvalidRequestError, InvalidTransitionError, StepNotFoundError, TaskNotFoundError
+from tasker.jsonvalue import json_problem
+from tasker.lease import select_steps
+from tasker.states import Status
+
+T, S = m.tasks, m.workflow_steps
+_UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.value)
+
+
+def _lock(conn: Connection, task_id: int) -> Status:
+    row = conn.execute(
+        sa.select(T.c.status).where(T.c.task_id == task_id).with_for_update()
+    ).first()
+    if row is None:
+        raise TaskNotFoundError(f"no task has id {task_id}")
+    return Status(row.status)
+
+
+def _steps(conn: Connection, task_id: int) -> list[Any]:
+    return list(conn.execute(select_steps([task_id])).all())
+
+
+def _resume(conn: Connection, task_id: int, status: Status, reason: str, now: datetime) -> None:
+    """Make the task due now and announce it; an errored task goes back to in_progress."""
+    values: dict[str, Any] = {"next_run_at": now, "revision": T.c.revision + 1, "updated_at": now}
+    if status is Status.ERROR:
+        write_task_change(conn, task_id, Status.ERROR, Status.IN_PROGRESS, reason, now)
+        values["status"] = Status.IN_PROGRESS.value
+    conn.execute(sa.update(T).where(T.c.task_id == task_id).values(values))
+    conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
+
+
+def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled") -> bool:
+    """Cancel a task and its unfinished steps; nothing new starts.
+
+    Returns:
+        True if it was cancelled now, False if it already was.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        InvalidTransitionError: the task is already finished.
+    """
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status is Status.CANCELLED:
+            return False
+        write_task_change(conn, task_id, status, Status.CANCELLED, reason, now)
+        conn.execute(
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(status=Status.CANCELLED.value, next_run_at=None, lease_owner=None,
+                    lease_expires_at=None, revision=T.c.revision + 1, updated_at=now)
+        )
+        open_steps = [r for r in _steps(conn, task_id) if r.status in _UNFINISHED]
+        if open_steps:
+            conn.execute(
+                sa.update(S)
+                .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
+                .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
+            )
+            write_step_changes(conn, task_id, (
+                StepChange(r.workflow_step_id, r.name, Status(r.status), Status.CANCELLED,
+                           r.attempts, reason)
+                for r in open_steps
+            ), now)
+    return True
+
+
+def resolve_step(
+    db: Database, task_id: int, step_name: str, results: dict[str, Any] | None, now: datetime
+) -> None:
+    """Mark a pending or failed step `resolved_manually`, so its dependents may run.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        StepNotFoundError: the task has no such step.
+        InvalidTransitionError: the task is finished, or the step is running or done.
+        InvalidRequestError: `results` is not a JSON object.
+    """
+    if results is not None and (not isinstance(results, dict) or json_problem(results)):
+        raise InvalidRequestError(f"results must be a JSON object or None, got {results!r}")
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
+            raise InvalidTransitionError(f"task {task_id} is {status}; nothing to resolve")
+        step = next((r for r in _steps(conn, task_id) if r.name == step_name), None)
+        if step is None:
+            raise StepNotFoundError(f"task {task_id} has no step {step_name!r}")
+        change = StepChange(step.workflow_step_id, step.name, Status(step.status),
+                            Status.RESOLVED_MANUALLY, step.attempts, "resolved manually")
+        write_step_changes(conn, task_id, [change], now)
+        conn.execute(
+            sa.update(S)
+            .where(S.c.workflow_step_id == step.workflow_step_id)
+            .values(status=Status.RESOLVED_MANUALLY.value, results=results,
+                    next_attempt_at=None, processed_at=now, updated_at=now)
+        )
+        _resume(conn, task_id, status, f"step {step_name!r} resolved manually", now)
+
+
+def retry(db: Database, task_id: int, now: datetime) -> list[str]:
+    """Give every step in final error a fresh attempt budget, due at once.
+
+    Returns:
+        The names of the steps that will be retried.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        InvalidTransitionError: the task is finished, or no step is in final error.
+    """
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
+            raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
+        failed = [r for r in _steps(conn, task_id)
+                  if r.status == Status.ERROR.value and r.next_attempt_at is None]
+        if not failed:
+            raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
+        conn.execute(
+            sa.update(S)
+            .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in failed]))
+            .values(status=Status.PENDING.value, attempts=0, next_attempt_at=None,
+                    processed_at=None, updated_at=now)
+        )
+        write_step_changes(conn, task_id, (
+            StepChange(r.workflow_step_id, r.name, Status.ERROR, Status.PENDING, r.attempts,
+                       "retry requested: fresh attempt budget")
+            for r in failed
+        ), now)
+        _resume(conn, task_id, status, "retry requested", now)
+    return [r.name for r in failed]

@@ -1,0 +1,75 @@
+"""Read-only views returned by the public API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One step of a task, as stored.
+
+    `results` is None for a step that has not run or was skipped.
+    """
+
+    workflow_step_id: int
+    name: str
+    status: str
+    attempts: int
+    retry_limit: int
+    retryable: bool
+    skippable: bool
+    depends_on: tuple[str, ...]
+    dependent_system: str
+    inputs: Any
+    results: Any
+    error: dict[str, Any] | None
+    last_attempted_at: datetime | None
+    next_attempt_at: datetime | None
+    processed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AnnotationView:
+    """One annotation of a task."""
+
+    task_id: int
+    annotation_type: str
+    annotation: Any
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TransitionView:
+    """One status change in a task's audit trail (`step` is None for the task itself)."""
+
+    step: str | None
+    from_status: str | None
+    to_status: str
+    reason: str
+    attempt: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """A task with its steps (in topological order) and annotations."""
+
+    task_id: int
+    name: str
+    version: str
+    status: str
+    context: Any
+    tags: Sequence[str]
+    initiator: str
+    source_system: str
+    reason: str
+    requested_at: datetime
+    completed_at: datetime | None
+    idempotency_key: str | None = None
+    next_run_at: datetime | None = None
+    steps: Mapping[str, StepView] = field(default_factory=dict)
+    annotations: Sequence[AnnotationView] = ()
