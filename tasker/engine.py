@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker import lease as leases
 from tasker.audit import StepChange
@@ -38,6 +39,12 @@ from tasker.states import Status
 from tasker.views import StepView
 
 log = logging.getLogger("tasker.engine")
+_T = TypeVar("_T")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """A lost connection or a database that is restarting: worth another try."""
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
 
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
@@ -142,19 +149,55 @@ class Engine:
         Handler failures never escape: they are recorded as step errors. A lost
         lease ends the pass quietly (the new owner carries on).
         """
+        p: _Pass | None = None
         try:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
         except LeaseLostError as exc:
             log.info("task %s: %s; stopping this pass", task_id, exc)
+        except Exception:
+            # The database stayed unreachable past the lease: leave the task to the
+            # sweeper (its lease expires; in-flight steps count as lost attempts).
+            log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
+        finally:
+            if p is not None and p.running:
+                self._wait_out(p)
+
+    def _wait_out(self, p: _Pass) -> None:
+        """Do not return while this pass's step threads still run: a new owner must not
+        start the same step while the old attempt is alive (each waits its time limit)."""
+        while p.running:
+            for o in self._wait(p):
+                p.running.pop(o.name, None)
+
+    def _write(self, p: _Pass | None, body: Callable[[Connection], _T]) -> _T:
+        """Run `body` in a short write transaction, retrying while the database is away.
+
+        Retries last at most one lease period: after that the lease may be someone
+        else's, and the fence inside `body` would refuse the write anyway.
+        """
+        give_up = time.monotonic() + self._settings.lease_seconds
+        delay = 0.05
+        while True:
+            try:
+                with self._db.write() as conn:
+                    return body(conn)
+            except DBAPIError as exc:
+                if time.monotonic() + delay > give_up or not _transient(exc):
+                    raise
+                log.warning("task %s: database error, retrying in %.2f s: %s",
+                            p.lease.task_id if p else "?", delay, exc.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     # -- claiming -----------------------------------------------------------------
 
     def _claim(self, task_id: int) -> _Pass | None:
         now = self._now()
         s = self._settings
-        with self._db.write() as conn:
+
+        def body(conn: Connection) -> tuple[_Pass, list[StepView]] | None:
             got = leases.claim(conn, task_id, self._owner(), now, s.lease_seconds)
             if got is None:
                 return None
@@ -170,7 +213,12 @@ class Engine:
             rows = conn.execute(leases.select_steps([task_id])).all()
             p = _Pass(lease, reg, row, int(row["revision"]), step_views(reg, rows))
             self._recover_lost_steps(conn, p, now)
-            started = self._advance(conn, p, now)
+            return p, self._advance(conn, p, now)
+
+        claimed = self._write(None, body)
+        if claimed is None:
+            return None
+        p, started = claimed
         self._launch(p, started)
         return p
 
@@ -194,15 +242,20 @@ class Engine:
             batch = self._wait(p)
             now = self._now()
             if not batch:  # nothing finished yet: just renew the lease
-                with self._db.write() as conn:
-                    self._refresh(conn, p, now)
+                self._write(p, lambda conn: self._refresh(conn, p, now))
                 continue
             self._annotate(p, batch, now)
-            with self._db.write() as conn:
+            snapshot = (dict(p.views), dict(p.running), p.revision, list(p.annotations))
+
+            def body(conn: Connection, batch: list[Outcome] = batch) -> list[StepView]:
+                # A retried transaction starts again from the state before the first try.
+                p.views, p.running, p.revision, p.annotations = (
+                    dict(snapshot[0]), dict(snapshot[1]), snapshot[2], list(snapshot[3]))
                 self._refresh(conn, p, now)
                 self._write_outcomes(conn, p, batch, now)
-                started = self._advance(conn, p, now)
-            self._launch(p, started)
+                return self._advance(conn, p, now)
+
+            self._launch(p, self._write(p, body))
 
     def _wait(self, p: _Pass) -> list[Outcome]:
         """Outcomes that arrived, plus timed-out steps; [] when it is time to renew."""
