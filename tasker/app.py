@@ -68,13 +68,20 @@ class Tasker:
         self.catalog = Catalog(self.db)
         self._owner: tuple[int, str] | None = None
         self.dispatch = Dispatch(
-            make_broker(self.settings.broker_url), self.settings.queue_name, self._run_message, self.now
+            make_broker(self.settings.broker_url),
+            self.settings.queue_name,
+            self._run_message,
+            self.now,
         )
         self.engine = Engine(
             self.db, self.factory, self.catalog, self.settings, self.now, self.owner, self._notify
         )
         self.sweeper = Sweeper(
-            self.db, self._notify, self.now, self.settings.sweep_seconds, self.settings.lease_seconds
+            self.db,
+            self._notify,
+            self.now,
+            self.settings.sweep_seconds,
+            self.settings.lease_seconds,
         )
         self._worker: Any = None
         self._stop = threading.Event()
@@ -121,7 +128,9 @@ class Tasker:
             IdempotencyConflictError: the key was used with a different request.
         """
         if not isinstance(request, TaskRequest):
-            raise InvalidRequestError(f"enqueue() takes a TaskRequest, got {type(request).__name__}")
+            raise InvalidRequestError(
+                f"enqueue() takes a TaskRequest, got {type(request).__name__}"
+            )
         reg = self.factory.get(request.name, request.version)
         accepted = create_task(self.db, self.catalog, reg, request, self.now())
         if accepted.created:
@@ -152,8 +161,9 @@ class Tasker:
         if self._worker is not None:
             return
         self._stop.clear()
-        self._worker = Worker(self.dispatch.broker, queues={self.settings.queue_name},
-                              worker_threads=threads)
+        self._worker = Worker(
+            self.dispatch.broker, queues={self.settings.queue_name}, worker_threads=threads
+        )
         self._worker.start()
         if sweep:
             self._sweep_thread = threading.Thread(
@@ -185,8 +195,9 @@ class Tasker:
         try:
             self.dispatch.send(task_id, at)
         except Exception:  # the outbox row and the sweeper cover a failed send
-            log.warning("could not send the message for task %s; the sweeper will", task_id,
-                        exc_info=True)
+            log.warning(
+                "could not send the message for task %s; the sweeper will", task_id, exc_info=True
+            )
 
     # -- inspecting and steering --------------------------------------------------
 
@@ -228,7 +239,7 @@ class Tasker:
             InvalidRequestError: `contains` is not a JSON object.
             TaskNotFoundError: `task_id` is not a valid id.
         """
-        return queries.annotations(self.db, annotation_type, task_id, contains)
+        return queries.list_annotations(self.db, annotation_type, task_id, contains)
 
     def cancel(self, task_id: int) -> TaskView:
         """Cancel the task and its unfinished steps; nothing new starts.

@@ -27,7 +27,9 @@ class StepChange:
     details: dict[str, Any] | None = None
 
 
-def write_step_changes(conn: Connection, task_id: int, changes: Iterable[StepChange], now: datetime) -> None:
+def write_step_changes(
+    conn: Connection, task_id: int, changes: Iterable[StepChange], now: datetime
+) -> None:
     """Check and record step status changes.
 
     Raises:

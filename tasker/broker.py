@@ -24,14 +24,19 @@ def make_broker(url: str | None) -> Broker:
         return StubBroker(middleware=[])
     from dramatiq.brokers.redis import RedisBroker
 
-    return RedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)
+    return RedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)  # type: ignore[no-untyped-call]
 
 
 class Dispatch:
     """Sends task messages through one broker and actor."""
 
-    def __init__(self, broker: Broker, queue_name: str, run: Callable[[int], None],
-                 clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        queue_name: str,
+        run: Callable[[int], None],
+        clock: Callable[[], datetime],
+    ) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self._clock = clock

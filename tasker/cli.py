@@ -25,7 +25,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)).rstrip(), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells[1:]]
+    out += [
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells[1:]
+    ]
     return "\n".join(out)
 
 
@@ -36,13 +38,25 @@ def _short(value: Any, width: int = 48) -> str:
 
 def render_task(task: TaskView) -> str:
     """A readable table of one task and its steps."""
-    head = (f"task {task.task_id}  {task.name} v{task.version}  status={task.status}  "
-            f"requested {task.requested_at:%Y-%m-%d %H:%M:%S}Z")
+    head = (
+        f"task {task.task_id}  {task.name} v{task.version}  status={task.status}  "
+        f"requested {task.requested_at:%Y-%m-%d %H:%M:%S}Z"
+    )
     rows = []
     for s in task.steps.values():
-        shown = s.results if s.error is None or s.status != "error" else {"error": s.error["message"]}
-        rows.append((s.name, s.status, f"{s.attempts}/{s.retry_limit if s.retryable else 1}",
-                     s.dependent_system, ",".join(s.depends_on) or "-", _short(shown)))
+        shown = (
+            s.results if s.error is None or s.status != "error" else {"error": s.error["message"]}
+        )
+        rows.append(
+            (
+                s.name,
+                s.status,
+                f"{s.attempts}/{s.retry_limit if s.retryable else 1}",
+                s.dependent_system,
+                ",".join(s.depends_on) or "-",
+                _short(shown),
+            )
+        )
     return head + "\n" + _table(("step", "status", "attempts", "system", "after", "results"), rows)
 
 
@@ -74,9 +88,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     app = Tasker(database_url=url, backoff_base=0.3, backoff_max=2, sweep_seconds=1)
     app.register(demo.OrderFulfillment)
     app.migrate()
-    ids = [app.enqueue(TaskRequest(name="order_fulfillment", context=o, initiator="demo",
-                                   source_system="shop", reason="new order")).task_id
-           for o in demo.sample_orders()]
+    ids = [
+        app.enqueue(
+            TaskRequest(
+                name="order_fulfillment",
+                context=o,
+                initiator="demo",
+                source_system="shop",
+                reason="new order",
+            )
+        ).task_id
+        for o in demo.sample_orders()
+    ]
     print(f"enqueued {len(ids)} orders: tasks {ids}")
     app.start(threads=4)
     started, last, resolved = time.monotonic(), "", False
@@ -86,8 +109,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             counts: dict[str, int] = {}
             for t in tasks:
                 counts[t.status] = counts.get(t.status, 0) + 1
-            retrying = sum(1 for t in tasks for s in t.steps.values()
-                           if s.status == "error" and s.next_attempt_at is not None)
+            retrying = sum(
+                1
+                for t in tasks
+                for s in t.steps.values()
+                if s.status == "error" and s.next_attempt_at is not None
+            )
             line = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             line += f"; {retrying} step(s) waiting to retry" if retrying else ""
             if line != last:
@@ -96,8 +123,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stuck = [t for t in tasks if t.status == "error"]
             if stuck and not resolved:
                 for t in stuck:
-                    print(f"        task {t.task_id}: fraud_review failed for good "
-                          f"({t.steps['fraud_review'].error['message']!r}); an operator resolves it")
+                    why = (t.steps["fraud_review"].error or {}).get("message")
+                    print(
+                        f"        task {t.task_id}: fraud_review failed for good ({why!r}); "
+                        "an operator resolves it"
+                    )
                     app.resolve_step(t.task_id, "fraud_review", {"cleared": "by operator"})
                 resolved = True
             if all(t.status == "complete" for t in tasks):
@@ -110,14 +140,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(render_task(app.get_task(i)) + "\n")
     audits = app.annotations("order_audit")
     print("annotation report: order_audit")
-    print(_table(("task", "order", "region", "total"), [
-        (a.task_id, a.annotation["order_id"], a.annotation["region"],
-         f"{a.annotation['total_cents'] / 100:.2f}") for a in audits]))
+    print(
+        _table(
+            ("task", "order", "region", "total"),
+            [
+                (
+                    a.task_id,
+                    a.annotation["order_id"],
+                    a.annotation["region"],
+                    f"{a.annotation['total_cents'] / 100:.2f}",
+                )
+                for a in audits
+            ],
+        )
+    )
     eu = app.annotations("order_audit", contains={"region": "eu"})
     outages = app.annotations("tax_outage")
     retried = ", ".join(f"task {a.task_id} attempt {a.annotation['attempt']}" for a in outages)
-    print(f"\n{len(eu)} EU order(s) shipped; {len(outages)} tax-service outage(s) retried "
-          f"({retried})")
+    print(
+        f"\n{len(eu)} EU order(s) shipped; {len(outages)} tax-service outage(s) retried ({retried})"
+    )
     ok = all(app.get_task(i).status == "complete" for i in ids)
     app.close()
     return 0 if ok else 1
@@ -151,13 +193,23 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         return 2
     app = _app(args)
     try:
-        task = app.enqueue(TaskRequest(name=args.name, context=context, version=args.version,
-                                       initiator=args.initiator, reason=args.reason,
-                                       idempotency_key=args.idempotency_key))
+        task = app.enqueue(
+            TaskRequest(
+                name=args.name,
+                context=context,
+                version=args.version,
+                initiator=args.initiator,
+                reason=args.reason,
+                idempotency_key=args.idempotency_key,
+            )
+        )
     finally:
         app.close()
-    print(json.dumps({"task_id": task.task_id, "status": task.status}) if args.json
-          else f"enqueued task {task.task_id} ({task.name} v{task.version})")
+    print(
+        json.dumps({"task_id": task.task_id, "status": task.status})
+        if args.json
+        else f"enqueued task {task.task_id} ({task.name} v{task.version})"
+    )
     return 0
 
 
@@ -170,9 +222,22 @@ def cmd_status(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps([_jsonable(asdict(t)) for t in tasks], indent=2))
             else:
-                print(_table(("task", "name", "version", "status", "requested", "completed"), [
-                    (t.task_id, t.name, t.version, t.status, f"{t.requested_at:%Y-%m-%d %H:%M:%S}",
-                     t.completed_at and f"{t.completed_at:%Y-%m-%d %H:%M:%S}") for t in tasks]))
+                print(
+                    _table(
+                        ("task", "name", "version", "status", "requested", "completed"),
+                        [
+                            (
+                                t.task_id,
+                                t.name,
+                                t.version,
+                                t.status,
+                                f"{t.requested_at:%Y-%m-%d %H:%M:%S}",
+                                t.completed_at and f"{t.completed_at:%Y-%m-%d %H:%M:%S}",
+                            )
+                            for t in tasks
+                        ],
+                    )
+                )
             return 0
         task = app.get_task(args.task_id)
         print(json.dumps(_jsonable(asdict(task)), indent=2) if args.json else render_task(task))
@@ -198,9 +263,14 @@ def parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_worker)
 
     def db_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--app", help="MODULE[:ATTR] of your Tasker (default: $TASKER_APP)",
-                        default=os.environ.get("TASKER_APP"))
-        sp.add_argument("--database-url", help="default: $TASKER_DATABASE_URL or sqlite:///tasker.db")
+        sp.add_argument(
+            "--app",
+            help="MODULE[:ATTR] of your Tasker (default: $TASKER_APP)",
+            default=os.environ.get("TASKER_APP"),
+        )
+        sp.add_argument(
+            "--database-url", help="default: $TASKER_DATABASE_URL or sqlite:///tasker.db"
+        )
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")
     db_opts(m)
@@ -231,8 +301,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tasker` command; returns the exit code."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args))
     except TaskerError as exc:

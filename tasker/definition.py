@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from tasker.errors import ConfigurationError
 
@@ -54,7 +54,9 @@ def resolve_handler(step_name: str, handler: object) -> HandleFn:
     """
     if isinstance(handler, type):
         if not callable(getattr(handler, "handle", None)):
-            raise ConfigurationError(f"step {step_name!r}: handler class {handler.__name__} has no handle()")
+            raise ConfigurationError(
+                f"step {step_name!r}: handler class {handler.__name__} has no handle()"
+            )
         try:
             inspect.signature(handler).bind()
         except TypeError as exc:
@@ -72,9 +74,9 @@ def resolve_handler(step_name: str, handler: object) -> HandleFn:
         return per_attempt
     bound = getattr(handler, "handle", None)
     if callable(bound):
-        return bound  # type: ignore[no-any-return]
+        return cast("HandleFn", bound)
     if callable(handler):
-        return handler  # type: ignore[return-value]
+        return cast("HandleFn", handler)
     raise ConfigurationError(
         f"step {step_name!r}: handler {handler!r} is not a StepHandler, an object with "
         "handle(task, sequence, step), or a function"
@@ -122,7 +124,9 @@ class StepTemplate:
             raise ConfigurationError(f"{where}: depends_on must be a list of step names")
         object.__setattr__(self, "depends_on", tuple(self.depends_on))
         if len(set(self.depends_on)) != len(self.depends_on):
-            raise ConfigurationError(f"{where}: depends_on names a step twice: {list(self.depends_on)}")
+            raise ConfigurationError(
+                f"{where}: depends_on names a step twice: {list(self.depends_on)}"
+            )
         if self.name in self.depends_on:
             raise ConfigurationError(f"{where}: a step cannot depend on itself")
         if not isinstance(self.dependent_system, str) or not self.dependent_system:
@@ -130,9 +134,13 @@ class StepTemplate:
         if not isinstance(self.retryable, bool) or not isinstance(self.skippable, bool):
             raise ConfigurationError(f"{where}: retryable and skippable must be booleans")
         if isinstance(self.retry_limit, bool) or not isinstance(self.retry_limit, int):
-            raise ConfigurationError(f"{where}: retry_limit must be an integer, got {self.retry_limit!r}")
+            raise ConfigurationError(
+                f"{where}: retry_limit must be an integer, got {self.retry_limit!r}"
+            )
         if self.retry_limit < 1:
-            raise ConfigurationError(f"{where}: retry_limit must be at least 1, got {self.retry_limit}")
+            raise ConfigurationError(
+                f"{where}: retry_limit must be at least 1, got {self.retry_limit}"
+            )
         if self.timeout is not None and not (
             isinstance(self.timeout, (int, float)) and self.timeout > 0
         ):

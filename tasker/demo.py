@@ -45,7 +45,9 @@ TAX_BPS = {"eu": 2000, "us": 800, "apac": 1000}
 class ValidateOrder(StepHandler):
     """Checks the order and computes its subtotal."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         items = step.inputs["line_items"]
         subtotal = sum(i["unit_price_cents"] * i["quantity"] for i in items)
         return {"subtotal_cents": subtotal, "item_count": sum(i["quantity"] for i in items)}
@@ -54,7 +56,9 @@ class ValidateOrder(StepHandler):
 class FraudReview(StepHandler):
     """Flags orders that need a human to look at them."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         if step.inputs.get("needs_review"):
             raise PermanentError("order flagged for manual fraud review")
         return {"cleared": "automatically"}
@@ -63,14 +67,18 @@ class FraudReview(StepHandler):
 class ReserveInventory(StepHandler):
     """Fulfilment: reserves stock for every line item."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         return {"reserved": [i["sku"] for i in step.inputs["line_items"]]}
 
 
 class CalculateTax(StepHandler):
     """Tax SaaS call: fails `tax_outages` times (HTTP 503), then answers."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         if step.attempts <= step.inputs.get("tax_outages", 0):
             raise RetryableError(f"tax service answered 503 (attempt {step.attempts})")
         subtotal = sequence.step("validate_order").results["subtotal_cents"]
@@ -81,14 +89,18 @@ class CalculateTax(StepHandler):
 class SyncWarehouse(StepHandler):
     """Data warehouse sync of the order."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         return {"synced_order": step.inputs["order_id"]}
 
 
 class ShipOrder(StepHandler):
     """Joins fulfilment, tax and warehouse sync: ships and totals the order."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         subtotal = sequence.step("validate_order").results["subtotal_cents"]
         tax = sequence.step("calculate_tax").results["tax_cents"]
         return {"tracking": f"TRK-{task.context['order_id']:06d}", "total_cents": subtotal + tax}
@@ -97,7 +109,9 @@ class ShipOrder(StepHandler):
 class NotifyCustomer(StepHandler):
     """Tells the customer."""
 
-    def handle(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    def handle(
+        self, task: HandlerTask, sequence: StepSequence, step: HandlerStep
+    ) -> dict[str, Any]:
         return {"emailed": True}
 
 
@@ -110,18 +124,45 @@ class OrderFulfillment(TaskHandler):
     context_schema = ORDER_SCHEMA
     step_templates = (
         StepTemplate(name="validate_order", handler=ValidateOrder, dependent_system="shop"),
-        StepTemplate(name="fraud_review", handler=FraudReview, dependent_system="risk",
-                     depends_on=["validate_order"], retryable=False),
-        StepTemplate(name="reserve_inventory", handler=ReserveInventory,
-                     dependent_system="fulfilment", depends_on=["fraud_review"]),
-        StepTemplate(name="calculate_tax", handler=CalculateTax, dependent_system="tax_saas",
-                     depends_on=["fraud_review"], retry_limit=4),
-        StepTemplate(name="sync_warehouse", handler=SyncWarehouse, dependent_system="warehouse",
-                     depends_on=["fraud_review"], skippable=True),
-        StepTemplate(name="ship_order", handler=ShipOrder, dependent_system="fulfilment",
-                     depends_on=["reserve_inventory", "calculate_tax", "sync_warehouse"]),
-        StepTemplate(name="notify_customer", handler=NotifyCustomer, dependent_system="email",
-                     depends_on=["ship_order"]),
+        StepTemplate(
+            name="fraud_review",
+            handler=FraudReview,
+            dependent_system="risk",
+            depends_on=["validate_order"],
+            retryable=False,
+        ),
+        StepTemplate(
+            name="reserve_inventory",
+            handler=ReserveInventory,
+            dependent_system="fulfilment",
+            depends_on=["fraud_review"],
+        ),
+        StepTemplate(
+            name="calculate_tax",
+            handler=CalculateTax,
+            dependent_system="tax_saas",
+            depends_on=["fraud_review"],
+            retry_limit=4,
+        ),
+        StepTemplate(
+            name="sync_warehouse",
+            handler=SyncWarehouse,
+            dependent_system="warehouse",
+            depends_on=["fraud_review"],
+            skippable=True,
+        ),
+        StepTemplate(
+            name="ship_order",
+            handler=ShipOrder,
+            dependent_system="fulfilment",
+            depends_on=["reserve_inventory", "calculate_tax", "sync_warehouse"],
+        ),
+        StepTemplate(
+            name="notify_customer",
+            handler=NotifyCustomer,
+            dependent_system="email",
+            depends_on=["ship_order"],
+        ),
     )
 
     def update_annotations(
@@ -130,22 +171,28 @@ class OrderFulfillment(TaskHandler):
         """Audit every shipped order, and every retried tax call."""
         for s in steps:
             if s.name == "ship_order" and s.status == "complete":
-                task.annotate("order_audit", {
-                    "order_id": task.context["order_id"],
-                    "region": task.context["region"],
-                    "total_cents": s.results["total_cents"],
-                })
+                task.annotate(
+                    "order_audit",
+                    {
+                        "order_id": task.context["order_id"],
+                        "region": task.context["region"],
+                        "total_cents": s.results["total_cents"],
+                    },
+                )
             if s.name == "calculate_tax" and s.status == "error":
-                task.annotate("tax_outage", {"order_id": task.context["order_id"],
-                                             "attempt": s.attempts})
+                task.annotate(
+                    "tax_outage", {"order_id": task.context["order_id"], "attempt": s.attempts}
+                )
 
 
 def sample_orders() -> list[dict[str, Any]]:
     """The demo's orders: plain ones, one with a flaky tax service, one for review."""
     items = [
         [{"sku": "MUG-01", "unit_price_cents": 1299, "quantity": 2}],
-        [{"sku": "TEE-42", "unit_price_cents": 2500, "quantity": 1},
-         {"sku": "CAP-07", "unit_price_cents": 1800, "quantity": 3}],
+        [
+            {"sku": "TEE-42", "unit_price_cents": 2500, "quantity": 1},
+            {"sku": "CAP-07", "unit_price_cents": 1800, "quantity": 3},
+        ],
         [{"sku": "BAG-11", "unit_price_cents": 8900, "quantity": 1}],
         [{"sku": "PEN-03", "unit_price_cents": 350, "quantity": 10}],
         [{"sku": "HAT-09", "unit_price_cents": 2100, "quantity": 2}],

@@ -15,9 +15,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
@@ -45,6 +46,7 @@ _T = TypeVar("_T")
 def _transient(exc: DBAPIError) -> bool:
     """A lost connection or a database that is restarting: worth another try."""
     return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+
 
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
@@ -87,8 +89,18 @@ class _Pass:
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
 
+    def snapshot(self) -> _Snapshot:
+        return dict(self.views), dict(self.running), self.revision, list(self.annotations)
 
-def step_views(reg: RegisteredTask, rows: list[Any]) -> dict[str, StepView]:
+    def restore(self, saved: _Snapshot) -> None:
+        views, running, self.revision, annotations = saved
+        self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
+
+
+_Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
+
+
+def step_views(reg: RegisteredTask, rows: Sequence[Any]) -> dict[str, StepView]:
     """Build step views from step rows (see `lease.STEP_COLUMNS`)."""
     views = {}
     for r in rows:
@@ -101,7 +113,7 @@ def step_views(reg: RegisteredTask, rows: list[Any]) -> dict[str, StepView]:
             retry_limit=r.retry_limit,
             retryable=r.retryable,
             skippable=r.skippable,
-            depends_on=tpl.depends_on if tpl else (),
+            depends_on=tuple(tpl.depends_on) if tpl else (),
             dependent_system=r.dependent_system,
             inputs=r.inputs,
             results=r.results,
@@ -165,8 +177,11 @@ class Engine:
                 self._wait_out(p)
 
     def _wait_out(self, p: _Pass) -> None:
-        """Do not return while this pass's step threads still run: a new owner must not
-        start the same step while the old attempt is alive (each waits its time limit)."""
+        """Wait for this pass's step threads before returning.
+
+        A new owner must not start a step while the old attempt is alive; each
+        attempt ends by its time limit at the latest.
+        """
         while p.running:
             for o in self._wait(p):
                 p.running.pop(o.name, None)
@@ -186,8 +201,12 @@ class Engine:
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up or not _transient(exc):
                     raise
-                log.warning("task %s: database error, retrying in %.2f s: %s",
-                            p.lease.task_id if p else "?", delay, exc.orig)
+                log.warning(
+                    "task %s: database error, retrying in %.2f s: %s",
+                    p.lease.task_id if p else "?",
+                    delay,
+                    exc.orig,
+                )
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -242,20 +261,24 @@ class Engine:
             batch = self._wait(p)
             now = self._now()
             if not batch:  # nothing finished yet: just renew the lease
-                self._write(p, lambda conn: self._refresh(conn, p, now))
+                self._write(p, partial(self._refresh, p=p, now=now))
                 continue
             self._annotate(p, batch, now)
-            snapshot = (dict(p.views), dict(p.running), p.revision, list(p.annotations))
+            self._launch(
+                p,
+                self._write(
+                    p, partial(self._record, p=p, batch=batch, now=now, before=p.snapshot())
+                ),
+            )
 
-            def body(conn: Connection, batch: list[Outcome] = batch) -> list[StepView]:
-                # A retried transaction starts again from the state before the first try.
-                p.views, p.running, p.revision, p.annotations = (
-                    dict(snapshot[0]), dict(snapshot[1]), snapshot[2], list(snapshot[3]))
-                self._refresh(conn, p, now)
-                self._write_outcomes(conn, p, batch, now)
-                return self._advance(conn, p, now)
-
-            self._launch(p, self._write(p, body))
+    def _record(
+        self, conn: Connection, p: _Pass, batch: list[Outcome], now: datetime, before: _Snapshot
+    ) -> list[StepView]:
+        """Record a batch of outcomes and start what they made ready: one transaction."""
+        p.restore(before)  # a retried transaction starts from the state before the first try
+        self._refresh(conn, p, now)
+        self._write_outcomes(conn, p, batch, now)
+        return self._advance(conn, p, now)
 
     def _wait(self, p: _Pass) -> list[Outcome]:
         """Outcomes that arrived, plus timed-out steps; [] when it is time to renew."""
@@ -316,24 +339,49 @@ class Engine:
             v = p.views[o.name]
             p.running.pop(o.name, None)
             if o.ok:
-                new = replace(v, status=Status.COMPLETE.value, results=o.results, error=None,
-                              next_attempt_at=None, processed_at=now)
+                new = replace(
+                    v,
+                    status=Status.COMPLETE.value,
+                    results=o.results,
+                    error=None,
+                    next_attempt_at=None,
+                    processed_at=now,
+                )
                 reason = "succeeded"
             else:
                 last = o.permanent or v.attempts >= (v.retry_limit if v.retryable else 1)
                 delay = backoff_seconds(v.attempts, s.backoff_base, s.backoff_max, o.retry_after)
-                new = replace(v, status=Status.ERROR.value, error=o.error,
-                              next_attempt_at=None if last else now + timedelta(seconds=delay),
-                              processed_at=now if last else None)
+                new = replace(
+                    v,
+                    status=Status.ERROR.value,
+                    error=o.error,
+                    next_attempt_at=None if last else now + timedelta(seconds=delay),
+                    processed_at=now if last else None,
+                )
                 err = o.error or {}
                 reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
             p.views[o.name] = new
-            rows.append({"id": v.workflow_step_id, "status": new.status, "results": new.results,
-                         "error": new.error, "next_at": new.next_attempt_at,
-                         "done_at": new.processed_at})
-            changes.append(StepChange(v.workflow_step_id, v.name, Status(v.status),
-                                      Status(new.status), v.attempts, reason,
-                                      None if o.ok else o.error))
+            rows.append(
+                {
+                    "id": v.workflow_step_id,
+                    "status": new.status,
+                    "results": new.results,
+                    "error": new.error,
+                    "next_at": new.next_attempt_at,
+                    "done_at": new.processed_at,
+                }
+            )
+            changes.append(
+                StepChange(
+                    v.workflow_step_id,
+                    v.name,
+                    Status(v.status),
+                    Status(new.status),
+                    v.attempts,
+                    reason,
+                    None if o.ok else o.error,
+                )
+            )
         leases.write_outcomes(conn, p.lease.task_id, rows, changes, now)
         leases.write_annotations(conn, p.lease.task_id, p.annotations, now)
         p.annotations = []
@@ -346,16 +394,31 @@ class Engine:
             if self._stopping.is_set():
                 room = 0
             chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
-            leases.start_steps(conn, p.lease.task_id, (
-                StepChange(v.workflow_step_id, v.name, Status(v.status), Status.IN_PROGRESS,
-                           v.attempts + 1, "started")
-                for v in chosen
-            ), now)
+            leases.start_steps(
+                conn,
+                p.lease.task_id,
+                (
+                    StepChange(
+                        v.workflow_step_id,
+                        v.name,
+                        Status(v.status),
+                        Status.IN_PROGRESS,
+                        v.attempts + 1,
+                        "started",
+                    )
+                    for v in chosen
+                ),
+                now,
+            )
             started = []
             for v in chosen:
-                p.views[v.name] = replace(v, status=Status.IN_PROGRESS.value,
-                                          attempts=v.attempts + 1, last_attempted_at=now,
-                                          next_attempt_at=None)
+                p.views[v.name] = replace(
+                    v,
+                    status=Status.IN_PROGRESS.value,
+                    attempts=v.attempts + 1,
+                    last_attempted_at=now,
+                    next_attempt_at=None,
+                )
                 started.append(p.views[v.name])
             if not p.running and not started:
                 # Shutting down with nothing in flight: hand the task back, due now.
@@ -369,8 +432,9 @@ class Engine:
             leases.finish(conn, p.lease, Status.COMPLETE, None, now, "all steps done")
         else:
             failed = [n for n, v in p.views.items() if v.status == Status.ERROR.value]
-            leases.finish(conn, p.lease, Status.ERROR, None, now,
-                          f"no attempt left for: {', '.join(failed)}")
+            leases.finish(
+                conn, p.lease, Status.ERROR, None, now, f"no attempt left for: {', '.join(failed)}"
+            )
         return []
 
     def _launch(self, p: _Pass, started: list[StepView]) -> None:

@@ -63,7 +63,9 @@ def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
     bypass = _strings("bypass_steps", req.bypass_steps)
     unknown = [s for s in bypass if s not in reg.steps]
     if unknown:
-        raise InvalidRequestError(f"bypass_steps names unknown step(s) {unknown} of task {reg.name!r}")
+        raise InvalidRequestError(
+            f"bypass_steps names unknown step(s) {unknown} of task {reg.name!r}"
+        )
     fixed = [s for s in bypass if not reg.steps[s].skippable]
     if fixed:
         raise InvalidRequestError(f"bypass_steps names step(s) {fixed} that are not skippable")
@@ -110,8 +112,18 @@ def create_task(
                     existing = _by_key(conn, values)
                     if existing is not None:
                         return existing
-                return Accepted(_insert(conn, reg, entry.named_task_id, entry.named_step_ids,
-                                        values, requested_at, now), True)
+                return Accepted(
+                    _insert(
+                        conn,
+                        reg,
+                        entry.named_task_id,
+                        entry.named_step_ids,
+                        values,
+                        requested_at,
+                        now,
+                    ),
+                    True,
+                )
         except IntegrityError:
             if values["idempotency_key"] is None:
                 raise
@@ -196,8 +208,14 @@ def _insert(
         conn,
         task_id,
         (
-            StepChange(ids[n], n, None, Status.SKIPPED if n in bypass else Status.PENDING, 0,
-                       "bypassed by request" if n in bypass else "created")
+            StepChange(
+                ids[n],
+                n,
+                None,
+                Status.SKIPPED if n in bypass else Status.PENDING,
+                0,
+                "bypassed by request" if n in bypass else "created",
+            )
             for n in reg.steps
         ),
         now,

@@ -20,7 +20,9 @@ def json_problem(value: Any, path: str = "$") -> str | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path} has a key {key!r} of type {type(key).__name__}; keys must be strings"
+                return (
+                    f"{path} has a key {key!r} of type {type(key).__name__}; keys must be strings"
+                )
             problem = json_problem(item, f"{path}.{key}")
             if problem:
                 return problem

@@ -108,7 +108,9 @@ def claim(
     if row.status == Status.PENDING.value:
         write_task_change(conn, task_id, Status.PENDING, Status.IN_PROGRESS, "claimed", now)
     # The messages that announced this task have now been delivered.
-    conn.execute(sa.delete(m.outbox).where(m.outbox.c.task_id == task_id, m.outbox.c.deliver_at <= now))
+    conn.execute(
+        sa.delete(m.outbox).where(m.outbox.c.task_id == task_id, m.outbox.c.deliver_at <= now)
+    )
     return Lease(task_id, owner, int(epoch)), dict(row._mapping)
 
 
@@ -162,9 +164,16 @@ def start_steps(
 
 
 def write_outcomes(
-    conn: Connection, task_id: int, outcomes: Sequence[dict[str, Any]], changes: Sequence[StepChange], now: datetime
+    conn: Connection,
+    task_id: int,
+    outcomes: Sequence[dict[str, Any]],
+    changes: Sequence[StepChange],
+    now: datetime,
 ) -> None:
-    """Store attempt outcomes: each dict has `id`, `status`, `results`, `error`, `next_at`, `done_at`."""
+    """Store attempt outcomes.
+
+    Each outcome dict has `id`, `status`, `results`, `error`, `next_at` and `done_at`.
+    """
     if not outcomes:
         return
     conn.execute(
@@ -220,7 +229,9 @@ def finish(
     else:
         values["next_run_at"] = wake_at
     conn.execute(
-        sa.update(T).where(T.c.task_id == lease.task_id, T.c.lease_epoch == lease.epoch).values(values)
+        sa.update(T)
+        .where(T.c.task_id == lease.task_id, T.c.lease_epoch == lease.epoch)
+        .values(values)
     )
     if to_status is not None:
         write_task_change(conn, lease.task_id, Status.IN_PROGRESS, to_status, reason, now)

@@ -74,7 +74,10 @@ tasks = sa.Table(
     metadata,
     sa.Column("task_id", BigId, primary_key=True, autoincrement=True),
     sa.Column(
-        "named_task_id", sa.Integer, sa.ForeignKey("tasker_named_tasks.named_task_id"), nullable=False
+        "named_task_id",
+        sa.Integer,
+        sa.ForeignKey("tasker_named_tasks.named_task_id"),
+        nullable=False,
     ),
     sa.Column("status", sa.String(24), nullable=False),
     sa.Column("context", Json, nullable=False),
@@ -119,7 +122,10 @@ workflow_steps = sa.Table(
         "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column(
-        "named_step_id", sa.Integer, sa.ForeignKey("tasker_named_steps.named_step_id"), nullable=False
+        "named_step_id",
+        sa.Integer,
+        sa.ForeignKey("tasker_named_steps.named_step_id"),
+        nullable=False,
     ),
     sa.Column("position", sa.Integer, nullable=False),  # topological order within the task
     sa.Column("status", sa.String(24), nullable=False),

@@ -75,7 +75,7 @@ def run_handler(
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
         outcome = Outcome(step.name, token, ok=True, results=results)
-    except BaseException as exc:  # noqa: BLE001 - any failure, even a Rust panic, is an attempt's error
+    except BaseException as exc:
         outcome = Outcome(
             step.name,
             token,

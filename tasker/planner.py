@@ -67,9 +67,7 @@ def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> 
     return False
 
 
-def plan(
-    steps: Mapping[str, StepState], now: datetime, running: Collection[str] = ()
-) -> Plan:
+def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str] = ()) -> Plan:
     """Decide what to start now and what the task's state is.
 
     Args:

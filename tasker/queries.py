@@ -20,9 +20,8 @@ from tasker.states import Status
 from tasker.views import AnnotationView, StepView, TaskView, TransitionView
 
 T, S = m.tasks, m.workflow_steps
-_TASK = (
-    sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version)
-    .join(m.named_tasks, T.c.named_task_id == m.named_tasks.c.named_task_id)
+_TASK = sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version).join(
+    m.named_tasks, T.c.named_task_id == m.named_tasks.c.named_task_id
 )
 
 
@@ -82,7 +81,9 @@ def _utc(value: Any) -> Any:
 
 def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
     # A step's inputs default to the task's context.
-    steps = {n: (v if v.inputs is not None else _with_inputs(v, row.context)) for n, v in steps.items()}
+    steps = {
+        n: (v if v.inputs is not None else _with_inputs(v, row.context)) for n, v in steps.items()
+    }
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -145,8 +146,11 @@ def list_tasks(db: Database, status: str | None, name: str | None, limit: int) -
 
 
 def _annotations(
-    conn: Connection, annotation_type: str | None, task_id: int | None,
-    contains: dict[str, Any] | None = None, is_postgres: bool = False,
+    conn: Connection,
+    annotation_type: str | None,
+    task_id: int | None,
+    contains: dict[str, Any] | None = None,
+    is_postgres: bool = False,
 ) -> list[AnnotationView]:
     A, AT = m.task_annotations, m.annotation_types
     q = (
@@ -175,7 +179,7 @@ def _annotations(
     ]
 
 
-def annotations(
+def list_annotations(
     db: Database, annotation_type: str | None, task_id: Any, contains: dict[str, Any] | None
 ) -> list[AnnotationView]:
     """Annotations filtered by type, task and JSON containment.
@@ -209,9 +213,15 @@ def history(db: Database, task_id: Any) -> list[TransitionView]:
             .join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id)
             .where(ST.c.task_id == tid)
         ).all()
-    out = [TransitionView(None, r.from_status, r.to_status, r.reason, None, as_utc(r.created_at))
-           for r in task_rows]
-    out += [TransitionView(r.name, r.from_status, r.to_status, r.reason, r.attempt,
-                           as_utc(r.created_at)) for r in step_rows]
+    out = [
+        TransitionView(None, r.from_status, r.to_status, r.reason, None, as_utc(r.created_at))
+        for r in task_rows
+    ]
+    out += [
+        TransitionView(
+            r.name, r.from_status, r.to_status, r.reason, r.attempt, as_utc(r.created_at)
+        )
+        for r in step_rows
+    ]
     # Rows written in one transaction share a time: the sort is stable, task rows first.
     return sorted(out, key=lambda t: t.created_at)

@@ -85,7 +85,9 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
             cls = jsonschema.validators.validator_for(schema)
             cls.check_schema(schema)
         except SchemaError as exc:
-            raise ConfigurationError(f"task {name!r}: invalid context_schema: {exc.message}") from exc
+            raise ConfigurationError(
+                f"task {name!r}: invalid context_schema: {exc.message}"
+            ) from exc
         validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     try:
         instance = handler_cls()
@@ -127,7 +129,10 @@ class HandlerFactory:
         with self._lock:
             versions = self._tasks.setdefault(compiled.name, {})
             existing = versions.get(compiled.version)
-            if existing is not None and type(existing.handler).__qualname__ != handler_cls.__qualname__:
+            if (
+                existing is not None
+                and type(existing.handler).__qualname__ != handler_cls.__qualname__
+            ):
                 raise ConfigurationError(
                     f"task {compiled.name!r} version {compiled.version!r} is already registered "
                     f"by {type(existing.handler).__qualname__}"
@@ -150,8 +155,9 @@ class HandlerFactory:
         try:
             return versions[version]
         except KeyError:
+            registered = sorted(versions, key=version_key)
             raise UnknownTaskError(
-                f"task {name!r} has no version {version!r} (registered: {sorted(versions, key=version_key)})"
+                f"task {name!r} has no version {version!r} (registered: {registered})"
             ) from None
 
     def names(self) -> list[str]:

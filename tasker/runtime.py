@@ -40,7 +40,9 @@ class HandlerTask:
         if not isinstance(annotation_type, str) or not annotation_type:
             raise InvalidRequestError("annotation_type must be a non-empty string")
         if not isinstance(annotation, dict):
-            raise InvalidRequestError(f"an annotation must be a dict, got {type(annotation).__name__}")
+            raise InvalidRequestError(
+                f"an annotation must be a dict, got {type(annotation).__name__}"
+            )
         problem = json_problem(annotation)
         if problem:
             raise InvalidRequestError(f"annotation {annotation_type!r} cannot be stored: {problem}")

@@ -48,7 +48,9 @@ class Settings:
             raise ConfigurationError("backoff needs 0 <= backoff_base <= backoff_max")
         if self.max_concurrent_steps < 1 or self.pool_size < 1:
             raise ConfigurationError("max_concurrent_steps and pool_size must be at least 1")
-        if self.broker_url is not None and not self.broker_url.startswith(("redis://", "rediss://")):
+        if self.broker_url is not None and not self.broker_url.startswith(
+            ("redis://", "rediss://")
+        ):
             raise ConfigurationError(f"broker_url must be a redis:// URL, got {self.broker_url!r}")
 
     @classmethod

@@ -17,7 +17,12 @@ from sqlalchemy.engine import Connection
 from tasker import models as m
 from tasker.audit import StepChange, write_step_changes, write_task_change
 from tasker.db import Database
-from tasker.errors import InvalidRequestError, InvalidTransitionError, StepNotFoundError, TaskNotFoundError
+from tasker.errors import (
+    InvalidRequestError,
+    InvalidTransitionError,
+    StepNotFoundError,
+    TaskNotFoundError,
+)
 from tasker.jsonvalue import json_problem
 from tasker.lease import select_steps
 from tasker.states import Status
@@ -67,8 +72,14 @@ def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled")
         conn.execute(
             sa.update(T)
             .where(T.c.task_id == task_id)
-            .values(status=Status.CANCELLED.value, next_run_at=None, lease_owner=None,
-                    lease_expires_at=None, revision=T.c.revision + 1, updated_at=now)
+            .values(
+                status=Status.CANCELLED.value,
+                next_run_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                revision=T.c.revision + 1,
+                updated_at=now,
+            )
         )
         open_steps = [r for r in _steps(conn, task_id) if r.status in _UNFINISHED]
         if open_steps:
@@ -77,11 +88,22 @@ def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled")
                 .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
                 .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
             )
-            write_step_changes(conn, task_id, (
-                StepChange(r.workflow_step_id, r.name, Status(r.status), Status.CANCELLED,
-                           r.attempts, reason)
-                for r in open_steps
-            ), now)
+            write_step_changes(
+                conn,
+                task_id,
+                (
+                    StepChange(
+                        r.workflow_step_id,
+                        r.name,
+                        Status(r.status),
+                        Status.CANCELLED,
+                        r.attempts,
+                        reason,
+                    )
+                    for r in open_steps
+                ),
+                now,
+            )
     return True
 
 
@@ -105,14 +127,25 @@ def resolve_step(
         step = next((r for r in _steps(conn, task_id) if r.name == step_name), None)
         if step is None:
             raise StepNotFoundError(f"task {task_id} has no step {step_name!r}")
-        change = StepChange(step.workflow_step_id, step.name, Status(step.status),
-                            Status.RESOLVED_MANUALLY, step.attempts, "resolved manually")
+        change = StepChange(
+            step.workflow_step_id,
+            step.name,
+            Status(step.status),
+            Status.RESOLVED_MANUALLY,
+            step.attempts,
+            "resolved manually",
+        )
         write_step_changes(conn, task_id, [change], now)
         conn.execute(
             sa.update(S)
             .where(S.c.workflow_step_id == step.workflow_step_id)
-            .values(status=Status.RESOLVED_MANUALLY.value, results=results,
-                    next_attempt_at=None, processed_at=now, updated_at=now)
+            .values(
+                status=Status.RESOLVED_MANUALLY.value,
+                results=results,
+                next_attempt_at=None,
+                processed_at=now,
+                updated_at=now,
+            )
         )
         _resume(conn, task_id, status, f"step {step_name!r} resolved manually", now)
 
@@ -131,20 +164,39 @@ def retry(db: Database, task_id: int, now: datetime) -> list[str]:
         status = _lock(conn, task_id)
         if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
             raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
-        failed = [r for r in _steps(conn, task_id)
-                  if r.status == Status.ERROR.value and r.next_attempt_at is None]
+        failed = [
+            r
+            for r in _steps(conn, task_id)
+            if r.status == Status.ERROR.value and r.next_attempt_at is None
+        ]
         if not failed:
             raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
         conn.execute(
             sa.update(S)
             .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in failed]))
-            .values(status=Status.PENDING.value, attempts=0, next_attempt_at=None,
-                    processed_at=None, updated_at=now)
+            .values(
+                status=Status.PENDING.value,
+                attempts=0,
+                next_attempt_at=None,
+                processed_at=None,
+                updated_at=now,
+            )
         )
-        write_step_changes(conn, task_id, (
-            StepChange(r.workflow_step_id, r.name, Status.ERROR, Status.PENDING, r.attempts,
-                       "retry requested: fresh attempt budget")
-            for r in failed
-        ), now)
+        write_step_changes(
+            conn,
+            task_id,
+            (
+                StepChange(
+                    r.workflow_step_id,
+                    r.name,
+                    Status.ERROR,
+                    Status.PENDING,
+                    r.attempts,
+                    "retry requested: fresh attempt budget",
+                )
+                for r in failed
+            ),
+            now,
+        )
         _resume(conn, task_id, status, "retry requested", now)
     return [r.name for r in failed]

@@ -71,34 +71,51 @@ class Sweeper:
         now = self._clock()
         overdue = now - self._grace
         with self._db.write() as conn:
-            if self._db.is_postgres and not conn.execute(
-                sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))
-            ).scalar():
+            if (
+                self._db.is_postgres
+                and not conn.execute(
+                    sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))
+                ).scalar()
+            ):
                 return 0  # another worker's sweeper is at it
-            stale = conn.execute(
-                sa.delete(m.outbox)
-                .where(m.outbox.c.deliver_at <= overdue)
-                .returning(m.outbox.c.task_id)
-            ).scalars().all()
-            due = conn.execute(
-                sa.select(T.c.task_id)
-                .where(
-                    T.c.status.in_(_LIVE),
-                    T.c.next_run_at <= overdue,
-                    sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
-                    sa.or_(T.c.dispatched_at.is_(None), T.c.dispatched_at <= now - self._redispatch),
+            stale = (
+                conn.execute(
+                    sa.delete(m.outbox)
+                    .where(m.outbox.c.deliver_at <= overdue)
+                    .returning(m.outbox.c.task_id)
                 )
-                .order_by(T.c.next_run_at)
-                .limit(self._batch)
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
+            due = (
+                conn.execute(
+                    sa.select(T.c.task_id)
+                    .where(
+                        T.c.status.in_(_LIVE),
+                        T.c.next_run_at <= overdue,
+                        sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
+                        sa.or_(
+                            T.c.dispatched_at.is_(None), T.c.dispatched_at <= now - self._redispatch
+                        ),
+                    )
+                    .order_by(T.c.next_run_at)
+                    .limit(self._batch)
+                )
+                .scalars()
+                .all()
+            )
             if due:
                 conn.execute(sa.update(T).where(T.c.task_id.in_(due)).values(dispatched_at=now))
         ids = sorted({int(i) for i in [*stale, *due]})
         for task_id in ids:
             self._send(task_id)
         if ids:
-            log.info("sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned",
-                     len(ids), len(stale), len(due))
+            log.info(
+                "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned",
+                len(ids),
+                len(stale),
+                len(due),
+            )
         return len(ids)
 
     def run(self, stop: threading.Event) -> None:

@@ -81,12 +81,24 @@ def supervise(ref: str, processes: int, threads: int) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    cmd = [sys.executable, "-m", "tasker", "worker", ref, "--processes", "1", "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tasker",
+        "worker",
+        ref,
+        "--processes",
+        "1",
+        "--threads",
+        str(threads),
+    ]
     children = [subprocess.Popen(cmd) for _ in range(processes)]
     while not stopping.wait(0.5):
         for i, child in enumerate(children):
             if child.poll() is not None:
-                log.warning("worker process %d exited with %s; restarting it", child.pid, child.returncode)
+                log.warning(
+                    "worker process %d exited with %s; restarting it", child.pid, child.returncode
+                )
                 time.sleep(0.5)
                 children[i] = subprocess.Popen(cmd)
     for child in children:
