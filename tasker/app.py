@@ -133,8 +133,9 @@ class Tasker:
             )
         reg = self.factory.get(request.name, request.version)
         accepted = create_task(self.db, self.catalog, reg, request, self.now())
-        if accepted.created:
+        if accepted.view is not None:
             self._notify(accepted.task_id)
+            return accepted.view
         return self.get_task(accepted.task_id)
 
     def run_until_idle(self) -> int:

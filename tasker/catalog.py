@@ -31,6 +31,7 @@ class Catalog:
         self._db = db
         self._cache: dict[tuple[str, str], CatalogEntry] = {}
         self._annotation_types: dict[str, int] = {}
+        self._names: dict[int, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def entry(self, reg: RegisteredTask, now: datetime) -> CatalogEntry:
@@ -44,6 +45,18 @@ class Catalog:
             if found is None:
                 found = self._create(reg, now)
                 self._cache[key] = found
+        return found
+
+    def task_name(self, named_task_id: int, conn: Connection) -> tuple[str, str]:
+        """The (name, version) of a named task id, cached (named tasks never change)."""
+        found = self._names.get(named_task_id)
+        if found is None:
+            row = conn.execute(
+                sa.select(m.named_tasks.c.name, m.named_tasks.c.version).where(
+                    m.named_tasks.c.named_task_id == named_task_id
+                )
+            ).one()
+            found = self._names[named_task_id] = (row.name, row.version)
         return found
 
     def annotation_type_id(self, name: str, now: datetime) -> int:

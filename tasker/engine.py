@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker import lease as leases
-from tasker.audit import StepChange
+from tasker.audit import StepChange, write_step_changes
 from tasker.backoff import backoff_seconds
 from tasker.catalog import Catalog
 from tasker.clock import as_utc
@@ -72,6 +72,7 @@ class _Pass:
     outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     notify_at: datetime | None = None  # a message to send once the transaction commits
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    changes: list[StepChange] = field(default_factory=list)  # transitions of this transaction
 
     def states(self) -> dict[str, StepState]:
         return {
@@ -95,6 +96,7 @@ class _Pass:
     def restore(self, saved: _Snapshot) -> None:
         views, running, self.revision, annotations = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
+        self.changes = []
 
 
 _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
@@ -221,6 +223,7 @@ class Engine:
             if got is None:
                 return None
             lease, row = got
+            row["name"], row["version"] = self._catalog.task_name(row["named_task_id"], conn)
             try:
                 reg = self._factory.get(row["name"], row["version"])
             except UnknownTaskError as exc:
@@ -232,7 +235,9 @@ class Engine:
             rows = conn.execute(leases.select_steps([task_id])).all()
             p = _Pass(lease, reg, row, int(row["revision"]), step_views(reg, rows))
             self._recover_lost_steps(conn, p, now)
-            return p, self._advance(conn, p, now)
+            started = self._advance(conn, p, now)
+            self._flush_changes(conn, p, now)
+            return p, started
 
         claimed = self._write(None, body)
         if claimed is None:
@@ -278,7 +283,14 @@ class Engine:
         p.restore(before)  # a retried transaction starts from the state before the first try
         self._refresh(conn, p, now)
         self._write_outcomes(conn, p, batch, now)
-        return self._advance(conn, p, now)
+        started = self._advance(conn, p, now)
+        self._flush_changes(conn, p, now)
+        return started
+
+    def _flush_changes(self, conn: Connection, p: _Pass, now: datetime) -> None:
+        """Write the transaction's step transitions in one statement."""
+        write_step_changes(conn, p.lease.task_id, p.changes, now)
+        p.changes = []
 
     def _wait(self, p: _Pass) -> list[Outcome]:
         """Outcomes that arrived, plus timed-out steps; [] when it is time to renew."""
@@ -382,7 +394,8 @@ class Engine:
                     None if o.ok else o.error,
                 )
             )
-        leases.write_outcomes(conn, p.lease.task_id, rows, changes, now)
+        leases.write_outcomes(conn, rows, now)
+        p.changes += changes
         leases.write_annotations(conn, p.lease.task_id, p.annotations, now)
         p.annotations = []
 
@@ -394,22 +407,18 @@ class Engine:
             if self._stopping.is_set():
                 room = 0
             chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
-            leases.start_steps(
-                conn,
-                p.lease.task_id,
-                (
-                    StepChange(
-                        v.workflow_step_id,
-                        v.name,
-                        Status(v.status),
-                        Status.IN_PROGRESS,
-                        v.attempts + 1,
-                        "started",
-                    )
-                    for v in chosen
-                ),
-                now,
-            )
+            leases.start_steps(conn, [v.workflow_step_id for v in chosen], now)
+            p.changes += [
+                StepChange(
+                    v.workflow_step_id,
+                    v.name,
+                    Status(v.status),
+                    Status.IN_PROGRESS,
+                    v.attempts + 1,
+                    "started",
+                )
+                for v in chosen
+            ]
             started = []
             for v in chosen:
                 p.views[v.name] = replace(

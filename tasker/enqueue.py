@@ -22,14 +22,65 @@ from tasker.jsonvalue import json_problem
 from tasker.registry import RegisteredTask
 from tasker.request import TaskRequest
 from tasker.states import Status
+from tasker.views import StepView, TaskView
 
 
 @dataclass(frozen=True)
 class Accepted:
-    """The outcome of an enqueue: the task id, and whether this call created it."""
+    """The outcome of an enqueue: the task id, and whether this call created it.
+
+    A new task comes with its view (built from what was inserted, not read back).
+    """
 
     task_id: int
     created: bool
+    view: TaskView | None = None
+
+
+def _new_view(
+    reg: RegisteredTask,
+    task_id: int,
+    ids: dict[str, int],
+    values: dict[str, Any],
+    requested_at: datetime,
+    now: datetime,
+) -> TaskView:
+    bypass = set(values["bypass_steps"])
+    steps = {
+        name: StepView(
+            workflow_step_id=ids[name],
+            name=name,
+            status=(Status.SKIPPED if name in bypass else Status.PENDING).value,
+            attempts=0,
+            retry_limit=tpl.retry_limit,
+            retryable=tpl.retryable,
+            skippable=tpl.skippable,
+            depends_on=tuple(sorted(tpl.depends_on)),
+            dependent_system=tpl.dependent_system,
+            inputs=values["context"],
+            results=None,
+            error=None,
+            last_attempted_at=None,
+            next_attempt_at=None,
+        )
+        for name, tpl in reg.steps.items()
+    }
+    return TaskView(
+        task_id=task_id,
+        name=reg.name,
+        version=reg.version,
+        status=Status.PENDING.value,
+        context=values["context"],
+        tags=values["tags"],
+        initiator=values["initiator"],
+        source_system=values["source_system"],
+        reason=values["reason"],
+        requested_at=requested_at,
+        completed_at=None,
+        idempotency_key=values["idempotency_key"],
+        next_run_at=now,
+        steps=steps,
+    )
 
 
 def _strings(field: str, value: Any) -> list[str]:
@@ -112,18 +163,10 @@ def create_task(
                     existing = _by_key(conn, values)
                     if existing is not None:
                         return existing
-                return Accepted(
-                    _insert(
-                        conn,
-                        reg,
-                        entry.named_task_id,
-                        entry.named_step_ids,
-                        values,
-                        requested_at,
-                        now,
-                    ),
-                    True,
+                task_id, ids = _insert(
+                    conn, reg, entry.named_task_id, entry.named_step_ids, values, requested_at, now
                 )
+            return Accepted(task_id, True, _new_view(reg, task_id, ids, values, requested_at, now))
         except IntegrityError:
             if values["idempotency_key"] is None:
                 raise
@@ -155,7 +198,7 @@ def _insert(
     values: dict[str, Any],
     requested_at: datetime,
     now: datetime,
-) -> int:
+) -> tuple[int, dict[str, int]]:
     task_id = int(
         conn.execute(
             m.tasks.insert()
@@ -221,4 +264,4 @@ def _insert(
         now,
     )
     conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
-    return task_id
+    return task_id, ids

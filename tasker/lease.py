@@ -9,7 +9,7 @@ calls and other claimers wait for it; on SQLite `BEGIN IMMEDIATE` does the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker import models as m
-from tasker.audit import StepChange, write_step_changes, write_task_change
+from tasker.audit import write_task_change
 from tasker.errors import LeaseLostError
 from tasker.states import TASK_LIVE, Status
 
@@ -74,24 +74,19 @@ def claim(
 ) -> tuple[Lease, dict[str, Any]] | None:
     """Take the lease of a task that is live, due and not leased by anyone alive.
 
+    One UPDATE ... RETURNING: a task that is not claimable costs one statement.
+
     Returns:
-        The lease and the task row (with `name` and `version`), or None when the
-        task is finished, cancelled, not due yet or leased: the message is a no-op.
+        The lease and the task row, or None when the task is finished, cancelled,
+        not due yet or leased: the message is then a no-op.
     """
-    row = conn.execute(
-        sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version)
-        .join(m.named_tasks, T.c.named_task_id == m.named_tasks.c.named_task_id)
-        .where(T.c.task_id == task_id)
-    ).first()
-    if row is None or row.status not in _LIVE or row.next_run_at is None:
-        return None
     claimable = sa.and_(
         T.c.task_id == task_id,
         T.c.status.in_(_LIVE),
         T.c.next_run_at <= now,
         sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
     )
-    epoch = conn.execute(
+    row = conn.execute(
         sa.update(T)
         .where(claimable)
         .values(
@@ -101,17 +96,18 @@ def claim(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             updated_at=now,
         )
-        .returning(T.c.lease_epoch)
-    ).scalar()
-    if epoch is None:
+        .returning(*T.c)
+    ).first()
+    if row is None:
         return None
-    if row.status == Status.PENDING.value:
+    # Only the first claim finds the task pending (later ones find it in_progress).
+    if row.lease_epoch == 1:
         write_task_change(conn, task_id, Status.PENDING, Status.IN_PROGRESS, "claimed", now)
     # The messages that announced this task have now been delivered.
     conn.execute(
         sa.delete(m.outbox).where(m.outbox.c.task_id == task_id, m.outbox.c.deliver_at <= now)
     )
-    return Lease(task_id, owner, int(epoch)), dict(row._mapping)
+    return Lease(task_id, owner, int(row.lease_epoch)), dict(row._mapping)
 
 
 def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -> int:
@@ -139,19 +135,17 @@ def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -
     return int(revision)
 
 
-def start_steps(
-    conn: Connection, task_id: int, starts: Iterable[StepChange], now: datetime
-) -> None:
+def start_steps(conn: Connection, step_ids: Sequence[int], now: datetime) -> None:
     """Mark steps `in_progress`, counting the attempt before it runs.
 
     Counting first means a worker that dies mid-step still used an attempt.
+    The caller records the transitions.
     """
-    changes = list(starts)
-    if not changes:
+    if not step_ids:
         return
     conn.execute(
         sa.update(S)
-        .where(S.c.workflow_step_id.in_([c.workflow_step_id for c in changes]))
+        .where(S.c.workflow_step_id.in_(step_ids))
         .values(
             status=Status.IN_PROGRESS.value,
             attempts=S.c.attempts + 1,
@@ -160,17 +154,10 @@ def start_steps(
             updated_at=now,
         )
     )
-    write_step_changes(conn, task_id, changes, now)
 
 
-def write_outcomes(
-    conn: Connection,
-    task_id: int,
-    outcomes: Sequence[dict[str, Any]],
-    changes: Sequence[StepChange],
-    now: datetime,
-) -> None:
-    """Store attempt outcomes.
+def write_outcomes(conn: Connection, outcomes: Sequence[dict[str, Any]], now: datetime) -> None:
+    """Store attempt outcomes; the caller records the transitions.
 
     Each outcome dict has `id`, `status`, `results`, `error`, `next_at` and `done_at`.
     """
@@ -190,7 +177,6 @@ def write_outcomes(
         .execution_options(synchronize_session=False),
         list(outcomes),
     )
-    write_step_changes(conn, task_id, changes, now)
 
 
 def write_annotations(

@@ -36,8 +36,14 @@ BUILD_HINT = (
 
 _SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FFI = FFI()
-_FFI.cdef("void free_string(char *s);")
-_DECLARED: set[str] = {"free_string"}
+_FFI.cdef(
+    """
+    void free_string(char *s);
+    char *handle(const char *json);
+    char *order_totals(const char *json);
+    """
+)
+_DECLARED: set[str] = {"free_string", "handle", "order_totals"}
 _LOADED: dict[Path, NativeLibrary] = {}
 _LOCK = threading.Lock()
 
@@ -99,7 +105,7 @@ def find_library(library: str | os.PathLike[str] | None = None) -> Path:
     candidates = candidate_paths()
     for path in candidates:
         if path.is_file():
-            return path
+            return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise NativeLibraryNotFoundError(
         f"native handler library {library_filename()} not found (looked in: {looked}). "
@@ -142,13 +148,13 @@ class NativeLibrary:
                 _FFI.cdef(f"char *{symbol}(const char *json);")
                 _DECLARED.add(symbol)
         try:
-            found = getattr(self.lib, symbol)
+            function: Callable[[bytes], Any] = getattr(self.lib, symbol)
         except AttributeError as exc:
             raise NativeLibraryNotFoundError(
                 f"native handler library {self.path} has no symbol {symbol!r}: {exc}. " + BUILD_HINT
             ) from exc
-        self._functions[symbol] = found
-        return found
+        self._functions[symbol] = function
+        return function
 
     def call(self, symbol: str, payload: bytes) -> bytes:
         """Calls `symbol` on a JSON text and returns its answer, freeing the returned string.
@@ -197,10 +203,6 @@ def load_library(library: str | os.PathLike[str] | None = None) -> NativeLibrary
     with _LOCK:
         loaded = _LOADED.get(path)
         if loaded is None:
-            for symbol in ("handle", "order_totals"):
-                if symbol not in _DECLARED:
-                    _FFI.cdef(f"char *{symbol}(const char *json);")
-                    _DECLARED.add(symbol)
             try:
                 lib = _FFI.dlopen(str(path))
             except OSError as exc:
