@@ -57,6 +57,9 @@ class _Running:
     view: StepView
     token: object
     deadline: float  # time.monotonic()
+    # Timed out and recorded as failed, but its thread still runs (Python cannot kill
+    # it): the step is not started again, here or elsewhere, until the thread ends.
+    abandoned: bool = False
 
 
 @dataclass
@@ -185,7 +188,8 @@ class Engine:
         attempt ends by its time limit at the latest.
         """
         while p.running:
-            for o in self._wait(p):
+            batch, _ = self._wait(p)
+            for o in batch:
                 p.running.pop(o.name, None)
 
     def _write(self, p: _Pass | None, body: Callable[[Connection], _T]) -> _T:
@@ -263,17 +267,17 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running:
-            batch = self._wait(p)
+            batch, freed = self._wait(p)
             now = self._now()
-            if not batch:  # nothing finished yet: just renew the lease
-                self._write(p, partial(self._refresh, p=p, now=now))
+            waiting_on_abandoned = any(r.abandoned for r in p.running.values())
+            if not batch and not freed and not waiting_on_abandoned:
+                self._write(p, partial(self._refresh, p=p, now=now))  # renew the lease
                 continue
-            self._annotate(p, batch, now)
+            if batch:
+                self._annotate(p, batch, now)
+            before = p.snapshot()
             self._launch(
-                p,
-                self._write(
-                    p, partial(self._record, p=p, batch=batch, now=now, before=p.snapshot())
-                ),
+                p, self._write(p, partial(self._record, p=p, batch=batch, now=now, before=before))
             )
 
     def _record(
@@ -292,10 +296,16 @@ class Engine:
         write_step_changes(conn, p.lease.task_id, p.changes, now)
         p.changes = []
 
-    def _wait(self, p: _Pass) -> list[Outcome]:
-        """Outcomes that arrived, plus timed-out steps; [] when it is time to renew."""
+    def _wait(self, p: _Pass) -> tuple[list[Outcome], bool]:
+        """Wait for outcomes, time-outs or the next lease renewal.
+
+        Returns:
+            The outcomes to record, and whether an abandoned attempt's thread ended
+            (so its step may be planned again).
+        """
         renew_every = self._settings.lease_seconds / 3
-        nearest = min(r.deadline for r in p.running.values())
+        deadlines = [r.deadline for r in p.running.values() if not r.abandoned]
+        nearest = min(deadlines, default=time.monotonic() + renew_every)
         timeout = max(0.0, min(nearest - time.monotonic(), renew_every))
         arrived: list[Outcome] = []
         try:
@@ -304,15 +314,23 @@ class Engine:
                 arrived.append(p.outcomes.get_nowait())
         except queue.Empty:
             pass
-        # Late outcomes of attempts already given up on (timed out) are dropped.
-        batch = [o for o in arrived if o.name in p.running and p.running[o.name].token is o.token]
+        batch, freed = [], False
+        for o in arrived:
+            r = p.running.get(o.name)
+            if r is None or r.token is not o.token:
+                continue
+            if r.abandoned:  # its result came too late to count; the step is free again
+                del p.running[o.name]
+                freed = True
+            else:
+                batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
-            if r.deadline <= clock and name not in named:
+            if not r.abandoned and r.deadline <= clock and name not in named:
                 limit = p.reg.steps[name].timeout or self._settings.step_timeout
-                batch.append(Outcome.timed_out(name, r.token, limit))
-        return batch
+                batch.append(Outcome.after_time_limit(name, r.token, limit))
+        return batch, freed
 
     def _refresh(self, conn: Connection, p: _Pass, now: datetime) -> None:
         """Fence the lease; re-read the steps if a steering call changed them."""
@@ -349,7 +367,10 @@ class Engine:
         rows, changes = [], []
         for o in outcomes:
             v = p.views[o.name]
-            p.running.pop(o.name, None)
+            if o.timed_out:
+                p.running[o.name].abandoned = True
+            else:
+                p.running.pop(o.name, None)
             if o.ok:
                 new = replace(
                     v,
@@ -403,7 +424,8 @@ class Engine:
         """Start what is ready (within the concurrency bound), or end the pass."""
         decision = plan(p.states(), now, p.running.keys())
         if decision.verdict is Verdict.RUN:
-            room = self._settings.max_concurrent_steps - len(p.running)
+            busy = sum(1 for r in p.running.values() if not r.abandoned)
+            room = self._settings.max_concurrent_steps - busy
             if self._stopping.is_set():
                 room = 0
             chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]

@@ -24,15 +24,17 @@ class Outcome:
     error: dict[str, Any] | None = None
     retry_after: float | None = None
     permanent: bool = False
+    timed_out: bool = False
     annotations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     @classmethod
-    def timed_out(cls, name: str, token: object, limit: float) -> Outcome:
+    def after_time_limit(cls, name: str, token: object, limit: float) -> Outcome:
         """The outcome of an attempt that ran past its time limit."""
         return cls(
             name,
             token,
             ok=False,
+            timed_out=True,
             error={
                 "message": f"the step ran past its time limit of {limit:g} s",
                 "error_class": "tasker.errors.StepTimeoutError",

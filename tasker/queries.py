@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -223,5 +224,15 @@ def history(db: Database, task_id: Any) -> list[TransitionView]:
         )
         for r in step_rows
     ]
-    # Rows written in one transaction share a time: the sort is stable, task rows first.
-    return sorted(out, key=lambda t: t.created_at)
+
+    # Rows written in one transaction share a time: a task's own start comes before its
+    # steps' changes, and its finish after them.
+    def order(t: TransitionView) -> tuple[datetime, int]:
+        if t.step is not None:
+            return t.created_at, 1
+        return t.created_at, 2 if t.to_status in _ENDINGS else 0
+
+    return sorted(out, key=order)
+
+
+_ENDINGS = {Status.COMPLETE.value, Status.ERROR.value, Status.CANCELLED.value}

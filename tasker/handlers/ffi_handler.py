@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from tasker.errors import ConfigurationError, NativeHandlerError
 
+from ._json_codec import decode, encode
 from ._types import JsonObject, StepLike
 from .ffi_library import _SYMBOL, NativeLibrary, load_library
-
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 class FFIJsonHandler:
@@ -73,13 +71,20 @@ class FFIJsonHandler:
         """
         library = self._loaded or self.load()
         try:
-            payload = _encode(inputs).encode()
-        except (TypeError, ValueError) as exc:
+            payload = encode(inputs).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             message = f"{self.symbol}: inputs are not JSON-serialisable: {exc}"
             raise NativeHandlerError(
                 message, {"kind": "invalid_input", "message": message}
             ) from exc
-        answer = json.loads(library.call(self.symbol, payload))
+        text = library.call(self.symbol, payload)
+        try:
+            answer = decode(text)
+        except ValueError as exc:
+            message = f"{self.symbol} answered invalid JSON ({exc}): {text[:200]!r}"
+            raise NativeHandlerError(
+                message, {"kind": "invalid_result", "message": message}
+            ) from exc
         if not isinstance(answer, dict):
             message = f"{self.symbol} answered {type(answer).__name__}, not a JSON object"
             raise NativeHandlerError(message, {"kind": "invalid_result", "message": message})
