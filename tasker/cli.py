@@ -14,6 +14,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from tasker.app import Tasker
 from tasker.errors import TaskerError
 from tasker.request import TaskRequest
@@ -309,4 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except TaskerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        hint = (
+            " (has `tasker migrate` been run?)"
+            if "no such table" in str(reason) or ("does not exist" in str(reason))
+            else ""
+        )
+        print(f"error: database: {str(reason).strip()}{hint}", file=sys.stderr)
         return 2
