@@ -146,13 +146,15 @@ class Tasker:
         Returns:
             The number of engine passes run.
         """
-        passes = 0
+        passes, failed = 0, set()
         while True:
-            ids = list(dict.fromkeys([*self.dispatch.drain(), *due_now(self.db, self.now())]))
+            found = [*self.dispatch.drain(), *due_now(self.db, self.now())]
+            ids = [i for i in dict.fromkeys(found) if i not in failed]
             if not ids:
                 return passes
             for task_id in ids:
-                self.engine.run_task(task_id)
+                if not self.engine.run_task(task_id):
+                    failed.add(task_id)  # logged; not retried in a loop within this call
             passes += len(ids)
 
     def start(self, threads: int = 8, sweep: bool = True) -> None:
@@ -162,6 +164,7 @@ class Tasker:
         if self._worker is not None:
             return
         self._stop.clear()
+        self.engine.resume()
         self._worker = Worker(
             self.dispatch.broker, queues={self.settings.queue_name}, worker_threads=threads
         )

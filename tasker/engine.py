@@ -160,12 +160,23 @@ class Engine:
         """Ask running passes to start no new steps and hand their tasks back."""
         self._stopping.set()
 
-    def run_task(self, task_id: int) -> None:
+    def resume(self) -> None:
+        """Undo `stop` (the app's worker was started again)."""
+        self._stopping.clear()
+
+    def run_task(self, task_id: int) -> bool:
         """Run one engine pass for a task; a no-op if it is not claimable.
 
         Handler failures never escape: they are recorded as step errors. A lost
         lease ends the pass quietly (the new owner carries on).
+
+        Returns:
+            False if the pass failed (the database stayed unreachable, or a bug);
+            the task is then left to the sweeper once its lease expires.
         """
+        if self._stopping.is_set():
+            self._notify(task_id, self._now())  # leave it to a worker that is not stopping
+            return True
         p: _Pass | None = None
         try:
             p = self._claim(task_id)
@@ -174,12 +185,12 @@ class Engine:
         except LeaseLostError as exc:
             log.info("task %s: %s; stopping this pass", task_id, exc)
         except Exception:
-            # The database stayed unreachable past the lease: leave the task to the
-            # sweeper (its lease expires; in-flight steps count as lost attempts).
             log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
+            return False
         finally:
             if p is not None and p.running:
                 self._wait_out(p)
+        return True
 
     def _wait_out(self, p: _Pass) -> None:
         """Wait for this pass's step threads before returning.

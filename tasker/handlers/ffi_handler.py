@@ -9,7 +9,7 @@ from tasker.errors import ConfigurationError, NativeHandlerError
 
 from ._json_codec import decode, encode
 from ._types import JsonObject, StepLike
-from .ffi_library import _SYMBOL, NativeLibrary, load_library
+from .ffi_library import NativeLibrary, is_handler_symbol, load_library
 
 
 class FFIJsonHandler:
@@ -31,7 +31,7 @@ class FFIJsonHandler:
         symbol: str = "handle",
         library: str | os.PathLike[str] | NativeLibrary | None = None,
     ) -> None:
-        if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol) or symbol == "free_string":
+        if not is_handler_symbol(symbol):
             raise ConfigurationError(f"FFIJsonHandler: not a JSON handler symbol: {symbol!r}")
         self.symbol = symbol
         self.library = library

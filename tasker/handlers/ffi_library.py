@@ -48,6 +48,11 @@ _LOADED: dict[Path, NativeLibrary] = {}
 _LOCK = threading.Lock()
 
 
+def is_handler_symbol(symbol: object) -> bool:
+    """Tells whether `symbol` can name a JSON handler: a C identifier, not `free_string`."""
+    return isinstance(symbol, str) and bool(_SYMBOL.fullmatch(symbol)) and symbol != "free_string"
+
+
 def library_filename() -> str:
     """Returns the platform's file name of the library (`libtasker_ffi_handler.so` on Linux)."""
     if sys.platform == "win32":
@@ -74,6 +79,14 @@ def candidate_paths() -> list[Path]:
     return list(unique)
 
 
+def _named(path: Path, source: str) -> Path:
+    if not path.is_file():
+        raise NativeLibraryNotFoundError(
+            f"native handler library {str(path)!r} (from {source}) does not exist. " + BUILD_HINT
+        )
+    return path.resolve()
+
+
 def find_library(library: str | os.PathLike[str] | None = None) -> Path:
     """Locates the library file: `library`, else `$TASKER_FFI_LIBRARY`, else the build.
 
@@ -87,21 +100,10 @@ def find_library(library: str | os.PathLike[str] | None = None) -> Path:
         NativeLibraryNotFoundError: the named file does not exist, or no build was found;
             the message says where it looked and how to build it.
     """
-    explicit = (
-        (Path(library), "library=")
-        if library is not None
-        else (Path(env), LIBRARY_ENV)
-        if (env := os.environ.get(LIBRARY_ENV))
-        else None
-    )
-    if explicit is not None:
-        path, source = explicit
-        if not path.is_file():
-            raise NativeLibraryNotFoundError(
-                f"native handler library {str(path)!r} (from {source}) does not exist. "
-                + BUILD_HINT
-            )
-        return path.resolve()
+    if library is not None:
+        return _named(Path(library), "library=")
+    if env := os.environ.get(LIBRARY_ENV):
+        return _named(Path(env), LIBRARY_ENV)
     candidates = candidate_paths()
     for path in candidates:
         if path.is_file():
@@ -141,7 +143,7 @@ class NativeLibrary:
         found = self._functions.get(symbol)
         if found is not None:
             return found
-        if not _SYMBOL.fullmatch(symbol) or symbol == "free_string":
+        if not is_handler_symbol(symbol):
             raise ValueError(f"not a JSON handler symbol: {symbol!r}")
         with _LOCK:
             if symbol not in _DECLARED:
@@ -172,9 +174,8 @@ class NativeLibrary:
         """
         pointer = self.function(symbol)(payload)
         if pointer == _FFI.NULL:
-            raise NativeHandlerError(
-                f"native handler {symbol} returned NULL", {"kind": "null_result", "message": ""}
-            )
+            message = f"native handler {symbol} returned NULL"
+            raise NativeHandlerError(message, {"kind": "null_result", "message": message})
         try:
             text: bytes = _FFI.string(pointer)
         finally:

@@ -12,6 +12,10 @@ The rules and every message are those of `rust/ffi_handler/src/orders.rs`:
   `tax_cents = (subtotal_cents * tax_rate_bps + 5000) // 10000` and
   `total_cents = subtotal_cents + tax_cents`. The first that does not fit raises
   `OverflowError` naming it.
+
+The C-ABI path sees the inputs as JSON text, so it also refuses (as `invalid_json`) what
+JSON cannot carry and the other two accept or call invalid input: lone surrogates in any
+string, and integers too large for a double (309 digits and more).
 """
 
 from __future__ import annotations

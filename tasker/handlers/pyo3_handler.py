@@ -83,12 +83,10 @@ class PyO3Handler:
             result = self.function(inputs)
         except TaskerError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # a panic is a BaseException
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise  # KeyboardInterrupt, SystemExit, ...
             raise self._error(exc) from exc
-        except BaseException as exc:
-            if not is_panic(exc):
-                raise
-            raise self._error(exc) from None
         if not isinstance(result, dict):
             message = f"{self.name} returned {type(result).__name__}, not a dict"
             raise NativeHandlerError(message, {"kind": "invalid_result", "message": message})
