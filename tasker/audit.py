@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker import models as m
@@ -25,6 +26,14 @@ class StepChange:
     attempt: int
     reason: str
     details: dict[str, Any] | None = None
+
+
+def _current_seq(task_id: int) -> sa.ScalarSelect[int]:
+    """The task's transaction number: it orders the audit trail exactly.
+
+    Whoever locked the task row in this transaction (claim, fence, steering) bumped it.
+    """
+    return sa.select(m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id).scalar_subquery()
 
 
 def write_step_changes(
@@ -51,7 +60,7 @@ def write_step_changes(
             }
         )
     if rows:
-        conn.execute(m.step_transitions.insert(), rows)
+        conn.execute(m.step_transitions.insert().values(tx_seq=_current_seq(task_id)), rows)
 
 
 def write_task_change(
@@ -69,7 +78,7 @@ def write_task_change(
     """
     states.check_task(task_id, from_status, to_status)
     conn.execute(
-        m.task_transitions.insert(),
+        m.task_transitions.insert().values(tx_seq=_current_seq(task_id)),
         {
             "task_id": task_id,
             "from_status": None if from_status is None else from_status.value,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -141,8 +142,11 @@ class StepTemplate:
             raise ConfigurationError(
                 f"{where}: retry_limit must be at least 1, got {self.retry_limit}"
             )
-        if self.timeout is not None and not (
-            isinstance(self.timeout, (int, float)) and self.timeout > 0
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not math.isfinite(self.timeout)
+            or self.timeout <= 0
         ):
             raise ConfigurationError(f"{where}: timeout must be a positive number of seconds")
         object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))

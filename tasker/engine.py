@@ -287,9 +287,17 @@ class Engine:
             if batch:
                 self._annotate(p, batch, now)
             before = p.snapshot()
-            self._launch(
-                p, self._write(p, partial(self._record, p=p, batch=batch, now=now, before=before))
-            )
+            try:
+                started = self._write(
+                    p, partial(self._record, p=p, batch=batch, now=now, before=before)
+                )
+            except BaseException:
+                # These attempts have returned: nothing is left to wait for on their account.
+                for o in batch:
+                    if not o.timed_out:
+                        p.running.pop(o.name, None)
+                raise
+            self._launch(p, started)
 
     def _record(
         self, conn: Connection, p: _Pass, batch: list[Outcome], now: datetime, before: _Snapshot

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
+# PostgreSQL's jsonb cannot hold NUL, and no JSON text can hold a lone surrogate.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def json_problem(value: Any, path: str = "$") -> str | None:
@@ -13,6 +16,8 @@ def json_problem(value: Any, path: str = "$") -> str | None:
 
     Dict keys must be strings, floats finite, and containers dicts, lists or tuples.
     """
+    if isinstance(value, str):
+        return _string_problem(value, path)
     if isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
@@ -23,6 +28,9 @@ def json_problem(value: Any, path: str = "$") -> str | None:
                 return (
                     f"{path} has a key {key!r} of type {type(key).__name__}; keys must be strings"
                 )
+            problem = _string_problem(key, f"{path} key {key!r}")
+            if problem:
+                return problem
             problem = json_problem(item, f"{path}.{key}")
             if problem:
                 return problem
@@ -34,6 +42,13 @@ def json_problem(value: Any, path: str = "$") -> str | None:
                 return problem
         return None
     return f"{path} is a {type(value).__name__}, which is not JSON-serialisable"
+
+
+def _string_problem(value: str, path: str) -> str | None:
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    return f"{path} holds the character U+{ord(found.group()):04X}, which JSON storage cannot hold"
 
 
 def contains(document: Any, pattern: Any) -> bool:

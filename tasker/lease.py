@@ -94,6 +94,7 @@ def claim(
             lease_owner=owner,
             lease_epoch=T.c.lease_epoch + 1,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            tx_seq=T.c.tx_seq + 1,
             updated_at=now,
         )
         .returning(*T.c)
@@ -127,7 +128,11 @@ def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -
             T.c.lease_owner == lease.owner,
             T.c.status == Status.IN_PROGRESS.value,
         )
-        .values(lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .values(
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            tx_seq=T.c.tx_seq + 1,
+            updated_at=now,
+        )
         .returning(T.c.revision)
     ).scalar()
     if revision is None:

@@ -102,6 +102,8 @@ tasks = sa.Table(
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
     # Bumped by every steering call, so a running engine knows to re-read the steps.
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
+    # Bumped by every transaction that changes the task: orders its audit trail.
+    sa.Column("tx_seq", sa.Integer, nullable=False, server_default="0"),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(
@@ -182,6 +184,7 @@ step_transitions = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("reason", sa.String(255), nullable=False),
     sa.Column("details", Json, nullable=True),  # the attempt's error, kept for every attempt
+    sa.Column("tx_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", When, nullable=False),
     sa.Index("ix_tasker_workflow_step_transitions_task_id", "task_id", "transition_id"),
     sa.Index("ix_tasker_workflow_step_transitions_workflow_step_id", "workflow_step_id"),
@@ -197,6 +200,7 @@ task_transitions = sa.Table(
     sa.Column("from_status", sa.String(24), nullable=True),
     sa.Column("to_status", sa.String(24), nullable=False),
     sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("tx_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", When, nullable=False),
     sa.Index("ix_tasker_task_transitions_task_id", "task_id", "transition_id"),
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -170,7 +169,9 @@ def _annotations(
         else:
             # Narrow by top-level scalars in SQL, then apply @> semantics exactly.
             for key, value in contains.items():
-                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                quoted_ok = '"' not in key and "\\" not in key
+                scalar = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+                if quoted_ok and scalar:
                     q = q.where(sa.func.json_extract(A.c.annotation, f'$."{key}"') == value)
             keep = lambda doc: json_contains(doc, contains)  # noqa: E731
     return [
@@ -214,25 +215,21 @@ def history(db: Database, task_id: Any) -> list[TransitionView]:
             .join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id)
             .where(ST.c.task_id == tid)
         ).all()
-    out = [
-        TransitionView(None, r.from_status, r.to_status, r.reason, None, as_utc(r.created_at))
-        for r in task_rows
-    ]
-    out += [
-        TransitionView(
+    # Transactions are ordered by the task's tx_seq; within one, the task's own start
+    # comes before its steps' changes and its finish after them; then insertion order.
+    keyed: list[tuple[tuple[int, int, int], TransitionView]] = []
+    for r in task_rows:
+        rank = 2 if r.to_status in _ENDINGS else 0
+        view = TransitionView(
+            None, r.from_status, r.to_status, r.reason, None, as_utc(r.created_at)
+        )
+        keyed.append(((r.tx_seq, rank, int(r.transition_id)), view))
+    for r in step_rows:
+        view = TransitionView(
             r.name, r.from_status, r.to_status, r.reason, r.attempt, as_utc(r.created_at)
         )
-        for r in step_rows
-    ]
-
-    # Rows written in one transaction share a time: a task's own start comes before its
-    # steps' changes, and its finish after them.
-    def order(t: TransitionView) -> tuple[datetime, int]:
-        if t.step is not None:
-            return t.created_at, 1
-        return t.created_at, 2 if t.to_status in _ENDINGS else 0
-
-    return sorted(out, key=order)
+        keyed.append(((r.tx_seq, 1, int(r.transition_id)), view))
+    return [view for _, view in sorted(keyed, key=lambda kv: kv[0])]
 
 
 _ENDINGS = {Status.COMPLETE.value, Status.ERROR.value, Status.CANCELLED.value}

@@ -105,6 +105,11 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
     )
 
 
+def _identity(cls: type) -> tuple[str, str]:
+    # The same class re-imported (a module reload) is the same handler; another is not.
+    return cls.__module__, cls.__qualname__
+
+
 class HandlerFactory:
     """Registry of task handlers; one task name may have several versions.
 
@@ -129,10 +134,7 @@ class HandlerFactory:
         with self._lock:
             versions = self._tasks.setdefault(compiled.name, {})
             existing = versions.get(compiled.version)
-            if (
-                existing is not None
-                and type(existing.handler).__qualname__ != handler_cls.__qualname__
-            ):
+            if existing is not None and _identity(type(existing.handler)) != _identity(handler_cls):
                 raise ConfigurationError(
                     f"task {compiled.name!r} version {compiled.version!r} is already registered "
                     f"by {type(existing.handler).__qualname__}"

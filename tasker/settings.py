@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -41,6 +42,14 @@ class Settings:
     pool_size: int = 10
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if str(f.type) in ("float", "int") and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise ConfigurationError(f"{f.name} must be a finite number, got {value!r}")
         for name in ("lease_seconds", "sweep_seconds", "step_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -78,11 +87,16 @@ class Settings:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     kind = str(kind)
+    if isinstance(value, bool) and kind in ("float", "int"):
+        raise ConfigurationError(f"setting {name} must be a number, got {value!r}")
     try:
         if kind == "float":
             return float(value)
         if kind == "int":
-            return int(value)
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
     except (TypeError, ValueError):
         raise ConfigurationError(f"setting {name} must be a number, got {value!r}") from None
     return str(value)

@@ -32,8 +32,12 @@ _UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.valu
 
 
 def _lock(conn: Connection, task_id: int) -> Status:
+    """Lock the task row (opening a new entry in its audit order) and read its status."""
     row = conn.execute(
-        sa.select(T.c.status).where(T.c.task_id == task_id).with_for_update()
+        sa.update(T)
+        .where(T.c.task_id == task_id)
+        .values(tx_seq=T.c.tx_seq + 1)
+        .returning(T.c.status)
     ).first()
     if row is None:
         raise TaskNotFoundError(f"no task has id {task_id}")

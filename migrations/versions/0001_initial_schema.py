@@ -101,6 +101,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_epoch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("revision", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("tx_seq", sa.Integer(), server_default="0", nullable=False),
         sa.CheckConstraint(
             "status IN ('pending', 'in_progress', 'complete', 'error', 'cancelled', 'resolved_manually', 'skipped')",
             name=op.f("ck_tasker_tasks_status"),
@@ -159,6 +160,7 @@ def upgrade() -> None:
         sa.Column("from_status", sa.String(length=24), nullable=True),
         sa.Column("to_status", sa.String(length=24), nullable=False),
         sa.Column("reason", sa.String(length=255), nullable=False),
+        sa.Column("tx_seq", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["task_id"],
@@ -256,6 +258,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("reason", sa.String(length=255), nullable=False),
         sa.Column("details", Json, nullable=True),
+        sa.Column("tx_seq", sa.Integer(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["workflow_step_id"],

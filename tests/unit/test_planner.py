@@ -1,0 +1,143 @@
+"""The planner: which steps are ready, and what the task is now (pure decisions)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tasker.planner import Plan, StepState, Verdict, deps_satisfied, is_ready, plan
+from tasker.states import Status
+
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def st(
+    name: str,
+    status: Status = Status.PENDING,
+    deps: tuple[str, ...] = (),
+    attempts: int = 0,
+    max_attempts: int = 3,
+    next_at: datetime | None = None,
+) -> StepState:
+    return StepState(name, status, attempts, max_attempts, next_at, deps)
+
+
+def steps(*states: StepState) -> dict[str, StepState]:
+    return {s.name: s for s in states}
+
+
+def waiting(name: str, seconds: float, deps: tuple[str, ...] = ()) -> StepState:
+    """A step that failed and is due for another attempt `seconds` from NOW."""
+    return st(name, Status.ERROR, deps, attempts=1, next_at=NOW + timedelta(seconds=seconds))
+
+
+def failed(name: str, deps: tuple[str, ...] = ()) -> StepState:
+    """A step that failed with no attempt left."""
+    return st(name, Status.ERROR, deps, attempts=3, next_at=None)
+
+
+def test_fresh_task_starts_only_its_roots():
+    s = steps(st("a"), st("b"), st("c", deps=("a",)), st("d", deps=("b", "c")))
+    assert plan(s, NOW) == Plan(["a", "b"], Verdict.RUN)
+
+
+def test_a_multi_parent_join_waits_for_every_parent():
+    s = steps(
+        st("a", Status.COMPLETE),
+        st("b", Status.IN_PROGRESS),
+        st("join", deps=("a", "b")),
+    )
+    assert plan(s, NOW, running={"b"}) == Plan([], Verdict.RUN)
+    s["b"] = st("b", Status.COMPLETE)
+    assert plan(s, NOW) == Plan(["join"], Verdict.RUN)
+
+
+@pytest.mark.parametrize("satisfied", [Status.COMPLETE, Status.RESOLVED_MANUALLY, Status.SKIPPED])
+def test_complete_resolved_and_skipped_dependencies_all_satisfy(satisfied):
+    s = steps(st("a", satisfied), st("b", Status.COMPLETE), st("join", deps=("a", "b")))
+    assert deps_satisfied(s["join"], s)
+    assert plan(s, NOW).ready == ["join"]
+
+
+@pytest.mark.parametrize(
+    "blocking", [Status.PENDING, Status.IN_PROGRESS, Status.ERROR, Status.CANCELLED]
+)
+def test_any_other_dependency_status_blocks(blocking):
+    s = steps(st("a", blocking), st("b", deps=("a",)))
+    assert not deps_satisfied(s["b"], s)
+    assert not is_ready(s["b"], s, NOW)
+
+
+def test_a_step_waiting_for_retry_is_ready_exactly_when_its_time_comes():
+    s = steps(waiting("a", 30))
+    assert not is_ready(s["a"], s, NOW)
+    assert not is_ready(s["a"], s, NOW + timedelta(seconds=29.999))
+    assert is_ready(s["a"], s, NOW + timedelta(seconds=30))
+    assert plan(s, NOW + timedelta(seconds=31)) == Plan(["a"], Verdict.RUN)
+
+
+def test_running_steps_are_not_offered_again_and_keep_the_task_running():
+    s = steps(st("a", Status.IN_PROGRESS), st("b"))
+    assert plan(s, NOW, running={"a"}) == Plan(["b"], Verdict.RUN)
+    s = steps(st("a", Status.IN_PROGRESS))
+    assert plan(s, NOW, running={"a"}) == Plan([], Verdict.RUN)
+
+
+def test_only_backoffs_left_means_wait_until_the_earliest_retry():
+    s = steps(waiting("a", 90), waiting("b", 15), waiting("c", 40), st("d", deps=("a",)))
+    assert plan(s, NOW) == Plan([], Verdict.WAIT, wake_at=NOW + timedelta(seconds=15))
+
+
+def test_a_failed_step_with_a_retry_pending_elsewhere_waits_rather_than_errors():
+    s = steps(failed("a"), waiting("b", 60))
+    decision = plan(s, NOW)
+    assert decision.verdict is Verdict.WAIT
+    assert decision.wake_at == NOW + timedelta(seconds=60)
+
+
+def test_every_step_satisfied_means_complete():
+    s = steps(
+        st("a", Status.COMPLETE),
+        st("b", Status.SKIPPED),
+        st("c", Status.RESOLVED_MANUALLY, deps=("a", "b")),
+    )
+    assert plan(s, NOW) == Plan([], Verdict.COMPLETE)
+
+
+def test_a_step_failed_for_good_with_nothing_else_to_do_means_error():
+    s = steps(st("a", Status.COMPLETE), failed("b", ("a",)), st("c", deps=("b",)))
+    assert plan(s, NOW) == Plan([], Verdict.ERROR)
+
+
+def test_independent_branches_keep_running_while_another_branch_failed_for_good():
+    s = steps(
+        failed("bad"),
+        st("after_bad", deps=("bad",)),
+        st("good", Status.COMPLETE),
+        st("after_good", deps=("good",)),
+        st("also_free"),
+    )
+    decision = plan(s, NOW)
+    assert decision == Plan(["after_good", "also_free"], Verdict.RUN)
+    assert "after_bad" not in decision.ready
+
+
+def test_a_branch_still_running_keeps_a_failed_task_running():
+    s = steps(failed("bad"), st("slow", Status.IN_PROGRESS))
+    assert plan(s, NOW, running={"slow"}).verdict is Verdict.RUN
+
+
+def test_ready_steps_keep_the_given_topological_order():
+    s = steps(st("z"), st("m"), st("a"))
+    assert plan(s, NOW).ready == ["z", "m", "a"]
+
+
+def test_the_state_helpers_tell_awaiting_retry_from_failed_for_good():
+    assert waiting("a", 5).awaiting_retry and not waiting("a", 5).failed_for_good
+    assert failed("a").failed_for_good and not failed("a").awaiting_retry
+    assert not st("a").awaiting_retry and not st("a").failed_for_good
+
+
+def test_an_empty_task_is_complete():
+    assert plan({}, NOW) == Plan([], Verdict.COMPLETE)

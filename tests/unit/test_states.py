@@ -1,0 +1,133 @@
+"""The state machine of tasks and steps: every transition allowed or forbidden, per table."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tasker.errors import InvalidTransitionError
+from tasker.states import (
+    SATISFIED,
+    STEP_TRANSITIONS,
+    TASK_FINAL,
+    TASK_LIVE,
+    TASK_TRANSITIONS,
+    Status,
+    can_step,
+    can_task,
+    check_step,
+    check_task,
+)
+
+P, R, C, E, X, M, S = (
+    Status.PENDING,
+    Status.IN_PROGRESS,
+    Status.COMPLETE,
+    Status.ERROR,
+    Status.CANCELLED,
+    Status.RESOLVED_MANUALLY,
+    Status.SKIPPED,
+)
+
+# The specification, written out independently of tasker.states.
+STEP_ALLOWED = {
+    None: {P, S},  # created pending, or skipped by bypass_steps
+    P: {R, X, M, S},
+    R: {C, E, X},  # error also covers "worker lost" and "timed out"
+    E: {R, P, X, M},  # retry attempt, retry() with a fresh budget, cancel, resolve
+    C: set(),
+    S: set(),
+    M: set(),
+    X: set(),
+}
+TASK_ALLOWED = {
+    None: {P},
+    P: {R, X},
+    R: {C, E, X},
+    E: {R, X, M},  # resumed by resolve_step/retry, cancelled, resolved
+    C: set(),
+    X: set(),
+    M: set(),
+}
+TASK_STATUSES = [s for s in Status if s is not S]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), list(itertools.product([None, *Status], list(Status)))
+)
+def test_every_step_transition_is_allowed_or_forbidden_as_specified(before, after):
+    """Given any (from, to) pair of step statuses, the state machine answers as the spec."""
+    expected = after in STEP_ALLOWED[before]
+    assert can_step(before, after) is expected
+    if expected:
+        check_step("charge", before, after)
+    else:
+        with pytest.raises(InvalidTransitionError, match=r"'charge'"):
+            check_step("charge", before, after)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"), list(itertools.product([None, *TASK_STATUSES], list(Status)))
+)
+def test_every_task_transition_is_allowed_or_forbidden_as_specified(before, after):
+    """Given any (from, to) pair of task statuses, the state machine answers as the spec."""
+    expected = after in TASK_ALLOWED[before]
+    assert can_task(before, after) is expected
+    if expected:
+        check_task(7, before, after)
+    else:
+        with pytest.raises(InvalidTransitionError, match=r"task 7"):
+            check_task(7, before, after)
+
+
+def test_the_tables_name_exactly_the_specified_states():
+    assert set(STEP_TRANSITIONS) == set(STEP_ALLOWED)
+    assert set(TASK_TRANSITIONS) == set(TASK_ALLOWED)
+
+
+@pytest.mark.parametrize("final", [C, S, M, X])
+def test_a_final_step_state_has_no_exit(final):
+    assert not any(can_step(final, to) for to in Status)
+
+
+@pytest.mark.parametrize("final", sorted(TASK_FINAL))
+def test_a_final_task_state_has_no_exit(final):
+    assert not any(can_task(final, to) for to in Status)
+
+
+def test_a_task_in_error_is_not_final_it_can_resume():
+    assert E not in TASK_FINAL
+    assert can_task(E, R)
+
+
+def test_a_task_is_never_skipped():
+    assert not any(can_task(frm, S) for frm in [None, *TASK_STATUSES])
+
+
+def test_only_complete_resolved_and_skipped_steps_satisfy_their_dependents():
+    assert frozenset({C, M, S}) == SATISFIED
+
+
+def test_live_tasks_are_pending_or_in_progress_and_none_of_them_is_final():
+    assert frozenset({P, R}) == TASK_LIVE
+    assert not TASK_LIVE & TASK_FINAL
+
+
+@pytest.mark.parametrize(
+    ("table", "start"), [(STEP_TRANSITIONS, None), (TASK_TRANSITIONS, None)], ids=["step", "task"]
+)
+def test_every_state_of_a_table_is_reachable_from_creation(table, start):
+    seen, frontier = {start}, [start]
+    while frontier:
+        for nxt in table[frontier.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    assert seen == set(table)
+
+
+def test_status_is_a_string_enum_that_prints_its_value():
+    assert str(Status.RESOLVED_MANUALLY) == "resolved_manually"
+    assert Status("in_progress") is R
+    assert R == "in_progress"
