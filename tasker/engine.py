@@ -21,10 +21,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker import lease as leases
+from tasker import models as m
 from tasker.audit import StepChange, write_step_changes
 from tasker.backoff import backoff_seconds
 from tasker.catalog import Catalog
@@ -41,6 +43,10 @@ from tasker.views import StepView
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
+
+
+class _Stamp(threading.local):
+    value: tuple[int, int, int] | None = None  # (task_id, tx_seq, revision)
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -155,6 +161,7 @@ class Engine:
         self._owner = owner
         self._notify = notify
         self._stopping = threading.Event()
+        self._stamp = _Stamp()  # per thread: the task transaction being written
 
     def stop(self) -> None:
         """Ask running passes to start no new steps and hand their tasks back."""
@@ -207,17 +214,26 @@ class Engine:
         """Run `body` in a short write transaction, retrying while the database is away.
 
         Retries last at most one lease period: after that the lease may be someone
-        else's, and the fence inside `body` would refuse the write anyway.
+        else's, and the fence inside `body` would refuse the write anyway. A failure
+        of the COMMIT itself is not retried: the transaction may have landed, and
+        `body` is not idempotent. The pass then ends; its lease expires and the
+        sweeper hands the task on, with whatever it started counted as lost attempts.
         """
         give_up = time.monotonic() + self._settings.lease_seconds
         delay = 0.05
         while True:
+            self._stamp.value = None
+            body_done = False
             try:
                 with self._db.write() as conn:
-                    return body(conn)
+                    result = body(conn)
+                    body_done = True
+                return result
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up or not _transient(exc):
                     raise
+                if body_done and self._landed(give_up):
+                    return result
                 log.warning(
                     "task %s: database error, retrying in %.2f s: %s",
                     p.lease.task_id if p else "?",
@@ -226,6 +242,42 @@ class Engine:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _landed(self, give_up: float) -> bool:
+        """After a COMMIT that failed, tell whether it landed anyway.
+
+        Every engine transaction bumps the task's `tx_seq` (the claim and the fence do);
+        steering calls bump it too, and also the revision.
+
+        Raises:
+            LeaseLostError: it cannot be told (a steering call interleaved): the pass
+                ends and the sweeper hands the task on once the lease expires.
+        """
+        stamp = self._stamp.value
+        if stamp is None:
+            return False
+        task_id, seq, revision = stamp
+        while True:
+            try:
+                with self._db.read() as conn:
+                    row = conn.execute(
+                        sa.select(m.tasks.c.tx_seq, m.tasks.c.revision).where(
+                            m.tasks.c.task_id == task_id
+                        )
+                    ).one()
+                break
+            except DBAPIError as exc:
+                if time.monotonic() > give_up or not _transient(exc):
+                    raise
+                time.sleep(0.2)
+        if row.revision == revision and row.tx_seq in (seq, seq - 1):
+            log.warning(
+                "task %s: a COMMIT reported an error but %s",
+                task_id,
+                "had landed" if row.tx_seq == seq else "had not landed; retrying",
+            )
+            return bool(row.tx_seq == seq)
+        raise LeaseLostError(f"task {task_id}: cannot tell whether a failed COMMIT landed")
 
     # -- claiming -----------------------------------------------------------------
 
@@ -249,6 +301,7 @@ class Engine:
                 return None
             rows = conn.execute(leases.select_steps([task_id])).all()
             p = _Pass(lease, reg, row, int(row["revision"]), step_views(reg, rows))
+            self._stamp.value = (task_id, int(row["tx_seq"]), p.revision)
             self._recover_lost_steps(conn, p, now)
             started = self._advance(conn, p, now)
             self._flush_changes(conn, p, now)
@@ -353,7 +406,8 @@ class Engine:
 
     def _refresh(self, conn: Connection, p: _Pass, now: datetime) -> None:
         """Fence the lease; re-read the steps if a steering call changed them."""
-        revision = leases.fence(conn, p.lease, now, self._settings.lease_seconds)
+        revision, seq = leases.fence(conn, p.lease, now, self._settings.lease_seconds)
+        self._stamp.value = (p.lease.task_id, seq, revision)
         if revision != p.revision:
             rows = conn.execute(leases.select_steps([p.lease.task_id])).all()
             fresh = step_views(p.reg, rows)

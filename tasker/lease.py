@@ -111,11 +111,12 @@ def claim(
     return Lease(task_id, owner, int(row.lease_epoch)), dict(row._mapping)
 
 
-def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -> int:
+def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -> tuple[int, int]:
     """Check the lease is still ours, renew it, and lock the task row.
 
     Returns:
-        The task's steering revision (it changes when a steering call touched it).
+        The task's steering revision (it changes when a steering call touched it) and
+        the number this transaction now has in the task's order (`tx_seq`).
 
     Raises:
         LeaseLostError: the task was cancelled, or another worker claimed it.
@@ -133,11 +134,11 @@ def fence(conn: Connection, lease: Lease, now: datetime, lease_seconds: float) -
             tx_seq=T.c.tx_seq + 1,
             updated_at=now,
         )
-        .returning(T.c.revision)
-    ).scalar()
+        .returning(T.c.revision, T.c.tx_seq)
+    ).first()
     if revision is None:
         raise LeaseLostError(f"task {lease.task_id}: lease epoch {lease.epoch} is no longer ours")
-    return int(revision)
+    return int(revision.revision), int(revision.tx_seq)
 
 
 def start_steps(conn: Connection, step_ids: Sequence[int], now: datetime) -> None:

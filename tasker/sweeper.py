@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from tasker import models as m
 from tasker.db import Database
@@ -70,13 +71,10 @@ class Sweeper:
         """One sweep; returns how many messages it sent."""
         now = self._clock()
         overdue = now - self._grace
+        # Two transactions, each locking one kind of row: a claim locks a task row and
+        # then its outbox rows, so a sweep holding both kinds could deadlock with it.
         with self._db.write() as conn:
-            if (
-                self._db.is_postgres
-                and not conn.execute(
-                    sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))
-                ).scalar()
-            ):
+            if not self._elected(conn):
                 return 0  # another worker's sweeper is at it
             stale = (
                 conn.execute(
@@ -87,6 +85,9 @@ class Sweeper:
                 .scalars()
                 .all()
             )
+        with self._db.write() as conn:
+            if not self._elected(conn):
+                return 0
             due = (
                 conn.execute(
                     sa.select(T.c.task_id)
@@ -117,6 +118,12 @@ class Sweeper:
                 len(due),
             )
         return len(ids)
+
+    def _elected(self, conn: Connection) -> bool:
+        """On PostgreSQL, whether this sweeper holds the advisory lock for this transaction."""
+        if not self._db.is_postgres:
+            return True
+        return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_LOCK_KEY))).scalar())
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every `sweep_seconds` until `stop` is set; errors are logged, not raised."""
