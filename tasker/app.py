@@ -165,8 +165,12 @@ class Tasker:
             return
         self._stop.clear()
         self.engine.resume()
+        # An idle consumer polls again within 100 ms (Dramatiq's default backs off to 1 s).
         self._worker = Worker(
-            self.dispatch.broker, queues={self.settings.queue_name}, worker_threads=threads
+            self.dispatch.broker,
+            queues={self.settings.queue_name},
+            worker_threads=threads,
+            worker_timeout=100,
         )
         self._worker.start()
         if sweep:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -85,9 +85,10 @@ class Sweeper:
                 .scalars()
                 .all()
             )
+        sent = self._send_all(stale)  # before anything else can fail: the rows are gone
         with self._db.write() as conn:
             if not self._elected(conn):
-                return 0
+                return sent
             due = (
                 conn.execute(
                     sa.select(T.c.task_id)
@@ -107,16 +108,20 @@ class Sweeper:
             )
             if due:
                 conn.execute(sa.update(T).where(T.c.task_id.in_(due)).values(dispatched_at=now))
-        ids = sorted({int(i) for i in [*stale, *due]})
-        for task_id in ids:
-            self._send(task_id)
-        if ids:
+        sent += self._send_all(due)
+        if sent:
             log.info(
                 "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned",
-                len(ids),
+                sent,
                 len(stale),
                 len(due),
             )
+        return sent
+
+    def _send_all(self, task_ids: Sequence[int]) -> int:
+        ids = sorted({int(i) for i in task_ids})
+        for task_id in ids:
+            self._send(task_id)
         return len(ids)
 
     def _elected(self, conn: Connection) -> bool:

@@ -16,6 +16,8 @@ import threading
 import time
 from types import FrameType
 
+from sqlalchemy.exc import OperationalError
+
 from tasker.app import Tasker
 from tasker.errors import ConfigurationError
 
@@ -63,13 +65,29 @@ def run_one(ref: str, threads: int, stop: threading.Event | None = None) -> None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    app.migrate()
+    _migrate_when_reachable(app, stop)
+    if stop.is_set():
+        app.close()
+        return
     app.start(threads=threads)
     log.info("worker %s: %d thread(s) on %s", app.owner(), threads, app.settings.queue_name)
     try:
         stop.wait()
     finally:
         app.close()
+
+
+def _migrate_when_reachable(app: Tasker, stop: threading.Event) -> None:
+    """Migrate, waiting (with backoff) for a database that is not up yet."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            app.migrate()
+            return
+        except OperationalError as exc:
+            log.warning("database not reachable (%s); retrying in %.1f s", exc.orig, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def supervise(ref: str, processes: int, threads: int) -> int:

@@ -1,0 +1,138 @@
+"""The app the chaos test's workers run: diamonds whose steps log every execution.
+
+Each execution of a step (one call of the handler) gets a row in `chaos_log`, in the
+same PostgreSQL database but written on a separate autocommit connection: inserted
+before the step's work (a short sleep) and completed with its end time after it. When
+either write fails (PostgreSQL is restarting) the handler appends the execution, with
+the time it gave up, to a per-process journal file instead and fails the attempt, so
+every execution whose worker was not killed has a known end.
+
+Configured by the test through the environment: `TASKER_*`, `CHAOS_LOG_DSN` and
+`CHAOS_JOURNAL_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from tasker import StepTemplate, Tasker, TaskHandler
+
+RETRY_LIMIT = 10
+LOG_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_log (
+    execution_id text PRIMARY KEY,
+    task_id bigint NOT NULL,
+    step text NOT NULL,
+    pid integer NOT NULL,
+    attempt integer NOT NULL,
+    started_at double precision NOT NULL,
+    ended_at double precision
+)
+"""
+
+
+_idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
+
+
+def _connect() -> psycopg.Connection[Any]:
+    return psycopg.connect(os.environ["CHAOS_LOG_DSN"], autocommit=True, connect_timeout=2)
+
+
+def _log(query: str, params: tuple[Any, ...]) -> None:
+    """Run one autocommit statement on a pooled connection; raise if it fails.
+
+    When PostgreSQL dropped the pooled connection (a restart), the pool is emptied and
+    the statement is run once more on a new connection (the statements are idempotent).
+    """
+    try:
+        conn, pooled = _idle.get_nowait(), True
+    except queue.Empty:
+        conn, pooled = _connect(), False
+    try:
+        conn.execute(query, params)
+    except psycopg.Error:
+        dropped = conn.broken  # the server went away (close() would hide it)
+        conn.close()
+        if not (pooled and dropped):
+            raise
+        while True:  # the other idle connections died with the same server
+            try:
+                _idle.get_nowait().close()
+            except queue.Empty:
+                break
+        conn = _connect()
+        try:
+            conn.execute(query, params)
+        except psycopg.Error:
+            conn.close()
+            raise
+    _idle.put(conn)
+
+
+def _journal(record: dict[str, Any]) -> None:
+    path = os.path.join(os.environ["CHAOS_JOURNAL_DIR"], f"journal-{os.getpid()}.jsonl")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+    """Log the start, sleep 20-80 ms, log the end."""
+    rec: dict[str, Any] = {
+        "execution_id": uuid.uuid4().hex,
+        "task_id": task.task_id,
+        "step": step.name,
+        "pid": os.getpid(),
+        "attempt": step.attempts,
+        "started_at": time.time(),
+    }
+    try:
+        _log(
+            "INSERT INTO chaos_log (execution_id, task_id, step, pid, attempt, started_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                rec["execution_id"],
+                rec["task_id"],
+                rec["step"],
+                rec["pid"],
+                rec["attempt"],
+                rec["started_at"],
+            ),
+        )
+        time.sleep(random.uniform(0.02, 0.08))
+        ended = time.time()
+        _log(
+            "UPDATE chaos_log SET ended_at = %s WHERE execution_id = %s",
+            (ended, rec["execution_id"]),
+        )
+    except psycopg.Error:
+        rec["ended_at"] = time.time()  # the work, if any, is over: the handler now fails
+        _journal(rec)
+        raise
+    return {"pid": rec["pid"], "attempt": rec["attempt"], "execution_id": rec["execution_id"]}
+
+
+class ChaosDiamond(TaskHandler):
+    """A -> (B, C) -> D."""
+
+    name = "chaos_diamond"
+    step_templates = [  # noqa: RUF012
+        StepTemplate(name="A", handler=work, retry_limit=RETRY_LIMIT),
+        StepTemplate(name="B", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
+        StepTemplate(name="C", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
+        StepTemplate(name="D", handler=work, depends_on=["B", "C"], retry_limit=RETRY_LIMIT),
+    ]
+
+
+def make_app(**settings: Any) -> Tasker:
+    """The app, configured from `settings` and the `TASKER_*` environment."""
+    app = Tasker(**settings)
+    app.register(ChaosDiamond)
+    return app

@@ -1,0 +1,88 @@
+"""Reproduction: a write whose COMMIT succeeded but reported an error is applied twice.
+
+Run by tests/chaos/test_regressions.py, or alone:
+`.venv/bin/python tests/chaos/repro_ambiguous_commit.py`;
+exits 1 while the bug is there, 0 once it is fixed. Fixed in c8919c1.
+
+`Engine._write` retries its transaction body on any transient error, including one
+raised by the COMMIT itself (the server committed, then the connection dropped: what
+a PostgreSQL restart can do to a transaction in flight). The body is not idempotent:
+run again, it starts the same steps a second time (`attempts + 1` twice, two
+`in_progress` transitions, annotations twice). Below, the transaction that records A
+and starts B "fails" after its commit: B runs once (as attempt 1) but is stored with
+2 attempts, which burns retry budget (with retry_limit=1 the step would be out of
+attempts after one run). If it is the claim's transaction, the retried claim finds the
+lease held (by itself) and gives up: the started steps sit `in_progress` until the
+lease expires, then count as lost attempts although they never ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy.exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from tasker import StepTemplate, Tasker, TaskHandler, TaskRequest
+
+
+def ok(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+    return {"attempt": step.attempts}
+
+
+class Chain(TaskHandler):
+    name = "chain"
+    step_templates = [  # noqa: RUF012
+        StepTemplate(name="A", handler=ok),
+        StepTemplate(name="B", handler=ok, depends_on=["A"]),
+    ]
+
+
+def main() -> int:
+    folder = tempfile.mkdtemp(prefix="tasker-repro-")
+    try:
+        return _run(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(folder: str) -> int:
+    app = Tasker(database_url=f"sqlite:///{os.path.join(folder, 'repro.db')}")
+    app.register(Chain)
+    app.migrate()
+    task_id = app.enqueue(TaskRequest(name="chain")).task_id
+    real_write = app.db.write
+    writes = {"n": 0}
+
+    @contextlib.contextmanager
+    def flaky_write() -> Iterator[Connection]:
+        writes["n"] += 1
+        with real_write() as conn:
+            yield conn
+        if writes["n"] == 2:  # claim = 1; this one records A and starts B: committed, then lost
+            raise sa_exc.OperationalError("COMMIT", {}, ConnectionError("connection lost"))
+
+    app.db.write = flaky_write  # type: ignore[method-assign]
+    app.run_until_idle()
+    task = app.get_task(task_id)
+    b = task.steps["B"]
+    starts = [h for h in app.history(task_id) if h.step == "B" and h.to_status == "in_progress"]
+    app.close()
+    print(
+        f"task {task.status}; B ran once as attempt {b.results['attempt']}, "
+        f"stored attempts={b.attempts}, 'in_progress' transitions={len(starts)}"
+    )
+    if b.attempts != 1 or len(starts) != 1:
+        print("BUG: the retried transaction was applied twice")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
