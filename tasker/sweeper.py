@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -108,7 +108,7 @@ class Sweeper:
             )
             if due:
                 conn.execute(sa.update(T).where(T.c.task_id.in_(due)).values(dispatched_at=now))
-        sent += self._send_all(due)
+        sent += self._send_all(set(due) - set(stale))  # one message per task a sweep
         if sent:
             log.info(
                 "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned",
@@ -118,7 +118,7 @@ class Sweeper:
             )
         return sent
 
-    def _send_all(self, task_ids: Sequence[int]) -> int:
+    def _send_all(self, task_ids: Collection[int]) -> int:
         ids = sorted({int(i) for i in task_ids})
         for task_id in ids:
             self._send(task_id)
