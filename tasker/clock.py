@@ -13,6 +13,11 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def maybe_utc(value: datetime | None) -> datetime | None:
+    """`as_utc` for a value that may be missing."""
+    return None if value is None else as_utc(value)
+
+
 def as_utc(value: datetime) -> datetime:
     """Make a datetime aware UTC (naive values from SQLite are UTC)."""
     if value.tzinfo is None:

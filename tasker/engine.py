@@ -60,7 +60,6 @@ Notify = Callable[[int, datetime], None]
 
 @dataclass
 class _Running:
-    view: StepView
     token: object
     deadline: float  # time.monotonic()
     # Timed out and recorded as failed, but its thread still runs (Python cannot kill
@@ -112,32 +111,12 @@ _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[in
 
 
 def step_views(reg: RegisteredTask, rows: Sequence[Any]) -> dict[str, StepView]:
-    """Build step views from step rows (see `lease.STEP_COLUMNS`)."""
+    """Build step views from step rows, with dependencies from the registered DAG."""
     views = {}
     for r in rows:
         tpl = reg.steps.get(r.name)
-        views[r.name] = StepView(
-            workflow_step_id=int(r.workflow_step_id),
-            name=r.name,
-            status=r.status,
-            attempts=r.attempts,
-            retry_limit=r.retry_limit,
-            retryable=r.retryable,
-            skippable=r.skippable,
-            depends_on=tuple(tpl.depends_on) if tpl else (),
-            dependent_system=r.dependent_system,
-            inputs=r.inputs,
-            results=r.results,
-            error=r.error,
-            last_attempted_at=_utc(r.last_attempted_at),
-            next_attempt_at=_utc(r.next_attempt_at),
-            processed_at=_utc(r.processed_at),
-        )
+        views[r.name] = leases.step_view(r, tpl.depends_on if tpl else ())
     return views
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
 
 
 class Engine:
@@ -554,7 +533,7 @@ class Engine:
             tpl = p.reg.steps[view.name]
             token = object()
             limit = tpl.timeout or self._settings.step_timeout
-            p.running[view.name] = _Running(view, token, time.monotonic() + limit)
+            p.running[view.name] = _Running(token, time.monotonic() + limit)
             hstep = HandlerStep(view)
             hstep.inputs = copy.deepcopy(context if view.inputs is None else view.inputs)
             threading.Thread(

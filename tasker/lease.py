@@ -19,8 +19,10 @@ from sqlalchemy.engine import Connection
 
 from tasker import models as m
 from tasker.audit import write_task_change
+from tasker.clock import maybe_utc
 from tasker.errors import LeaseLostError
 from tasker.states import TASK_LIVE, Status
+from tasker.views import StepView
 
 _LIVE = [s.value for s in TASK_LIVE]
 T, S = m.tasks, m.workflow_steps
@@ -57,6 +59,27 @@ _STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_st
     m.dependent_systems,
     m.named_steps.c.dependent_system_id == m.dependent_systems.c.dependent_system_id,
 )
+
+
+def step_view(row: Any, depends_on: Sequence[str]) -> StepView:
+    """The view of one step row selected with `STEP_COLUMNS`."""
+    return StepView(
+        workflow_step_id=int(row.workflow_step_id),
+        name=row.name,
+        status=row.status,
+        attempts=row.attempts,
+        retry_limit=row.retry_limit,
+        retryable=row.retryable,
+        skippable=row.skippable,
+        depends_on=tuple(depends_on),
+        dependent_system=row.dependent_system,
+        inputs=row.inputs,
+        results=row.results,
+        error=row.error,
+        last_attempted_at=maybe_utc(row.last_attempted_at),
+        next_attempt_at=maybe_utc(row.next_attempt_at),
+        processed_at=maybe_utc(row.processed_at),
+    )
 
 
 def select_steps(task_ids: Sequence[int], columns: Sequence[Any] = STEP_COLUMNS) -> sa.Select[Any]:

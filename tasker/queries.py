@@ -10,12 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker import models as m
-from tasker.clock import as_utc
+from tasker.clock import as_utc, maybe_utc
 from tasker.db import Database
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.jsonvalue import contains as json_contains
 from tasker.jsonvalue import json_problem
-from tasker.lease import STEP_COLUMNS, select_steps
+from tasker.lease import STEP_COLUMNS, select_steps, step_view
 from tasker.states import Status
 from tasker.views import AnnotationView, StepView, TaskView, TransitionView
 
@@ -54,29 +54,9 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     names = {int(r.workflow_step_id): r.name for r in rows}
     out: dict[int, dict[str, StepView]] = {t: {} for t in task_ids}
     for r in rows:
-        sid = int(r.workflow_step_id)
-        out[int(r.task_id)][r.name] = StepView(
-            workflow_step_id=sid,
-            name=r.name,
-            status=r.status,
-            attempts=r.attempts,
-            retry_limit=r.retry_limit,
-            retryable=r.retryable,
-            skippable=r.skippable,
-            depends_on=tuple(sorted(names[d] for d in deps.get(sid, ()))),
-            dependent_system=r.dependent_system,
-            inputs=r.inputs,
-            results=r.results,
-            error=r.error,
-            last_attempted_at=_utc(r.last_attempted_at),
-            next_attempt_at=_utc(r.next_attempt_at),
-            processed_at=_utc(r.processed_at),
-        )
+        depends_on = sorted(names[d] for d in deps.get(int(r.workflow_step_id), ()))
+        out[int(r.task_id)][r.name] = step_view(r, depends_on)
     return out
-
-
-def _utc(value: Any) -> Any:
-    return None if value is None else as_utc(value)
 
 
 def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
@@ -95,9 +75,9 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
         source_system=row.source_system,
         reason=row.reason,
         requested_at=as_utc(row.requested_at),
-        completed_at=_utc(row.completed_at),
+        completed_at=maybe_utc(row.completed_at),
         idempotency_key=row.idempotency_key,
-        next_run_at=_utc(row.next_run_at),
+        next_run_at=maybe_utc(row.next_run_at),
         steps=steps,
         annotations=notes,
     )
