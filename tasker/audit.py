@@ -36,10 +36,10 @@ def _current_seq(task_id: int) -> sa.ScalarSelect[int]:
     return sa.select(m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id).scalar_subquery()
 
 
-def write_step_changes(
-    conn: Connection, task_id: int, changes: Iterable[StepChange], now: datetime
-) -> None:
-    """Check and record step status changes.
+def step_change_rows(
+    task_id: int, changes: Iterable[StepChange], now: datetime
+) -> list[dict[str, Any]]:
+    """Check step status changes and return their transition rows (without `tx_seq`).
 
     Raises:
         InvalidTransitionError: a change the state machine does not allow.
@@ -59,6 +59,36 @@ def write_step_changes(
                 "created_at": now,
             }
         )
+    return rows
+
+
+def task_change_row(
+    task_id: int, from_status: Status | None, to_status: Status, reason: str, now: datetime
+) -> dict[str, Any]:
+    """Check a task status change and return its transition row (without `tx_seq`).
+
+    Raises:
+        InvalidTransitionError: a change the state machine does not allow.
+    """
+    states.check_task(task_id, from_status, to_status)
+    return {
+        "task_id": task_id,
+        "from_status": None if from_status is None else from_status.value,
+        "to_status": to_status.value,
+        "reason": reason[:255],
+        "created_at": now,
+    }
+
+
+def write_step_changes(
+    conn: Connection, task_id: int, changes: Iterable[StepChange], now: datetime
+) -> None:
+    """Check and record step status changes.
+
+    Raises:
+        InvalidTransitionError: a change the state machine does not allow.
+    """
+    rows = step_change_rows(task_id, changes, now)
     if rows:
         conn.execute(m.step_transitions.insert().values(tx_seq=_current_seq(task_id)), rows)
 
@@ -76,14 +106,5 @@ def write_task_change(
     Raises:
         InvalidTransitionError: a change the state machine does not allow.
     """
-    states.check_task(task_id, from_status, to_status)
-    conn.execute(
-        m.task_transitions.insert().values(tx_seq=_current_seq(task_id)),
-        {
-            "task_id": task_id,
-            "from_status": None if from_status is None else from_status.value,
-            "to_status": to_status.value,
-            "reason": reason[:255],
-            "created_at": now,
-        },
-    )
+    row = task_change_row(task_id, from_status, to_status, reason, now)
+    conn.execute(m.task_transitions.insert().values(tx_seq=_current_seq(task_id)), row)

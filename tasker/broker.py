@@ -3,28 +3,131 @@
 A message carries only a task id: it is a nudge. The database says what to do.
 The broker has no Retries or TimeLimit middleware: tasker retries steps and
 limits their time itself, so Dramatiq never re-runs or kills an engine pass.
+On Redis, an idle consumer blocks until a send wakes it instead of polling with
+a growing sleep, so a message is picked up at once without burning CPU when idle.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import dramatiq
-from dramatiq.broker import Broker
+import redis
+from dramatiq.broker import Broker, Consumer, MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import dq_name
+from dramatiq.common import current_millis, dq_name
+from dramatiq.errors import ConnectionClosed
 
 ACTOR_NAME = "tasker_run_task"
 
+WAKE_TOKENS_KEPT = 8
+"""Most wake-up tokens a queue keeps for consumers about to wait; the rest are trimmed."""
+
+# Under redis-py's default 5 s socket timeout, so a wait never times out the socket.
+_MAX_WAIT_SECONDS = 1.0
+
 
 def make_broker(url: str | None) -> Broker:
-    """A Redis broker for `redis://` URLs, else Dramatiq's in-process `StubBroker`."""
+    """A `WakingRedisBroker` for `redis://` URLs, else Dramatiq's in-process `StubBroker`."""
     if url is None:
         return StubBroker(middleware=[])
-    from dramatiq.brokers.redis import RedisBroker
+    return WakingRedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)  # type: ignore[no-untyped-call]
 
-    return RedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)  # type: ignore[no-untyped-call]
+
+def _is_delay_queue(queue_name: str) -> bool:
+    return dq_name(queue_name) == queue_name
+
+
+class WakingRedisBroker(RedisBroker):
+    """A `RedisBroker` whose idle consumers wait for a wake-up instead of polling.
+
+    Each message sent to an immediate queue also pushes a token onto the queue's
+    wake-up list, in the same round trip. A consumer that fetches nothing waits on
+    that list with `BLPOP` (up to its timeout, at most a second), so it fetches
+    again as soon as a message arrives. Delayed messages push no token: the worker
+    wakes the queue when it moves them, once due, to the immediate queue. Delay
+    queues are polled as Dramatiq does.
+    """
+
+    @property
+    def consumer_class(self) -> type[Consumer]:
+        """The class of this broker's consumers."""
+        return _WakingConsumer
+
+    def wake_key(self, queue_name: str) -> str:
+        """The Redis list whose tokens wake the consumers of `queue_name`."""
+        return f"{self.namespace}:__wake__.{queue_name}"
+
+    def do_enqueue(self, queue_name: str, *args: Any) -> Any:
+        """Run Dramatiq's enqueue script, with a wake-up token for an immediate queue.
+
+        Args:
+            queue_name: The queue (a delay queue gets no token).
+            *args: The script's enqueue arguments: the Redis message id and its data.
+
+        Returns:
+            The script's result.
+        """
+        script = self.scripts["dispatch"]
+        argv = [
+            "enqueue",
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance("enqueue"),
+            self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            *args,
+        ]
+        if _is_delay_queue(queue_name):
+            return script(keys=[self.namespace], args=argv)
+        try:
+            return self._enqueue_and_wake(script.sha, argv, self.wake_key(queue_name))
+        except redis.exceptions.NoScriptError:
+            # Redis lost its script cache (a restart, SCRIPT FLUSH); a second token is harmless.
+            self.client.script_load(script.script)
+            return self._enqueue_and_wake(script.sha, argv, self.wake_key(queue_name))
+
+    def _enqueue_and_wake(self, sha: str, argv: list[Any], wake_key: str) -> Any:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(sha, 1, self.namespace, *argv)
+            pipe.rpush(wake_key, 1)
+            pipe.ltrim(wake_key, -WAKE_TOKENS_KEPT, -1)
+            return pipe.execute()[0]
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting on the wake-up list where it would sleep idle."""
+
+    def __next__(self) -> MessageProxy | None:
+        room = self.prefetch - self.outstanding_message_count
+        # A busy consumer keeps Dramatiq's sleep: a token it took would be one an idle
+        # consumer elsewhere misses.
+        if (
+            not self.message_cache
+            and room > 0
+            and self.timeout > 0
+            and not _is_delay_queue(self.queue_name)
+        ):
+            try:
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                if not self.message_cache:
+                    self._wait_for_wake_up()
+                    return None
+            except redis.ConnectionError as e:
+                raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+        return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
+
+    def _wait_for_wake_up(self) -> None:
+        key = self.broker.wake_key(self.queue_name)
+        # A read timeout (a socket_timeout under the wait) is a wait that got no token.
+        with contextlib.suppress(redis.TimeoutError):
+            self.broker.client.blpop([key], min(self.timeout / 1000, _MAX_WAIT_SECONDS))
 
 
 class Dispatch:

@@ -47,15 +47,16 @@ class Catalog:
                 self._cache[key] = found
         return found
 
-    def task_name(self, named_task_id: int, conn: Connection) -> tuple[str, str]:
+    def task_name(self, named_task_id: int) -> tuple[str, str]:
         """The (name, version) of a named task id, cached (named tasks never change)."""
         found = self._names.get(named_task_id)
         if found is None:
-            row = conn.execute(
-                sa.select(m.named_tasks.c.name, m.named_tasks.c.version).where(
-                    m.named_tasks.c.named_task_id == named_task_id
-                )
-            ).one()
+            with self._db.read() as conn:
+                row = conn.execute(
+                    sa.select(m.named_tasks.c.name, m.named_tasks.c.version).where(
+                        m.named_tasks.c.named_task_id == named_task_id
+                    )
+                ).one()
             found = self._names[named_task_id] = (row.name, row.version)
         return found
 

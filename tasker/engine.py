@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker import lease as leases
 from tasker import models as m
-from tasker.audit import StepChange, write_step_changes
+from tasker.audit import StepChange
 from tasker.backoff import backoff_seconds
 from tasker.catalog import Catalog
 from tasker.clock import as_utc
@@ -39,14 +39,11 @@ from tasker.registry import HandlerFactory, RegisteredTask
 from tasker.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.settings import Settings
 from tasker.states import Status
+from tasker.threads import ElasticThreads
 from tasker.views import StepView
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
-
-
-class _Stamp(threading.local):
-    value: tuple[int, int, int] | None = None  # (task_id, tx_seq, revision)
 
 
 def _transient(exc: DBAPIError) -> bool:
@@ -75,12 +72,16 @@ class _Pass:
     reg: RegisteredTask
     row: dict[str, Any]
     revision: int
+    tx_seq: int  # the task's transaction number after our last write
     views: dict[str, StepView]
     running: dict[str, _Running] = field(default_factory=dict)
     outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     notify_at: datetime | None = None  # a message to send once the transaction commits
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    changes: list[StepChange] = field(default_factory=list)  # transitions of this transaction
+    # What the next write stores: the steps it changes, their transitions, how it ends.
+    dirty: dict[str, None] = field(default_factory=dict)
+    changes: list[StepChange] = field(default_factory=list)
+    finish: leases.Finish | None = None
 
     def states(self) -> dict[str, StepState]:
         return {
@@ -104,7 +105,7 @@ class _Pass:
     def restore(self, saved: _Snapshot) -> None:
         views, running, self.revision, annotations = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
-        self.changes = []
+        self.dirty, self.changes, self.finish, self.notify_at = {}, [], None, None
 
 
 _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
@@ -140,7 +141,7 @@ class Engine:
         self._owner = owner
         self._notify = notify
         self._stopping = threading.Event()
-        self._stamp = _Stamp()  # per thread: the task transaction being written
+        self._threads = ElasticThreads("tasker-step")
 
     def stop(self) -> None:
         """Ask running passes to start no new steps and hand their tasks back."""
@@ -189,53 +190,47 @@ class Engine:
             for o in batch:
                 p.running.pop(o.name, None)
 
-    def _write(self, p: _Pass | None, body: Callable[[Connection], _T]) -> _T:
-        """Run `body` in a short write transaction, retrying while the database is away.
+    def _write(
+        self, task_id: int, body: Callable[[Connection], _T], stamp: tuple[int, int] | None = None
+    ) -> _T | None:
+        """Run `body`, one short write, retrying while the database is away.
 
         Retries last at most one lease period: after that the lease may be someone
-        else's, and the fence inside `body` would refuse the write anyway. A failure
-        of the COMMIT itself is not retried: the transaction may have landed, and
-        `body` is not idempotent. The pass then ends; its lease expires and the
-        sweeper hands the task on, with whatever it started counted as lost attempts.
+        else's, and the fence in the write would refuse it anyway. A write that
+        failed after it was sent may have landed: with a `stamp` (the `tx_seq` the
+        write gives the task, and the revision it expects) the task row tells, and a
+        write that landed returns None instead of being applied twice. Without one
+        (the claim) the write is simply tried again: a claim that landed makes the
+        retry a no-op, and its lease expires for the sweeper to hand the task on.
         """
         give_up = time.monotonic() + self._settings.lease_seconds
         delay = 0.05
         while True:
-            self._stamp.value = None
-            body_done = False
             try:
-                with self._db.write() as conn:
-                    result = body(conn)
-                    body_done = True
-                return result
+                with self._db.write(one_statement=True) as conn:
+                    return body(conn)
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up or not _transient(exc):
                     raise
-                if body_done and self._landed(give_up):
-                    return result
+                if stamp is not None and self._landed(task_id, stamp, give_up):
+                    return None
                 log.warning(
-                    "task %s: database error, retrying in %.2f s: %s",
-                    p.lease.task_id if p else "?",
-                    delay,
-                    exc.orig,
+                    "task %s: database error, retrying in %.2f s: %s", task_id, delay, exc.orig
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _landed(self, give_up: float) -> bool:
-        """After a COMMIT that failed, tell whether it landed anyway.
+    def _landed(self, task_id: int, stamp: tuple[int, int], give_up: float) -> bool:
+        """After a write that failed, tell whether it landed anyway.
 
-        Every engine transaction bumps the task's `tx_seq` (the claim and the fence do);
-        steering calls bump it too, and also the revision.
+        Every engine write bumps the task's `tx_seq`; steering calls bump it too, and
+        also the revision.
 
         Raises:
             LeaseLostError: it cannot be told (a steering call interleaved): the pass
                 ends and the sweeper hands the task on once the lease expires.
         """
-        stamp = self._stamp.value
-        if stamp is None:
-            return False
-        task_id, seq, revision = stamp
+        seq, revision = stamp
         while True:
             try:
                 with self._db.read() as conn:
@@ -251,49 +246,47 @@ class Engine:
                 time.sleep(0.2)
         if row.revision == revision and row.tx_seq in (seq, seq - 1):
             log.warning(
-                "task %s: a COMMIT reported an error but %s",
+                "task %s: a write reported an error but %s",
                 task_id,
                 "had landed" if row.tx_seq == seq else "had not landed; retrying",
             )
             return bool(row.tx_seq == seq)
-        raise LeaseLostError(f"task {task_id}: cannot tell whether a failed COMMIT landed")
+        raise LeaseLostError(f"task {task_id}: cannot tell whether a failed write landed")
 
     # -- claiming -----------------------------------------------------------------
 
     def _claim(self, task_id: int) -> _Pass | None:
         now = self._now()
         s = self._settings
-
-        def body(conn: Connection) -> tuple[_Pass, list[StepView]] | None:
-            got = leases.claim(conn, task_id, self._owner(), now, s.lease_seconds)
-            if got is None:
-                return None
-            lease, row = got
-            row["name"], row["version"] = self._catalog.task_name(row["named_task_id"], conn)
-            try:
-                reg = self._factory.get(row["name"], row["version"])
-            except UnknownTaskError as exc:
-                # Another worker may know this handler: hand the task back for later.
-                log.error("task %s: %s; releasing it", task_id, exc)
-                later = now + timedelta(seconds=s.lease_seconds)
-                leases.finish(conn, lease, None, later, now, "handler not registered here")
-                return None
-            rows = conn.execute(leases.select_steps([task_id])).all()
-            p = _Pass(lease, reg, row, int(row["revision"]), step_views(reg, rows))
-            self._stamp.value = (task_id, int(row["tx_seq"]), p.revision)
-            self._recover_lost_steps(conn, p, now)
-            started = self._advance(conn, p, now)
-            self._flush_changes(conn, p, now)
-            return p, started
-
-        claimed = self._write(None, body)
+        owner = self._owner()
+        claimed = self._write(
+            task_id, lambda conn: leases.claim(conn, task_id, owner, now, s.lease_seconds)
+        )
         if claimed is None:
             return None
-        p, started = claimed
-        self._launch(p, started)
+        row = claimed.task
+        row["name"], row["version"] = self._catalog.task_name(row["named_task_id"])
+        try:
+            reg = self._factory.get(row["name"], row["version"])
+        except UnknownTaskError as exc:
+            # Another worker may know this handler: hand the task back for later.
+            log.error("task %s: %s; releasing it", task_id, exc)
+            later = now + timedelta(seconds=s.lease_seconds)
+            release = leases.TaskWrite(
+                claimed.lease,
+                int(row["revision"]),
+                now,
+                now,
+                finish=leases.Finish(None, later, "handler not registered here"),
+            )
+            self._write(task_id, partial(leases.apply, w=release))
+            return None
+        views = step_views(reg, claimed.steps)
+        p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
-    def _recover_lost_steps(self, conn: Connection, p: _Pass, now: datetime) -> None:
+    def _recover_lost_steps(self, p: _Pass, now: datetime) -> None:
         """Steps left `in_progress` by a previous lease holder count as failed attempts."""
         lost = [v for v in p.views.values() if v.status == Status.IN_PROGRESS.value]
         if not lost:
@@ -303,8 +296,7 @@ class Engine:
             "error_class": "tasker.errors.WorkerLostError",
             "backtrace": "",
         }
-        outcomes = [Outcome(v.name, None, ok=False, error=error) for v in lost]
-        self._write_outcomes(conn, p, outcomes, now)
+        self._write_outcomes(p, [Outcome(v.name, None, ok=False, error=error) for v in lost], now)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -314,15 +306,12 @@ class Engine:
             now = self._now()
             waiting_on_abandoned = any(r.abandoned for r in p.running.values())
             if not batch and not freed and not waiting_on_abandoned:
-                self._write(p, partial(self._refresh, p=p, now=now))  # renew the lease
+                self._commit(p, [], now, advance=False)  # renew the lease
                 continue
             if batch:
                 self._annotate(p, batch, now)
-            before = p.snapshot()
             try:
-                started = self._write(
-                    p, partial(self._record, p=p, batch=batch, now=now, before=before)
-                )
+                started = self._commit(p, batch, now)
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.
                 for o in batch:
@@ -331,21 +320,64 @@ class Engine:
                 raise
             self._launch(p, started)
 
-    def _record(
-        self, conn: Connection, p: _Pass, batch: list[Outcome], now: datetime, before: _Snapshot
+    def _commit(
+        self,
+        p: _Pass,
+        batch: list[Outcome],
+        now: datetime,
+        *,
+        recover: bool = False,
+        advance: bool = True,
     ) -> list[StepView]:
-        """Record a batch of outcomes and start what they made ready: one transaction."""
-        p.restore(before)  # a retried transaction starts from the state before the first try
-        self._refresh(conn, p, now)
-        self._write_outcomes(conn, p, batch, now)
-        started = self._advance(conn, p, now)
-        self._flush_changes(conn, p, now)
-        return started
+        """Record a batch of outcomes and start what they made ready: one write.
 
-    def _flush_changes(self, conn: Connection, p: _Pass, now: datetime) -> None:
-        """Write the transaction's step transitions in one statement."""
-        write_step_changes(conn, p.lease.task_id, p.changes, now)
-        p.changes = []
+        The write is planned from what the pass knows; if a steering call changed the
+        task meanwhile, the steps are read again and the write planned again.
+
+        Returns:
+            The steps it started.
+        """
+        before = p.snapshot()
+        while True:
+            if recover:
+                self._recover_lost_steps(p, now)
+            self._write_outcomes(p, batch, now)
+            started = self._advance(p, now) if advance else []
+            w = leases.TaskWrite(
+                p.lease,
+                p.revision,
+                now,
+                now + timedelta(seconds=self._settings.lease_seconds),
+                steps=[p.views[n] for n in p.dirty],
+                step_changes=p.changes,
+                annotations=p.annotations,
+                finish=p.finish,
+            )
+            seq = p.tx_seq + 1
+            try:
+                written = self._write(
+                    p.lease.task_id, partial(leases.apply, w=w), (seq, p.revision)
+                )
+            except leases.StaleRevisionError:
+                p.restore(before)
+                self._reload(p)
+                before = p.snapshot()
+                continue
+            p.tx_seq = seq if written is None else written
+            p.dirty, p.changes, p.annotations, p.finish = {}, [], [], None
+            return started
+
+    def _reload(self, p: _Pass) -> None:
+        """Read the task's steps again after a steering call; ours in flight stay as known."""
+        task_id = p.lease.task_id
+        with self._db.read() as conn:
+            task = conn.execute(
+                sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
+            ).one()
+            rows = conn.execute(leases.select_steps([task_id])).all()
+        fresh = step_views(p.reg, rows)
+        p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
+        p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
     def _wait(self, p: _Pass) -> tuple[list[Outcome], bool]:
         """Wait for outcomes, time-outs or the next lease renewal.
@@ -383,17 +415,6 @@ class Engine:
                 batch.append(Outcome.after_time_limit(name, r.token, limit))
         return batch, freed
 
-    def _refresh(self, conn: Connection, p: _Pass, now: datetime) -> None:
-        """Fence the lease; re-read the steps if a steering call changed them."""
-        revision, seq = leases.fence(conn, p.lease, now, self._settings.lease_seconds)
-        self._stamp.value = (p.lease.task_id, seq, revision)
-        if revision != p.revision:
-            rows = conn.execute(leases.select_steps([p.lease.task_id])).all()
-            fresh = step_views(p.reg, rows)
-            # Our own running steps stay as we know them.
-            p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
-            p.revision = revision
-
     def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
         """Call `update_annotations` with the steps just processed, outside any transaction."""
         wanted = [a for o in batch for a in o.annotations]
@@ -412,11 +433,9 @@ class Engine:
             wanted.append(("tasker.update_annotations_error", describe(exc)))
         p.annotations = [(self._catalog.annotation_type_id(t, now), a) for t, a in wanted]
 
-    def _write_outcomes(
-        self, conn: Connection, p: _Pass, outcomes: list[Outcome], now: datetime
-    ) -> None:
+    def _write_outcomes(self, p: _Pass, outcomes: list[Outcome], now: datetime) -> None:
+        """Apply attempt outcomes to the pass's steps; the next write stores them."""
         s = self._settings
-        rows, changes = [], []
         for o in outcomes:
             v = p.views[o.name]
             if o.timed_out:
@@ -446,17 +465,8 @@ class Engine:
                 err = o.error or {}
                 reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
             p.views[o.name] = new
-            rows.append(
-                {
-                    "id": v.workflow_step_id,
-                    "status": new.status,
-                    "results": new.results,
-                    "error": new.error,
-                    "next_at": new.next_attempt_at,
-                    "done_at": new.processed_at,
-                }
-            )
-            changes.append(
+            p.dirty[o.name] = None
+            p.changes.append(
                 StepChange(
                     v.workflow_step_id,
                     v.name,
@@ -467,13 +477,12 @@ class Engine:
                     None if o.ok else o.error,
                 )
             )
-        leases.write_outcomes(conn, rows, now)
-        p.changes += changes
-        leases.write_annotations(conn, p.lease.task_id, p.annotations, now)
-        p.annotations = []
 
-    def _advance(self, conn: Connection, p: _Pass, now: datetime) -> list[StepView]:
-        """Start what is ready (within the concurrency bound), or end the pass."""
+    def _advance(self, p: _Pass, now: datetime) -> list[StepView]:
+        """Start what is ready (within the concurrency bound), or end the pass.
+
+        Decided in memory: the next write stores it.
+        """
         decision = plan(p.states(), now, p.running.keys())
         if decision.verdict is Verdict.RUN:
             busy = sum(1 for r in p.running.values() if not r.abandoned)
@@ -481,7 +490,6 @@ class Engine:
             if self._stopping.is_set():
                 room = 0
             chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
-            leases.start_steps(conn, [v.workflow_step_id for v in chosen], now)
             p.changes += [
                 StepChange(
                     v.workflow_step_id,
@@ -503,21 +511,21 @@ class Engine:
                     next_attempt_at=None,
                 )
                 started.append(p.views[v.name])
+                p.dirty[v.name] = None
             if not p.running and not started:
                 # Shutting down with nothing in flight: hand the task back, due now.
-                leases.finish(conn, p.lease, None, now, now, "worker shutting down")
+                p.finish = leases.Finish(None, now, "worker shutting down")
                 p.notify_at = now
             return started
         if decision.verdict is Verdict.WAIT:
-            leases.finish(conn, p.lease, None, decision.wake_at, now, "waiting for a retry")
+            p.finish = leases.Finish(None, decision.wake_at, "waiting for a retry")
             p.notify_at = decision.wake_at
         elif decision.verdict is Verdict.COMPLETE:
-            leases.finish(conn, p.lease, Status.COMPLETE, None, now, "all steps done")
+            p.finish = leases.Finish(Status.COMPLETE, None, "all steps done")
         else:
             failed = [n for n, v in p.views.items() if v.status == Status.ERROR.value]
-            leases.finish(
-                conn, p.lease, Status.ERROR, None, now, f"no attempt left for: {', '.join(failed)}"
-            )
+            reason = f"no attempt left for: {', '.join(failed)}"
+            p.finish = leases.Finish(Status.ERROR, None, reason)
         return []
 
     def _launch(self, p: _Pass, started: list[StepView]) -> None:
@@ -536,12 +544,9 @@ class Engine:
             p.running[view.name] = _Running(token, time.monotonic() + limit)
             hstep = HandlerStep(view)
             hstep.inputs = copy.deepcopy(context if view.inputs is None else view.inputs)
-            threading.Thread(
-                target=run_handler,
-                args=(tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put),
-                name=f"tasker-step-{p.lease.task_id}-{view.name}",
-                daemon=True,
-            ).start()
+            self._threads.submit(
+                run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
+            )
 
     def _now(self) -> datetime:
         return as_utc(self._clock())

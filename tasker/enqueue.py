@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tasker import models as m
+from tasker import pgsql, states
 from tasker.audit import StepChange, write_step_changes, write_task_change
 from tasker.catalog import Catalog
 from tasker.clock import as_utc
@@ -156,21 +157,25 @@ def create_task(
     values = check_request(reg, req)
     entry = catalog.entry(reg, now)
     requested_at = as_utc(req.requested_at) if req.requested_at else now
+    steps = _initial_steps(reg, entry.named_step_ids, values, now)
     for _ in range(2):
+        if values["idempotency_key"] is not None:
+            with db.read() as conn:
+                existing = _by_key(conn, values)
+            if existing is not None:
+                return existing
         try:
-            with db.write() as conn:
-                if values["idempotency_key"] is not None:
-                    existing = _by_key(conn, values)
-                    if existing is not None:
-                        return existing
-                task_id, ids = _insert(
-                    conn, reg, entry.named_task_id, entry.named_step_ids, values, requested_at, now
+            with db.write(one_statement=True) as conn:
+                insert = _insert_pg if db.is_postgres else _insert
+                task_id, step_ids = insert(
+                    conn, reg, entry.named_task_id, steps, values, requested_at, now
                 )
-            return Accepted(task_id, True, _new_view(reg, task_id, ids, values, requested_at, now))
         except IntegrityError:
             if values["idempotency_key"] is None:
                 raise
-            # A concurrent request with the same key won the insert: answer as it did.
+            continue  # a concurrent request with the same key won the insert: answer as it did
+        ids = dict(zip(reg.steps, step_ids, strict=True))
+        return Accepted(task_id, True, _new_view(reg, task_id, ids, values, requested_at, now))
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
@@ -190,15 +195,72 @@ def _by_key(conn: Connection, values: dict[str, Any]) -> Accepted | None:
     return Accepted(int(row.task_id), False)
 
 
+def _initial_steps(
+    reg: RegisteredTask, named_step_ids: dict[str, int], values: dict[str, Any], now: datetime
+) -> list[dict[str, Any]]:
+    """The first state of each step, in position order, checked by the state machine."""
+    bypass = set(values["bypass_steps"])
+    rows = []
+    for position, (name, tpl) in enumerate(reg.steps.items()):
+        status = Status.SKIPPED if name in bypass else Status.PENDING
+        states.check_step(name, None, status)
+        rows.append(
+            {
+                "named_step_id": named_step_ids[name],
+                "position": position,
+                "status": status.value,
+                "retryable": tpl.retryable,
+                "retry_limit": tpl.retry_limit,
+                "skippable": tpl.skippable,
+                "processed_at": now if name in bypass else None,
+                "reason": "bypassed by request" if name in bypass else "created",
+            }
+        )
+    return rows
+
+
+def _edges(reg: RegisteredTask) -> list[tuple[int, int]]:
+    """(parent, child) positions of every dependency."""
+    position = {name: i for i, name in enumerate(reg.steps)}
+    return [
+        (position[dep], position[name]) for name, tpl in reg.steps.items() for dep in tpl.depends_on
+    ]
+
+
+def _insert_pg(
+    conn: Connection,
+    reg: RegisteredTask,
+    named_task_id: int,
+    steps: list[dict[str, Any]],
+    values: dict[str, Any],
+    requested_at: datetime,
+    now: datetime,
+) -> tuple[int, list[int]]:
+    params = {
+        **values,
+        "named_task_id": named_task_id,
+        "context": pgsql.dumps(values["context"]),
+        "tags": pgsql.dumps(values["tags"]),
+        "bypass_steps": pgsql.dumps(values["bypass_steps"]),
+        "request_digest": values.get("request_digest"),
+        "requested_at": requested_at,
+        "now": now,
+        "task_reason": _ENQUEUED,
+        "steps": pgsql.dumps(steps),
+        "edges": pgsql.dumps([{"parent": a, "child": b} for a, b in _edges(reg)]),
+    }
+    return pgsql.enqueue(conn, params)
+
+
 def _insert(
     conn: Connection,
     reg: RegisteredTask,
     named_task_id: int,
-    named_step_ids: dict[str, int],
+    steps: list[dict[str, Any]],
     values: dict[str, Any],
     requested_at: datetime,
     now: datetime,
-) -> tuple[int, dict[str, int]]:
+) -> tuple[int, list[int]]:
     task_id = int(
         conn.execute(
             m.tasks.insert()
@@ -214,54 +276,39 @@ def _insert(
             .returning(m.tasks.c.task_id)
         ).scalar_one()
     )
-    bypass = set(values["bypass_steps"])
-    rows = []
-    for position, (name, tpl) in enumerate(reg.steps.items()):
-        rows.append(
-            {
-                "task_id": task_id,
-                "named_step_id": named_step_ids[name],
-                "position": position,
-                "status": (Status.SKIPPED if name in bypass else Status.PENDING).value,
-                "retryable": tpl.retryable,
-                "retry_limit": tpl.retry_limit,
-                "skippable": tpl.skippable,
-                "attempts": 0,
-                "processed_at": now if name in bypass else None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
     inserted = conn.execute(
         m.workflow_steps.insert().returning(
             m.workflow_steps.c.workflow_step_id, sort_by_parameter_order=True
         ),
-        rows,
+        [
+            {
+                "task_id": task_id,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                **{k: v for k, v in row.items() if k != "reason"},
+            }
+            for row in steps
+        ],
     )
-    ids = dict(zip(reg.steps, (int(r[0]) for r in inserted), strict=True))
+    ids = [int(r[0]) for r in inserted]
     edges = [
-        {"from_step_id": ids[dep], "to_step_id": ids[name], "task_id": task_id}
-        for name, tpl in reg.steps.items()
-        for dep in tpl.depends_on
+        {"from_step_id": ids[a], "to_step_id": ids[b], "task_id": task_id} for a, b in _edges(reg)
     ]
     if edges:
         conn.execute(m.step_edges.insert(), edges)
-    write_task_change(conn, task_id, None, Status.PENDING, "enqueued", now)
+    write_task_change(conn, task_id, None, Status.PENDING, _ENQUEUED, now)
     write_step_changes(
         conn,
         task_id,
         (
-            StepChange(
-                ids[n],
-                n,
-                None,
-                Status.SKIPPED if n in bypass else Status.PENDING,
-                0,
-                "bypassed by request" if n in bypass else "created",
-            )
-            for n in reg.steps
+            StepChange(i, name, None, Status(row["status"]), 0, row["reason"])
+            for i, name, row in zip(ids, reg.steps, steps, strict=True)
         ),
         now,
     )
     conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
     return task_id, ids
+
+
+_ENQUEUED = "enqueued"

@@ -2,7 +2,8 @@
 
 Run by tests/chaos/test_regressions.py, or alone:
 `.venv/bin/python tests/chaos/repro_ambiguous_commit.py`;
-exits 1 while the bug is there, 0 once it is fixed. Fixed in c8919c1.
+exits 1 while the bug is there, 0 once it is fixed. Fixed in c8919c1. On PostgreSQL
+each engine write is one statement outside a transaction; the same holds there.
 
 `Engine._write` retries its transaction body on any transient error, including one
 raised by the COMMIT itself (the server committed, then the connection dropped: what
@@ -44,16 +45,19 @@ class Chain(TaskHandler):
     ]
 
 
-def main() -> int:
+def main(database_url: str | None = None) -> int:
+    """Run on `database_url` (a fresh database), or on a temporary SQLite file."""
+    if database_url is not None:
+        return _run(database_url)
     folder = tempfile.mkdtemp(prefix="tasker-repro-")
     try:
-        return _run(folder)
+        return _run(f"sqlite:///{os.path.join(folder, 'repro.db')}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run(folder: str) -> int:
-    app = Tasker(database_url=f"sqlite:///{os.path.join(folder, 'repro.db')}")
+def _run(database_url: str) -> int:
+    app = Tasker(database_url=database_url)
     app.register(Chain)
     app.migrate()
     task_id = app.enqueue(TaskRequest(name="chain")).task_id
@@ -61,11 +65,11 @@ def _run(folder: str) -> int:
     writes = {"n": 0}
 
     @contextlib.contextmanager
-    def flaky_write() -> Iterator[Connection]:
+    def flaky_write(**options: Any) -> Iterator[Connection]:
         writes["n"] += 1
-        with real_write() as conn:
+        with real_write(**options) as conn:
             yield conn
-        if writes["n"] == 2:  # claim = 1; this one records A and starts B: committed, then lost
+        if writes["n"] == 3:  # claim, start A, then this one records A and starts B: lost
             raise sa_exc.OperationalError("COMMIT", {}, ConnectionError("connection lost"))
 
     app.db.write = flaky_write  # type: ignore[method-assign]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -30,3 +31,17 @@ def test_a_sweep_and_a_claim_do_not_deadlock() -> None:
 
 def test_an_ambiguous_commit_is_not_applied_twice() -> None:
     assert repro_ambiguous_commit.main() == 0
+
+
+@pytest.mark.postgres
+def test_an_ambiguous_write_is_not_applied_twice_on_postgresql() -> None:
+    pg = repro_sweeper_deadlock.PG
+    dbname = f"tasker_repro_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{pg} dbname=postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{dbname}"')
+    try:
+        url = f"postgresql+psycopg://root@127.0.0.1:5432/{dbname}"
+        assert repro_ambiguous_commit.main(url) == 0
+    finally:
+        with psycopg.connect(f"{pg} dbname=postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -22,7 +23,7 @@ from integration_support import (
 from tasker import StepHandler, StepTemplate, Tasker, TaskRequest, errors
 from tasker import lease as leases
 from tasker import models as m
-from tasker.audit import StepChange, write_step_changes
+from tasker.audit import StepChange
 from tasker.states import Status
 
 # -- running DAGs ----------------------------------------------------------------------
@@ -572,20 +573,24 @@ def test_duplicate_messages_are_harmless(backend, release):
 
 def _claim_and_die(app, task_id, step_name):
     """Another worker claims the task, starts a step, and dies without finishing."""
-    step_id = app.get_task(task_id).steps[step_name].workflow_step_id
+    step = app.get_task(task_id).steps[step_name]
     now = app.now()
-    with app.db.write() as conn:
+    with app.db.write(one_statement=True) as conn:
         got = leases.claim(conn, task_id, "dead-worker", now, app.settings.lease_seconds)
-        assert got is not None
-        lease, _ = got
-        leases.start_steps(conn, [step_id], now)
-        write_step_changes(
+    assert got is not None
+    started = replace(step, status="in_progress", attempts=1, last_attempted_at=now)
+    change = StepChange(
+        step.workflow_step_id, step_name, Status.PENDING, Status.IN_PROGRESS, 1, "started"
+    )
+    until = now + timedelta(seconds=app.settings.lease_seconds)
+    with app.db.write(one_statement=True) as conn:
+        leases.apply(
             conn,
-            task_id,
-            [StepChange(step_id, step_name, Status.PENDING, Status.IN_PROGRESS, 1, "started")],
-            now,
+            leases.TaskWrite(
+                got.lease, got.task["revision"], now, until, steps=[started], step_changes=[change]
+            ),
         )
-    return lease
+    return got
 
 
 def test_an_expired_lease_makes_the_in_progress_step_a_failed_attempt_that_is_retried(
@@ -621,8 +626,9 @@ def test_an_expired_lease_makes_the_in_progress_step_a_failed_attempt_that_is_re
     assert lost.error["error_class"].endswith("WorkerLostError")
     assert lost.next_attempt_at is not None
 
-    with pytest.raises(errors.LeaseLostError), backend.db.write() as conn:
-        leases.fence(conn, stale, backend.now(), backend.settings.lease_seconds)
+    renewal = leases.TaskWrite(stale.lease, stale.task["revision"], backend.now(), backend.now())
+    with pytest.raises(errors.LeaseLostError), backend.db.write(one_statement=True) as conn:
+        leases.apply(conn, renewal)
 
     clock.advance(backend.settings.backoff_max)
     backend.run_until_idle()
@@ -1263,7 +1269,7 @@ def test_the_sweeper_resends_a_task_whose_lease_expired(backend, clock):
     backend.register(task_class("abandoned", [StepTemplate(name="s", handler=lambda t, q, s: {})]))
     task = backend.enqueue(TaskRequest(name="abandoned"))
     backend.dispatch.drain()
-    with backend.db.write() as conn:
+    with backend.db.write(one_statement=True) as conn:
         assert leases.claim(
             conn, task.task_id, "dead", backend.now(), backend.settings.lease_seconds
         )

@@ -1,0 +1,250 @@
+"""The PostgreSQL form of the hot writes: each transaction is one statement.
+
+Claiming a task, each lease-fenced engine write and each enqueue are single
+statements made of data-modifying CTEs, run outside an explicit transaction: one
+round trip, one server transaction, and a constant text that psycopg prepares once
+per connection. Rows travel as one JSON array each (`jsonb_to_recordset`), so the
+text does not depend on how many there are. SQLite runs the same writes as a few
+statements (`tasker.lease`, `tasker.enqueue`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from tasker.lease import TaskWrite
+
+_STEP_SELECT = (
+    "s.workflow_step_id, s.position, s.status, s.attempts, s.retry_limit, s.retryable,"
+    " s.skippable, s.inputs, s.results, s.error, s.last_attempted_at, s.next_attempt_at,"
+    " s.processed_at, ns.name, ds.name AS dependent_system"
+)
+
+_CLAIM = """
+WITH c AS (
+    UPDATE tasker_tasks
+    SET status = 'in_progress', lease_owner = %(owner)s::text, lease_epoch = lease_epoch + 1,
+        lease_expires_at = %(expires)s::timestamptz, tx_seq = tx_seq + 1,
+        updated_at = %(now)s::timestamptz
+    WHERE task_id = %(task_id)s::bigint AND status IN ('pending', 'in_progress')
+      AND next_run_at <= %(now)s::timestamptz
+      AND (lease_owner IS NULL OR lease_expires_at < %(now)s::timestamptz)
+    RETURNING *
+), gone AS (
+    DELETE FROM tasker_outbox AS o USING c
+    WHERE o.task_id = c.task_id AND o.deliver_at <= %(now)s::timestamptz
+), claimed AS (
+    INSERT INTO tasker_task_transitions
+        (task_id, from_status, to_status, reason, tx_seq, created_at)
+    SELECT c.task_id, 'pending', 'in_progress', 'claimed', c.tx_seq, %(now)s::timestamptz
+    FROM c WHERE c.lease_epoch = 1
+)
+SELECT {steps}, {task}
+FROM c LEFT JOIN (
+    tasker_workflow_steps AS s
+    JOIN tasker_named_steps AS ns ON ns.named_step_id = s.named_step_id
+    JOIN tasker_dependent_systems AS ds ON ds.dependent_system_id = ns.dependent_system_id
+) ON s.task_id = c.task_id
+ORDER BY s.position
+"""
+
+APPLY = """
+WITH f AS (
+    UPDATE tasker_tasks
+    SET tx_seq = tx_seq + 1, updated_at = %(now)s::timestamptz, status = %(status)s::text,
+        lease_owner = %(new_owner)s::text, lease_expires_at = %(expires)s::timestamptz,
+        next_run_at = CASE WHEN %(set_next)s::boolean THEN %(next_run_at)s::timestamptz
+                      ELSE next_run_at END,
+        completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at)
+    WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
+      AND lease_owner = %(owner)s::text AND status = 'in_progress'
+      AND revision = %(revision)s::integer
+    RETURNING tx_seq
+), steps AS (
+    UPDATE tasker_workflow_steps AS w
+    SET status = x.status, attempts = x.attempts, results = x.results, error = x.error,
+        last_attempted_at = x.last_attempted_at, next_attempt_at = x.next_attempt_at,
+        processed_at = x.processed_at, updated_at = %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(steps)s::jsonb) AS x(
+        id bigint, status text, attempts integer, results jsonb, error jsonb,
+        last_attempted_at timestamptz, next_attempt_at timestamptz, processed_at timestamptz)
+    WHERE w.workflow_step_id = x.id AND w.task_id = %(task_id)s::bigint
+), step_changes AS (
+    INSERT INTO tasker_workflow_step_transitions
+        (workflow_step_id, task_id, from_status, to_status, attempt, reason, details, tx_seq,
+         created_at)
+    SELECT x.workflow_step_id, %(task_id)s::bigint, x.from_status, x.to_status, x.attempt,
+           x.reason, x.details, f.tx_seq, %(now)s::timestamptz
+    FROM f, ROWS FROM (jsonb_to_recordset(%(step_changes)s::jsonb) AS (
+        workflow_step_id bigint, from_status text, to_status text, attempt integer,
+        reason text, details jsonb)) WITH ORDINALITY AS x(
+        workflow_step_id, from_status, to_status, attempt, reason, details, n)
+    ORDER BY x.n
+), task_change AS (
+    INSERT INTO tasker_task_transitions
+        (task_id, from_status, to_status, reason, tx_seq, created_at)
+    SELECT %(task_id)s::bigint, 'in_progress', %(task_to)s::text, %(task_reason)s::text,
+           f.tx_seq, %(now)s::timestamptz
+    FROM f WHERE %(task_to)s::text IS NOT NULL
+), annotations AS (
+    INSERT INTO tasker_task_annotations (task_id, annotation_type_id, annotation, created_at)
+    SELECT %(task_id)s::bigint, x.type_id, x.annotation, %(now)s::timestamptz
+    FROM f, ROWS FROM (jsonb_to_recordset(%(annotations)s::jsonb) AS (
+        type_id integer, annotation jsonb)) WITH ORDINALITY AS x(type_id, annotation, n)
+    ORDER BY x.n
+), outbox AS (
+    INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
+    SELECT %(task_id)s::bigint, %(deliver_at)s::timestamptz, %(now)s::timestamptz
+    FROM f WHERE %(deliver_at)s::timestamptz IS NOT NULL
+)
+SELECT f.tx_seq, t.lease_epoch, t.lease_owner, t.status
+FROM tasker_tasks AS t LEFT JOIN f ON true
+WHERE t.task_id = %(task_id)s::bigint
+"""
+
+
+ENQUEUE = """
+WITH t AS (
+    INSERT INTO tasker_tasks
+        (named_task_id, status, context, tags, bypass_steps, initiator, source_system, reason,
+         idempotency_key, request_digest, requested_at, created_at, updated_at, next_run_at)
+    VALUES (%(named_task_id)s::integer, 'pending', %(context)s::jsonb, %(tags)s::jsonb,
+            %(bypass_steps)s::jsonb, %(initiator)s::text, %(source_system)s::text,
+            %(reason)s::text, %(idempotency_key)s::text, %(request_digest)s::text,
+            %(requested_at)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz,
+            %(now)s::timestamptz)
+    RETURNING task_id, tx_seq
+), s AS (
+    INSERT INTO tasker_workflow_steps
+        (task_id, named_step_id, position, status, retryable, retry_limit, skippable, attempts,
+         processed_at, created_at, updated_at)
+    SELECT t.task_id, x.named_step_id, x.position, x.status, x.retryable, x.retry_limit,
+           x.skippable, 0, x.processed_at, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM t, jsonb_to_recordset(%(steps)s::jsonb) AS x(
+        named_step_id integer, position integer, status text, retryable boolean,
+        retry_limit integer, skippable boolean, processed_at timestamptz)
+    ORDER BY x.position
+    RETURNING workflow_step_id, position, status
+), edges AS (
+    INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, task_id)
+    SELECT a.workflow_step_id, b.workflow_step_id, t.task_id
+    FROM t, jsonb_to_recordset(%(edges)s::jsonb) AS x(parent integer, child integer)
+    JOIN s AS a ON a.position = x.parent
+    JOIN s AS b ON b.position = x.child
+), task_change AS (
+    INSERT INTO tasker_task_transitions
+        (task_id, from_status, to_status, reason, tx_seq, created_at)
+    SELECT t.task_id, NULL, 'pending', %(task_reason)s::text, t.tx_seq, %(now)s::timestamptz
+    FROM t
+), step_changes AS (
+    INSERT INTO tasker_workflow_step_transitions
+        (workflow_step_id, task_id, from_status, to_status, attempt, reason, tx_seq, created_at)
+    SELECT s.workflow_step_id, t.task_id, NULL, s.status, 0, x.reason, t.tx_seq,
+           %(now)s::timestamptz
+    FROM t, s JOIN jsonb_to_recordset(%(steps)s::jsonb) AS x(position integer, reason text)
+        ON x.position = s.position
+    ORDER BY s.position
+), outbox AS (
+    INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
+    SELECT t.task_id, %(now)s::timestamptz, %(now)s::timestamptz FROM t
+)
+SELECT t.task_id, s.position, s.workflow_step_id FROM t, s ORDER BY s.position
+"""
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a `jsonb` parameter (datetimes as ISO 8601 with their offset)."""
+    return json.dumps(value, default=_default, separators=(",", ":"))
+
+
+def enqueue(conn: Connection, params: dict[str, Any]) -> tuple[int, list[int]]:
+    """Insert a task with its steps, edges, transitions and outbox row.
+
+    `params` holds the task's values plus `steps` (JSON rows with the `position`,
+    `status`, `reason` and template fields of each step) and `edges` (JSON rows of
+    `parent`, `child` positions).
+
+    Returns:
+        The task id and the step ids in position order.
+    """
+    rows = conn.exec_driver_sql(ENQUEUE, params).all()
+    return int(rows[0].task_id), [int(r.workflow_step_id) for r in rows]
+
+
+@functools.cache
+def _claim_sql(fields: tuple[str, ...]) -> str:
+    return _CLAIM.format(steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in fields))
+
+
+def claim(
+    conn: Connection,
+    fields: tuple[str, ...],
+    task_id: int,
+    owner: str,
+    now: datetime,
+    expires: datetime,
+) -> tuple[dict[str, Any], list[Any]] | None:
+    """See `tasker.lease.claim`: the task's `fields` and its step rows, or None."""
+    rows = conn.exec_driver_sql(
+        _claim_sql(fields), {"task_id": task_id, "owner": owner, "now": now, "expires": expires}
+    ).all()
+    if not rows:
+        return None
+    first = rows[0]._mapping
+    task = {n: first[f"t_{n}"] for n in fields}
+    return task, [r for r in rows if r.workflow_step_id is not None]
+
+
+def apply(
+    conn: Connection,
+    w: TaskWrite,
+    step_rows: list[dict[str, Any]],
+    task_row: dict[str, Any] | None,
+) -> tuple[int | None, dict[str, Any] | None]:
+    """See `tasker.lease.apply`: (tx_seq, None) if written, else (None, the lease now)."""
+    params = {
+        "task_id": w.lease.task_id,
+        "epoch": w.lease.epoch,
+        "owner": w.lease.owner,
+        "revision": w.revision,
+        "now": w.now,
+        **w.task_values(),
+        "steps": dumps(
+            [
+                {
+                    "id": v.workflow_step_id,
+                    "status": v.status,
+                    "attempts": v.attempts,
+                    "results": v.results,
+                    "error": v.error,
+                    "last_attempted_at": v.last_attempted_at,
+                    "next_attempt_at": v.next_attempt_at,
+                    "processed_at": v.processed_at,
+                }
+                for v in w.steps
+            ]
+        ),
+        "step_changes": dumps(step_rows),
+        "task_to": None if task_row is None else task_row["to_status"],
+        "task_reason": None if task_row is None else task_row["reason"],
+        "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
+        "deliver_at": w.deliver_at(),
+    }
+    row = conn.exec_driver_sql(APPLY, params).first()
+    if row is None:
+        return None, None
+    if row.tx_seq is not None:
+        return int(row.tx_seq), None
+    return None, dict(row._mapping)
