@@ -5,7 +5,8 @@ Set-ups:
   production  PostgreSQL + Redis, W worker processes
               (`python -m tasker worker bench.diamond_app:app --processes 1 --threads T`).
 Modes:
-  batch       all N tasks enqueued at once (as fast as this one thread can), then wait.
+  batch       all N tasks enqueued at once, then wait: by one thread, or by K threads
+              (`--submitters K`, as a service's request handlers would), N/K each.
   serial      enqueue one, wait until it is complete, then the next.
 
 Reported (after a warm-up of 20 tasks):
@@ -43,6 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -81,6 +83,7 @@ class Result:
     n: int
     workers: int
     threads: int
+    submitters: int = 1
     wall_s: float = 0.0
     tasks_per_s: float = 0.0
     steps_per_s: float = 0.0
@@ -107,10 +110,21 @@ def measure(app: Tasker, n: int, mode: str, result: Result, waiter: Waiter) -> N
     """Enqueue `n` tasks in `mode` and wait for them; fill in rates and latencies."""
     ids: list[int] = []
     began = time.perf_counter()
-    for _ in range(n):
-        ids.append(app.enqueue(TaskRequest(name=TASK_NAME)).task_id)
-        if mode == "serial":
-            waiter.wait(ids[-1:])
+    if mode == "batch" and result.submitters > 1:
+        k = result.submitters
+
+        def submit(count: int) -> list[int]:
+            return [app.enqueue(TaskRequest(name=TASK_NAME)).task_id for _ in range(count)]
+
+        with ThreadPoolExecutor(k) as pool:
+            for got in pool.map(submit, [n // k + (i < n % k) for i in range(k)]):
+                ids += got
+        ids.sort()
+    else:
+        for _ in range(n):
+            ids.append(app.enqueue(TaskRequest(name=TASK_NAME)).task_id)
+            if mode == "serial":
+                waiter.wait(ids[-1:])
     enqueued = time.perf_counter()
     waiter.wait(ids)
     result.wall_s = round(time.perf_counter() - began, 2)
@@ -207,8 +221,8 @@ class SqlitePolls:
         raise SystemExit(f"tasks {ids[0]}..{ids[-1]} did not complete within 10 minutes")
 
 
-def run_embedded(n: int, mode: str, threads: int) -> Result:
-    result = Result("embedded (SQLite + in-process broker)", mode, n, 1, threads)
+def run_embedded(n: int, mode: str, threads: int, submitters: int) -> Result:
+    result = Result("embedded (SQLite + in-process broker)", mode, n, 1, threads, submitters)
     folder = tempfile.mkdtemp(prefix="tasker-bench-")
     try:
         app = make_app(database_url=f"sqlite:///{folder}/bench.db")
@@ -382,9 +396,16 @@ def _logs(folder: Path) -> str:
 
 
 def run_production(
-    n: int, mode: str, workers: int, threads: int, pg: str, redis_url: str, profile: str | None
+    n: int,
+    mode: str,
+    workers: int,
+    threads: int,
+    submitters: int,
+    pg: str,
+    redis_url: str,
+    profile: str | None,
 ) -> Result:
-    result = Result("production (PostgreSQL + Redis)", mode, n, workers, threads)
+    result = Result("production (PostgreSQL + Redis)", mode, n, workers, threads, submitters)
     extra = {"BENCH_PROFILE_DIR": profile} if profile else {}
     with production_env(pg, redis_url, workers, threads, extra) as env:
         app, listener, db = env.app, env.listener, env.dbname
@@ -428,7 +449,8 @@ def run_production(
 
 def table(results: list[Result]) -> str:
     head = (
-        "| set-up | mode | N | procs x threads | tasks/s | steps/s | enqueue/s | p50 ms "
+        "| set-up | mode | N | procs x threads | submitters | tasks/s | steps/s | enqueue/s "
+        "| p50 ms "
         "| p95 ms | max ms | tasker commits/step | PG xact_commit/step | CPU ms/task |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -436,7 +458,8 @@ def table(results: list[Result]) -> str:
         cpu = ", ".join(f"{k} {v:g}" for k, v in r.cpu_ms_per_task.items() if v) or "-"
         xact = "-" if r.pg_xact_commits_per_step is None else r.pg_xact_commits_per_step
         lines.append(
-            f"| {r.setup} | {r.mode} | {r.n} | {r.workers} x {r.threads} | {r.tasks_per_s} "
+            f"| {r.setup} | {r.mode} | {r.n} | {r.workers} x {r.threads} | {r.submitters} "
+            f"| {r.tasks_per_s} "
             f"| {r.steps_per_s} | {r.enqueue_per_s} | {r.p50_ms} | {r.p95_ms} | {r.max_ms} "
             f"| {r.tasker_commits_per_step} | {xact} | {cpu} |"
         )
@@ -450,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setup", choices=["embedded", "production", "both"], default="both")
     p.add_argument("--workers", type=int, default=2, help="worker processes (production)")
     p.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    p.add_argument("--submitters", type=int, default=1, help="threads enqueueing (batch mode)")
     p.add_argument("--pg", default="host=127.0.0.1 port=5432 user=root")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--profile", help="folder: cProfile every worker thread, dump stats there")
@@ -466,10 +490,17 @@ def main(argv: list[str] | None = None) -> int:
     for setup in setups:
         for mode in modes:
             if setup == "embedded":
-                r = run_embedded(args.n, mode, args.threads)
+                r = run_embedded(args.n, mode, args.threads, args.submitters)
             else:
                 r = run_production(
-                    args.n, mode, args.workers, args.threads, args.pg, args.redis_url, args.profile
+                    args.n,
+                    mode,
+                    args.workers,
+                    args.threads,
+                    args.submitters,
+                    args.pg,
+                    args.redis_url,
+                    args.profile,
                 )
             print(json.dumps(asdict(r)), flush=True)
             results.append(r)

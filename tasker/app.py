@@ -24,6 +24,7 @@ from tasker.migrate import upgrade
 from tasker.registry import HandlerFactory
 from tasker.request import TaskRequest
 from tasker.settings import Settings
+from tasker.store import make_store
 from tasker.sweeper import Sweeper, due_now
 from tasker.views import AnnotationView, TaskView, TransitionView
 
@@ -66,6 +67,7 @@ class Tasker:
         self.factory = factory or HandlerFactory()
         self.db = Database(self.settings.database_url, self.settings.pool_size)
         self.catalog = Catalog(self.db)
+        self.store = make_store(self.db)
         self._owner: tuple[int, str] | None = None
         self.dispatch = Dispatch(
             make_broker(self.settings.broker_url),
@@ -74,7 +76,14 @@ class Tasker:
             self.now,
         )
         self.engine = Engine(
-            self.db, self.factory, self.catalog, self.settings, self.now, self.owner, self._notify
+            self.db,
+            self.store,
+            self.factory,
+            self.catalog,
+            self.settings,
+            self.now,
+            self.owner,
+            self._notify,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -132,7 +141,7 @@ class Tasker:
                 f"enqueue() takes a TaskRequest, got {type(request).__name__}"
             )
         reg = self.factory.get(request.name, request.version)
-        accepted = create_task(self.db, self.catalog, reg, request, self.now())
+        accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now())
         if accepted.view is not None:
             self._notify(accepted.task_id)
             return accepted.view
@@ -165,7 +174,8 @@ class Tasker:
             return
         self._stop.clear()
         self.engine.resume()
-        # An idle consumer polls again within 100 ms (Dramatiq's default backs off to 1 s).
+        # Sends wake idle consumers at once; the timeout bounds how late a due delayed
+        # message (a retry) moves to the queue, and how long a stop takes.
         self._worker = Worker(
             self.dispatch.broker,
             queues={self.settings.queue_name},

@@ -102,7 +102,14 @@ class WakingRedisBroker(RedisBroker):
 
 
 class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, waiting on the wake-up list where it would sleep idle."""
+    """Dramatiq's Redis consumer, waiting on the wake-up list where it would sleep idle.
+
+    A fetch that returned less than it asked for saw the queue empty; every message
+    sent since pushed a token, so the consumer waits for one before fetching again
+    instead of fetching once more for nothing.
+    """
+
+    drained = False  # the last fetch found the queue empty
 
     def __next__(self) -> MessageProxy | None:
         room = self.prefetch - self.outstanding_message_count
@@ -115,9 +122,15 @@ class _WakingConsumer(_RedisConsumer):
             and not _is_delay_queue(self.queue_name)
         ):
             try:
+                if self.drained:
+                    self.drained = False
+                    self._wait_for_wake_up()
+                    return None
                 self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                self.drained = len(self.message_cache) < room
                 if not self.message_cache:
                     self._wait_for_wake_up()
+                    self.drained = False
                     return None
             except redis.ConnectionError as e:
                 raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]

@@ -133,6 +133,7 @@ class Database:
         self.engine = make_engine(self.url, pool_size)
         self.dialect = self.engine.dialect.name
         self.commits = 0  # write transactions committed by this process (benchmarks)
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     @property
     def is_postgres(self) -> bool:
@@ -140,20 +141,39 @@ class Database:
         return self.dialect == "postgresql"
 
     @contextmanager
-    def write(self, *, one_statement: bool = False) -> Iterator[Connection]:
-        """A short write transaction, committed on exit and rolled back on error.
+    def write(self) -> Iterator[Connection]:
+        """A short write transaction, committed on exit and rolled back on error."""
+        with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+            yield conn
+        self.commits += 1
 
-        Args:
-            one_statement: the body runs a single statement on PostgreSQL, which then
-                commits by itself (one round trip instead of BEGIN, statement, COMMIT).
-                On SQLite this is an ordinary write transaction.
+    @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """A pooled PostgreSQL driver connection (psycopg) in autocommit mode.
+
+        For the hot writes, each a single statement that commits by itself: one round
+        trip, without SQLAlchemy's statement machinery. Driver errors come out as
+        SQLAlchemy's (`DBAPIError` and its kinds), with `connection_invalidated` set
+        and the connection dropped from the pool when it is dead.
         """
-        if one_statement and self.is_postgres:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                yield conn
-        else:
-            with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
-                yield conn
+        raw = self.engine.raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            driver.autocommit = True
+            try:
+                yield driver
+            except self._driver_error as exc:
+                dead = self.engine.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
+                if dead:
+                    raw.invalidate(exc)
+                raise sa.exc.DBAPIError.instance(
+                    None, None, exc, self._driver_error, connection_invalidated=dead
+                ) from exc
+            finally:
+                if not driver.closed:
+                    driver.autocommit = False
+        finally:
+            raw.close()
         self.commits += 1
 
     @contextmanager

@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tasker import lease as leases
@@ -39,6 +38,7 @@ from tasker.registry import HandlerFactory, RegisteredTask
 from tasker.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.settings import Settings
 from tasker.states import Status
+from tasker.store import Store
 from tasker.threads import ElasticThreads
 from tasker.views import StepView
 
@@ -126,6 +126,7 @@ class Engine:
     def __init__(
         self,
         db: Database,
+        store: Store,
         factory: HandlerFactory,
         catalog: Catalog,
         settings: Settings,
@@ -134,6 +135,7 @@ class Engine:
         notify: Notify,
     ) -> None:
         self._db = db
+        self._store = store
         self._factory = factory
         self._catalog = catalog
         self._settings = settings
@@ -191,7 +193,7 @@ class Engine:
                 p.running.pop(o.name, None)
 
     def _write(
-        self, task_id: int, body: Callable[[Connection], _T], stamp: tuple[int, int] | None = None
+        self, task_id: int, body: Callable[[], _T], stamp: tuple[int, int] | None = None
     ) -> _T | None:
         """Run `body`, one short write, retrying while the database is away.
 
@@ -207,8 +209,7 @@ class Engine:
         delay = 0.05
         while True:
             try:
-                with self._db.write(one_statement=True) as conn:
-                    return body(conn)
+                return body()
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up or not _transient(exc):
                     raise
@@ -259,9 +260,8 @@ class Engine:
         now = self._now()
         s = self._settings
         owner = self._owner()
-        claimed = self._write(
-            task_id, lambda conn: leases.claim(conn, task_id, owner, now, s.lease_seconds)
-        )
+        expires = now + timedelta(seconds=s.lease_seconds)
+        claimed = self._write(task_id, partial(self._store.claim, task_id, owner, now, expires))
         if claimed is None:
             return None
         row = claimed.task
@@ -279,7 +279,7 @@ class Engine:
                 now,
                 finish=leases.Finish(None, later, "handler not registered here"),
             )
-            self._write(task_id, partial(leases.apply, w=release))
+            self._write(task_id, partial(self._store.apply, release))
             return None
         views = step_views(reg, claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
@@ -356,7 +356,7 @@ class Engine:
             seq = p.tx_seq + 1
             try:
                 written = self._write(
-                    p.lease.task_id, partial(leases.apply, w=w), (seq, p.revision)
+                    p.lease.task_id, partial(self._store.apply, w), (seq, p.revision)
                 )
             except leases.StaleRevisionError:
                 p.restore(before)

@@ -13,8 +13,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tasker import models as m
-from tasker import pgsql, states
-from tasker.audit import StepChange, write_step_changes, write_task_change
+from tasker import states
 from tasker.catalog import Catalog
 from tasker.clock import as_utc
 from tasker.db import Database
@@ -23,6 +22,7 @@ from tasker.jsonvalue import json_problem
 from tasker.registry import RegisteredTask
 from tasker.request import TaskRequest
 from tasker.states import Status
+from tasker.store import Store
 from tasker.views import StepView, TaskView
 
 
@@ -144,7 +144,12 @@ def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
 
 
 def create_task(
-    db: Database, catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime
+    store: Store,
+    db: Database,
+    catalog: Catalog,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    now: datetime,
 ) -> Accepted:
     """Validate and store a task with its steps, edges, audit rows and outbox row.
 
@@ -158,6 +163,7 @@ def create_task(
     entry = catalog.entry(reg, now)
     requested_at = as_utc(req.requested_at) if req.requested_at else now
     steps = _initial_steps(reg, entry.named_step_ids, values, now)
+    row = {**values, "named_task_id": entry.named_task_id, "requested_at": requested_at}
     for _ in range(2):
         if values["idempotency_key"] is not None:
             with db.read() as conn:
@@ -165,11 +171,7 @@ def create_task(
             if existing is not None:
                 return existing
         try:
-            with db.write(one_statement=True) as conn:
-                insert = _insert_pg if db.is_postgres else _insert
-                task_id, step_ids = insert(
-                    conn, reg, entry.named_task_id, steps, values, requested_at, now
-                )
+            task_id, step_ids = store.insert_task(row, steps, _edges(reg), now)
         except IntegrityError:
             if values["idempotency_key"] is None:
                 raise
@@ -225,90 +227,3 @@ def _edges(reg: RegisteredTask) -> list[tuple[int, int]]:
     return [
         (position[dep], position[name]) for name, tpl in reg.steps.items() for dep in tpl.depends_on
     ]
-
-
-def _insert_pg(
-    conn: Connection,
-    reg: RegisteredTask,
-    named_task_id: int,
-    steps: list[dict[str, Any]],
-    values: dict[str, Any],
-    requested_at: datetime,
-    now: datetime,
-) -> tuple[int, list[int]]:
-    params = {
-        **values,
-        "named_task_id": named_task_id,
-        "context": pgsql.dumps(values["context"]),
-        "tags": pgsql.dumps(values["tags"]),
-        "bypass_steps": pgsql.dumps(values["bypass_steps"]),
-        "request_digest": values.get("request_digest"),
-        "requested_at": requested_at,
-        "now": now,
-        "task_reason": _ENQUEUED,
-        "steps": pgsql.dumps(steps),
-        "edges": pgsql.dumps([{"parent": a, "child": b} for a, b in _edges(reg)]),
-    }
-    return pgsql.enqueue(conn, params)
-
-
-def _insert(
-    conn: Connection,
-    reg: RegisteredTask,
-    named_task_id: int,
-    steps: list[dict[str, Any]],
-    values: dict[str, Any],
-    requested_at: datetime,
-    now: datetime,
-) -> tuple[int, list[int]]:
-    task_id = int(
-        conn.execute(
-            m.tasks.insert()
-            .values(
-                named_task_id=named_task_id,
-                status=Status.PENDING.value,
-                requested_at=requested_at,
-                created_at=now,
-                updated_at=now,
-                next_run_at=now,
-                **values,
-            )
-            .returning(m.tasks.c.task_id)
-        ).scalar_one()
-    )
-    inserted = conn.execute(
-        m.workflow_steps.insert().returning(
-            m.workflow_steps.c.workflow_step_id, sort_by_parameter_order=True
-        ),
-        [
-            {
-                "task_id": task_id,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-                **{k: v for k, v in row.items() if k != "reason"},
-            }
-            for row in steps
-        ],
-    )
-    ids = [int(r[0]) for r in inserted]
-    edges = [
-        {"from_step_id": ids[a], "to_step_id": ids[b], "task_id": task_id} for a, b in _edges(reg)
-    ]
-    if edges:
-        conn.execute(m.step_edges.insert(), edges)
-    write_task_change(conn, task_id, None, Status.PENDING, _ENQUEUED, now)
-    write_step_changes(
-        conn,
-        task_id,
-        (
-            StepChange(i, name, None, Status(row["status"]), 0, row["reason"])
-            for i, name, row in zip(ids, reg.steps, steps, strict=True)
-        ),
-        now,
-    )
-    conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
-    return task_id, ids
-
-
-_ENQUEUED = "enqueued"

@@ -1,7 +1,8 @@
 """The database schema: one place, mirrored by the Alembic migrations.
 
 Tables are SQLAlchemy Core (the engine writes with short, explicit statements).
-JSON columns are JSONB on PostgreSQL and JSON text on SQLite.
+JSON columns are JSONB on PostgreSQL and JSON text on SQLite. On PostgreSQL the
+migrations also give tasks and steps a fillfactor of 80 (updates stay on their page).
 """
 
 from __future__ import annotations
@@ -145,7 +146,6 @@ workflow_steps = sa.Table(
     sa.Column("updated_at", When, nullable=False),
     _status(),
     sa.UniqueConstraint("task_id", "position"),
-    sa.Index("ix_tasker_workflow_steps_named_step_id_status", "named_step_id", "status"),
 )
 
 step_edges = sa.Table(
@@ -249,4 +249,5 @@ outbox = sa.Table(
     sa.Column("deliver_at", When, nullable=False),
     sa.Column("created_at", When, nullable=False),
     sa.Index("ix_tasker_outbox_created_at", "created_at"),
+    sa.Index("ix_tasker_outbox_task_id", "task_id"),  # each claim deletes its task's rows
 )

@@ -575,21 +575,18 @@ def _claim_and_die(app, task_id, step_name):
     """Another worker claims the task, starts a step, and dies without finishing."""
     step = app.get_task(task_id).steps[step_name]
     now = app.now()
-    with app.db.write(one_statement=True) as conn:
-        got = leases.claim(conn, task_id, "dead-worker", now, app.settings.lease_seconds)
+    until = now + timedelta(seconds=app.settings.lease_seconds)
+    got = app.store.claim(task_id, "dead-worker", now, until)
     assert got is not None
     started = replace(step, status="in_progress", attempts=1, last_attempted_at=now)
     change = StepChange(
         step.workflow_step_id, step_name, Status.PENDING, Status.IN_PROGRESS, 1, "started"
     )
-    until = now + timedelta(seconds=app.settings.lease_seconds)
-    with app.db.write(one_statement=True) as conn:
-        leases.apply(
-            conn,
-            leases.TaskWrite(
-                got.lease, got.task["revision"], now, until, steps=[started], step_changes=[change]
-            ),
+    app.store.apply(
+        leases.TaskWrite(
+            got.lease, got.task["revision"], now, until, steps=[started], step_changes=[change]
         )
+    )
     return got
 
 
@@ -627,8 +624,8 @@ def test_an_expired_lease_makes_the_in_progress_step_a_failed_attempt_that_is_re
     assert lost.next_attempt_at is not None
 
     renewal = leases.TaskWrite(stale.lease, stale.task["revision"], backend.now(), backend.now())
-    with pytest.raises(errors.LeaseLostError), backend.db.write(one_statement=True) as conn:
-        leases.apply(conn, renewal)
+    with pytest.raises(errors.LeaseLostError):
+        backend.store.apply(renewal)
 
     clock.advance(backend.settings.backoff_max)
     backend.run_until_idle()
@@ -1269,10 +1266,8 @@ def test_the_sweeper_resends_a_task_whose_lease_expired(backend, clock):
     backend.register(task_class("abandoned", [StepTemplate(name="s", handler=lambda t, q, s: {})]))
     task = backend.enqueue(TaskRequest(name="abandoned"))
     backend.dispatch.drain()
-    with backend.db.write(one_statement=True) as conn:
-        assert leases.claim(
-            conn, task.task_id, "dead", backend.now(), backend.settings.lease_seconds
-        )
+    until = backend.now() + timedelta(seconds=backend.settings.lease_seconds)
+    assert backend.store.claim(task.task_id, "dead", backend.now(), until)
     assert _outbox(backend, task.task_id) == 0  # the claim consumed the announcement
 
     clock.advance(backend.settings.sweep_seconds + 1)

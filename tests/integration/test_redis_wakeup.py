@@ -226,3 +226,35 @@ def test_a_worker_runs_a_delayed_message_once_due(broker, client, queue_name):
     assert n == 2
     assert 0.3 <= ran_at - sent_at < 5
     assert stopped_in < 2
+
+
+def test_a_consumer_that_drained_the_queue_waits_for_a_token_before_fetching(
+    broker, client, queue_name
+):
+    """Given a consumer whose fetch returned fewer messages than it had room for,
+    when it is asked for more, then it does not fetch until a token woke it; and a
+    message sent after that is still delivered."""
+    consumer = broker.consume(queue_name, prefetch=4, timeout=1000)
+    fetches = []
+    real_fetch = broker.do_fetch
+
+    def counting_fetch(*args):
+        fetches.append(args)
+        return real_fetch(*args)
+
+    broker.do_fetch = counting_fetch
+    broker.enqueue(message(queue_name, 1))
+    first = next(consumer)
+    assert first is not None and first.args == (1,)
+    consumer.ack(first)
+    assert len(fetches) == 1
+    client.delete(broker.wake_key(queue_name))  # the first message's token is spent
+    started = time.monotonic()
+    threading.Timer(0.2, broker.enqueue, args=(message(queue_name, 2),)).start()
+    assert next(consumer) is None  # woken by the second message's token, without a fetch
+    assert 0.1 < time.monotonic() - started < 0.9
+    assert len(fetches) == 1
+    second = next(consumer)
+    assert second is not None and second.args == (2,)
+    consumer.ack(second)
+    consumer.close()

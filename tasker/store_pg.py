@@ -1,24 +1,24 @@
-"""The PostgreSQL form of the hot writes: each transaction is one statement.
+"""The PostgreSQL store: each hot write is one statement.
 
 Claiming a task, each lease-fenced engine write and each enqueue are single
-statements made of data-modifying CTEs, run outside an explicit transaction: one
-round trip, one server transaction, and a constant text that psycopg prepares once
-per connection. Rows travel as one JSON array each (`jsonb_to_recordset`), so the
-text does not depend on how many there are. SQLite runs the same writes as a few
-statements (`tasker.lease`, `tasker.enqueue`).
+statements made of data-modifying CTEs, sent on a driver connection in autocommit
+mode: one round trip, one server transaction, and a constant text that psycopg
+prepares once per connection. Rows travel as one JSON array each
+(`jsonb_to_recordset`), so the text does not depend on how many there are. See
+`tasker.store.Store` for what each method promises.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy.engine import Connection
+from psycopg.rows import namedtuple_row
 
-if TYPE_CHECKING:
-    from tasker.lease import TaskWrite
+from tasker.db import Database
+from tasker.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
 
 _STEP_SELECT = (
     "s.workflow_step_id, s.position, s.status, s.attempts, s.retry_limit, s.retryable,"
@@ -169,82 +169,89 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_default, separators=(",", ":"))
 
 
-def enqueue(conn: Connection, params: dict[str, Any]) -> tuple[int, list[int]]:
-    """Insert a task with its steps, edges, transitions and outbox row.
-
-    `params` holds the task's values plus `steps` (JSON rows with the `position`,
-    `status`, `reason` and template fields of each step) and `edges` (JSON rows of
-    `parent`, `child` positions).
-
-    Returns:
-        The task id and the step ids in position order.
-    """
-    rows = conn.exec_driver_sql(ENQUEUE, params).all()
-    return int(rows[0].task_id), [int(r.workflow_step_id) for r in rows]
+_CLAIM_SQL = _CLAIM.format(
+    steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS)
+)
 
 
-@functools.cache
-def _claim_sql(fields: tuple[str, ...]) -> str:
-    return _CLAIM.format(steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in fields))
+class PgStore:
+    """The `Store` of a PostgreSQL database."""
 
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-def claim(
-    conn: Connection,
-    fields: tuple[str, ...],
-    task_id: int,
-    owner: str,
-    now: datetime,
-    expires: datetime,
-) -> tuple[dict[str, Any], list[Any]] | None:
-    """See `tasker.lease.claim`: the task's `fields` and its step rows, or None."""
-    rows = conn.exec_driver_sql(
-        _claim_sql(fields), {"task_id": task_id, "owner": owner, "now": now, "expires": expires}
-    ).all()
-    if not rows:
-        return None
-    first = rows[0]._mapping
-    task = {n: first[f"t_{n}"] for n in fields}
-    return task, [r for r in rows if r.workflow_step_id is not None]
+    def _run(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        with self._db.autocommit() as conn, conn.cursor(row_factory=namedtuple_row) as cur:
+            cur.execute(sql, params)
+            rows: list[Any] = cur.fetchall()
+            return rows
 
+    def insert_task(
+        self,
+        values: dict[str, Any],
+        steps: Sequence[dict[str, Any]],
+        edges: Sequence[tuple[int, int]],
+        now: datetime,
+    ) -> tuple[int, list[int]]:
+        """See `Store.insert_task`."""
+        params = {
+            "idempotency_key": None,
+            "request_digest": None,
+            **values,
+            "context": dumps(values["context"]),
+            "tags": dumps(values["tags"]),
+            "bypass_steps": dumps(values["bypass_steps"]),
+            "now": now,
+            "task_reason": "enqueued",
+            "steps": dumps(steps),
+            "edges": dumps([{"parent": a, "child": b} for a, b in edges]),
+        }
+        rows = self._run(ENQUEUE, params)
+        return int(rows[0].task_id), [int(r.workflow_step_id) for r in rows]
 
-def apply(
-    conn: Connection,
-    w: TaskWrite,
-    step_rows: list[dict[str, Any]],
-    task_row: dict[str, Any] | None,
-) -> tuple[int | None, dict[str, Any] | None]:
-    """See `tasker.lease.apply`: (tx_seq, None) if written, else (None, the lease now)."""
-    params = {
-        "task_id": w.lease.task_id,
-        "epoch": w.lease.epoch,
-        "owner": w.lease.owner,
-        "revision": w.revision,
-        "now": w.now,
-        **w.task_values(),
-        "steps": dumps(
-            [
-                {
-                    "id": v.workflow_step_id,
-                    "status": v.status,
-                    "attempts": v.attempts,
-                    "results": v.results,
-                    "error": v.error,
-                    "last_attempted_at": v.last_attempted_at,
-                    "next_attempt_at": v.next_attempt_at,
-                    "processed_at": v.processed_at,
-                }
-                for v in w.steps
-            ]
-        ),
-        "step_changes": dumps(step_rows),
-        "task_to": None if task_row is None else task_row["to_status"],
-        "task_reason": None if task_row is None else task_row["reason"],
-        "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
-        "deliver_at": w.deliver_at(),
-    }
-    row = conn.exec_driver_sql(APPLY, params).first()
-    if row is None:
-        return None, None
-    if row.tx_seq is not None:
-        return int(row.tx_seq), None
-    return None, dict(row._mapping)
+    def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
+        """See `Store.claim`."""
+        params = {"task_id": task_id, "owner": owner, "now": now, "expires": expires}
+        rows = self._run(_CLAIM_SQL, params)
+        if not rows:
+            return None
+        first = rows[0]._asdict()
+        task = {n: first[f"t_{n}"] for n in CLAIM_FIELDS}
+        steps = [r for r in rows if r.workflow_step_id is not None]
+        return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
+
+    def apply(self, w: TaskWrite) -> int:
+        """See `Store.apply`."""
+        step_rows, task_row = audit_rows(w)
+        params = {
+            "task_id": w.lease.task_id,
+            "epoch": w.lease.epoch,
+            "owner": w.lease.owner,
+            "revision": w.revision,
+            "now": w.now,
+            **w.task_values(),
+            "steps": dumps(
+                [
+                    {
+                        "id": v.workflow_step_id,
+                        "status": v.status,
+                        "attempts": v.attempts,
+                        "results": v.results,
+                        "error": v.error,
+                        "last_attempted_at": v.last_attempted_at,
+                        "next_attempt_at": v.next_attempt_at,
+                        "processed_at": v.processed_at,
+                    }
+                    for v in w.steps
+                ]
+            ),
+            "step_changes": dumps(step_rows),
+            "task_to": None if task_row is None else task_row["to_status"],
+            "task_reason": None if task_row is None else task_row["reason"],
+            "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
+            "deliver_at": w.deliver_at(),
+        }
+        rows = self._run(APPLY, params)
+        if rows and rows[0].tx_seq is not None:
+            return int(rows[0].tx_seq)
+        raise refusal(w, rows[0]._asdict() if rows else None)

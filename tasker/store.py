@@ -1,0 +1,83 @@
+"""The narrow interface of the hot writes: enqueue, claim and the lease-fenced write.
+
+The engine and `enqueue` decide what to write; a store writes it. Two stores,
+one per database: on PostgreSQL each of these is a single statement sent on a
+raw driver connection (`tasker.store_pg`); on SQLite a few SQLAlchemy Core
+statements in one `BEGIN IMMEDIATE` transaction (`tasker.store_sql`). Both raise
+SQLAlchemy's exceptions (`DBAPIError` and its kinds), so callers handle errors once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from tasker.db import Database
+from tasker.lease import Claimed, TaskWrite
+
+
+class Store(Protocol):
+    """What the engine and `enqueue` need of the database for their hot writes."""
+
+    def insert_task(
+        self,
+        values: dict[str, Any],
+        steps: Sequence[dict[str, Any]],
+        edges: Sequence[tuple[int, int]],
+        now: datetime,
+    ) -> tuple[int, list[int]]:
+        """Insert a task with its steps, edges, transitions and outbox row.
+
+        Args:
+            values: the task's columns (`named_task_id`, `context`, ..., `requested_at`).
+            steps: each step's first state in position order (`named_step_id`,
+                `position`, `status`, `retryable`, `retry_limit`, `skippable`,
+                `processed_at`) and its transition's `reason`.
+            edges: (parent, child) positions.
+            now: the time of the change.
+
+        Returns:
+            The task id and the step ids in position order.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: the idempotency key is taken.
+        """
+        ...
+
+    def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
+        """Take the lease of a task that is live, due and not leased by anyone alive.
+
+        The messages that announced the task count as delivered (its outbox rows go);
+        the first claim records the task's pending -> in_progress transition.
+
+        Returns:
+            The claim, or None when the task is finished, cancelled, not due yet or
+            leased: the message is then a no-op.
+        """
+        ...
+
+    def apply(self, w: TaskWrite) -> int:
+        """Write `w` if the lease and the steering revision are still as planned.
+
+        Returns:
+            The number this write has in the task's order (`tx_seq`).
+
+        Raises:
+            LeaseLostError: the task was cancelled or finished, or another worker
+                claimed it.
+            StaleRevisionError: a steering call changed the task since it was read.
+            InvalidTransitionError: a change the state machine does not allow (a bug).
+        """
+        ...
+
+
+def make_store(db: Database) -> Store:
+    """The store for `db`'s kind of database."""
+    if db.is_postgres:
+        from tasker.store_pg import PgStore
+
+        return PgStore(db)
+    from tasker.store_sql import SqlStore
+
+    return SqlStore(db)

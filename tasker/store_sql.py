@@ -1,0 +1,270 @@
+"""The hot writes as SQLAlchemy Core statements in one transaction (the SQLite store).
+
+Statements are built once, with bind parameters; each write is one `BEGIN
+IMMEDIATE` transaction, so SQLite's single writer never deadlocks on an upgrade.
+See `tasker.store.Store` for what each method promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tasker import models as m
+from tasker.audit import task_change_row
+from tasker.db import Database
+from tasker.lease import (
+    CLAIM_FIELDS,
+    Claimed,
+    Lease,
+    TaskWrite,
+    audit_rows,
+    refusal,
+    select_steps,
+)
+from tasker.states import TASK_LIVE, Status
+
+T, S = m.tasks, m.workflow_steps
+_IN_PROGRESS = Status.IN_PROGRESS.value
+_When, _Json = m.When, m.Json
+
+
+def _p(name: str, type_: Any = None) -> sa.BindParameter[Any]:
+    return sa.bindparam(f"p_{name}", type_=type_)
+
+
+_CLAIM = (
+    sa.update(T)
+    .where(
+        T.c.task_id == _p("task_id"),
+        T.c.status.in_([s.value for s in TASK_LIVE]),
+        T.c.next_run_at <= _p("now", _When),
+        sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < _p("now", _When)),
+    )
+    .values(
+        status=_IN_PROGRESS,
+        lease_owner=_p("owner"),
+        lease_epoch=T.c.lease_epoch + 1,
+        lease_expires_at=_p("expires", _When),
+        tx_seq=T.c.tx_seq + 1,
+        updated_at=_p("now", _When),
+    )
+    .returning(*(T.c[n] for n in CLAIM_FIELDS))
+)
+
+_FENCE = (
+    sa.update(T)
+    .where(
+        T.c.task_id == _p("task_id"),
+        T.c.lease_epoch == _p("epoch"),
+        T.c.lease_owner == _p("owner"),
+        T.c.status == _IN_PROGRESS,
+        T.c.revision == _p("revision"),
+    )
+    .values(
+        tx_seq=T.c.tx_seq + 1,
+        updated_at=_p("now", _When),
+        status=_p("status"),
+        lease_owner=_p("new_owner"),
+        lease_expires_at=_p("expires", _When),
+        next_run_at=sa.case(
+            (_p("set_next", sa.Boolean) == sa.true(), _p("next_run_at", _When)),
+            else_=T.c.next_run_at,
+        ),
+        completed_at=sa.func.coalesce(_p("completed_at", _When), T.c.completed_at),
+    )
+    .returning(T.c.tx_seq)
+)
+
+_STEPS = (
+    sa.update(S)
+    .where(S.c.workflow_step_id == _p("id"))
+    .values(
+        status=_p("status"),
+        attempts=_p("attempts"),
+        results=_p("results", _Json),
+        error=_p("error", _Json),
+        last_attempted_at=_p("last_attempted_at", _When),
+        next_attempt_at=_p("next_attempt_at", _When),
+        processed_at=_p("processed_at", _When),
+        updated_at=_p("now", _When),
+    )
+)
+
+_TASK_TRANSITIONS = m.task_transitions.insert()
+_STEP_TRANSITIONS = m.step_transitions.insert()
+_ANNOTATIONS = m.task_annotations.insert()
+_OUTBOX = m.outbox.insert()
+_LEASE_OF = sa.select(T.c.lease_epoch, T.c.lease_owner, T.c.status).where(
+    T.c.task_id == _p("task_id")
+)
+
+
+_STEPS_INSERT = m.workflow_steps.insert().returning(
+    m.workflow_steps.c.workflow_step_id, sort_by_parameter_order=True
+)
+_TASK_INSERT = m.tasks.insert().returning(T.c.task_id, T.c.tx_seq)
+_DELETE_OUTBOX = sa.delete(m.outbox).where(
+    m.outbox.c.task_id == _p("task_id"), m.outbox.c.deliver_at <= _p("now", _When)
+)
+
+
+class SqlStore:
+    """The `Store` of the embedded SQLite database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def insert_task(
+        self,
+        values: dict[str, Any],
+        steps: Sequence[dict[str, Any]],
+        edges: Sequence[tuple[int, int]],
+        now: datetime,
+    ) -> tuple[int, list[int]]:
+        """See `Store.insert_task`."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                _TASK_INSERT,
+                {
+                    **values,
+                    "status": Status.PENDING.value,
+                    "created_at": now,
+                    "updated_at": now,
+                    "next_run_at": now,
+                },
+            ).one()
+            task_id, seq = int(row.task_id), int(row.tx_seq)
+            inserted = conn.execute(
+                _STEPS_INSERT,
+                [
+                    {
+                        "task_id": task_id,
+                        "attempts": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                        **{k: v for k, v in step.items() if k != "reason"},
+                    }
+                    for step in steps
+                ],
+            )
+            ids = [int(r[0]) for r in inserted]
+            if edges:
+                conn.execute(
+                    m.step_edges.insert(),
+                    [
+                        {"from_step_id": ids[a], "to_step_id": ids[b], "task_id": task_id}
+                        for a, b in edges
+                    ],
+                )
+            change = task_change_row(task_id, None, Status.PENDING, "enqueued", now)
+            conn.execute(_TASK_TRANSITIONS, {**change, "tx_seq": seq})
+            conn.execute(
+                _STEP_TRANSITIONS,
+                [
+                    {
+                        "workflow_step_id": i,
+                        "task_id": task_id,
+                        "from_status": None,
+                        "to_status": step["status"],
+                        "attempt": 0,
+                        "reason": step["reason"],
+                        "details": None,
+                        "tx_seq": seq,
+                        "created_at": now,
+                    }
+                    for i, step in zip(ids, steps, strict=True)
+                ],
+            )
+            conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": now, "created_at": now})
+        return task_id, ids
+
+    def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
+        """See `Store.claim`."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                _CLAIM, {"p_task_id": task_id, "p_owner": owner, "p_now": now, "p_expires": expires}
+            ).first()
+            if row is None:
+                return None
+            task = dict(row._mapping)
+            if task["lease_epoch"] == 1:
+                change = task_change_row(
+                    task_id, Status.PENDING, Status.IN_PROGRESS, "claimed", now
+                )
+                conn.execute(_TASK_TRANSITIONS, {**change, "tx_seq": task["tx_seq"]})
+            conn.execute(_DELETE_OUTBOX, {"p_task_id": task_id, "p_now": now})
+            steps = list(conn.execute(select_steps([task_id])).all())
+        return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
+
+    def apply(self, w: TaskWrite) -> int:
+        """See `Store.apply`."""
+        step_rows, task_row = audit_rows(w)
+        with self._db.write() as conn:
+            seq = _apply(conn, w, step_rows, task_row)
+            if seq is None:
+                current = conn.execute(_LEASE_OF, {"p_task_id": w.lease.task_id}).first()
+                raise refusal(w, None if current is None else dict(current._mapping))
+        return seq
+
+
+def _apply(
+    conn: Connection,
+    w: TaskWrite,
+    step_rows: list[dict[str, Any]],
+    task_row: dict[str, Any] | None,
+) -> int | None:
+    lease, now, task_id = w.lease, w.now, w.lease.task_id
+    fence = {
+        f"p_{k}": v
+        for k, v in (
+            ("task_id", task_id),
+            ("epoch", lease.epoch),
+            ("owner", lease.owner),
+            ("revision", w.revision),
+            ("now", now),
+            *w.task_values().items(),
+        )
+    }
+    row = conn.execute(_FENCE, fence).first()
+    if row is None:
+        return None
+    seq = int(row.tx_seq)
+    if w.steps:
+        conn.execute(
+            _STEPS,
+            [
+                {
+                    "p_id": v.workflow_step_id,
+                    "p_status": v.status,
+                    "p_attempts": v.attempts,
+                    "p_results": v.results,
+                    "p_error": v.error,
+                    "p_last_attempted_at": v.last_attempted_at,
+                    "p_next_attempt_at": v.next_attempt_at,
+                    "p_processed_at": v.processed_at,
+                    "p_now": now,
+                }
+                for v in w.steps
+            ],
+        )
+    if step_rows:
+        conn.execute(_STEP_TRANSITIONS, [{**r, "tx_seq": seq} for r in step_rows])
+    if task_row is not None:
+        conn.execute(_TASK_TRANSITIONS, {**task_row, "tx_seq": seq})
+    if w.annotations:
+        conn.execute(
+            _ANNOTATIONS,
+            [
+                {"task_id": task_id, "annotation_type_id": t, "annotation": a, "created_at": now}
+                for t, a in w.annotations
+            ],
+        )
+    deliver_at = w.deliver_at()
+    if deliver_at is not None:
+        conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now})
+    return seq
