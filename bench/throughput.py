@@ -5,8 +5,8 @@ Set-ups:
   production  PostgreSQL + Redis, W worker processes
               (`python -m tasker worker bench.diamond_app:app --processes 1 --threads T`).
 Modes:
-  batch       all N tasks enqueued at once, then wait: by one thread, or by K threads
-              (`--submitters K`, as a service's request handlers would), N/K each.
+  batch       all N tasks enqueued at once, then wait: by K threads (`--submitters K`,
+              default 4, as a service's request handlers would), N/K each; K=1: one thread.
   serial      enqueue one, wait until it is complete, then the next.
 
 Reported (after a warm-up of 20 tasks):
@@ -473,7 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setup", choices=["embedded", "production", "both"], default="both")
     p.add_argument("--workers", type=int, default=2, help="worker processes (production)")
     p.add_argument("--threads", type=int, default=8, help="worker threads per process")
-    p.add_argument("--submitters", type=int, default=1, help="threads enqueueing (batch mode)")
+    p.add_argument(
+        "--submitters", type=int, default=4, help="threads enqueueing in batch mode (default 4)"
+    )
     p.add_argument("--pg", default="host=127.0.0.1 port=5432 user=root")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--profile", help="folder: cProfile every worker thread, dump stats there")
@@ -489,15 +491,16 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for setup in setups:
         for mode in modes:
+            submitters = args.submitters if mode == "batch" else 1
             if setup == "embedded":
-                r = run_embedded(args.n, mode, args.threads, args.submitters)
+                r = run_embedded(args.n, mode, args.threads, submitters)
             else:
                 r = run_production(
                     args.n,
                     mode,
                     args.workers,
                     args.threads,
-                    args.submitters,
+                    submitters,
                     args.pg,
                     args.redis_url,
                     args.profile,
