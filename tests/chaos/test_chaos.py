@@ -52,6 +52,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import chaos_app  # noqa: E402
+from services_support import flushed_redis, kill_group, start_worker  # noqa: E402
 
 PG = "host=127.0.0.1 port=5432 user=root"
 REDIS_DB = 13
@@ -69,7 +70,6 @@ FLUSH_AT = 7.0  # seconds into the chaos: a burst of tasks is enqueued, then Red
 BURST = 60
 PG_RESTART_AT = 14.0  # seconds into the chaos: restart PostgreSQL
 DEADLINE = 240.0  # for every task to complete once the chaos stops
-WORKER_CMD = [sys.executable, "-m", "tasker", "-v", "worker"]  # -v: INFO logs
 
 
 # -- services ------------------------------------------------------------------------
@@ -144,23 +144,9 @@ def _ensure_postgres() -> None:
         subprocess.run([*_pg_cluster(), "start"], check=False, timeout=60)
 
 
-@contextmanager
-def broker() -> Iterator[redis.Redis]:
-    r = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=3)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis is not reachable on 127.0.0.1:6379 ({exc}); the chaos test needs it: "
-            "start it with scripts/services",
-            pytrace=False,
-        )
-    r.flushdb()
-    try:
-        yield r
-    finally:
-        r.flushdb()
-        r.close()
+def broker() -> contextlib.AbstractContextManager[redis.Redis]:
+    """Redis db 13, flushed before and after the test."""
+    return flushed_redis(REDIS_DB, "the chaos test needs")
 
 
 # -- worker processes ----------------------------------------------------------------
@@ -180,26 +166,7 @@ class Pool:
 
     def start(self) -> subprocess.Popen[bytes]:
         log = self.folder / f"worker-{len(self.all):03d}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tasker",
-                    "-v",
-                    "worker",
-                    "chaos_app:make_app",
-                    "--processes",
-                    "1",
-                    "--threads",
-                    str(THREADS),
-                ],
-                env=self.env,
-                cwd=self.folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_worker("chaos_app:make_app", THREADS, self.folder, self.env, log)
         self.live.append(proc)
         self.all.append(proc)
         self.logs[proc.pid] = log
@@ -238,10 +205,7 @@ class Pool:
 
     def cleanup(self) -> None:
         for proc in self.all:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            kill_group(proc)
 
     def output(self, last: int = 4) -> str:
         logs = sorted(self.folder.glob("worker-*.log"))[-last:]

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from services_support import flushed_redis, kill_group, start_worker
 
 from tasker import Tasker, TaskRequest
 
@@ -35,7 +36,6 @@ REDIS_DB = 14
 BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 LEASE_SECONDS = 3
 SWEEP_SECONDS = 0.5
-WORKER_CMD = [sys.executable, "-m", "tasker", "-v", "worker"]  # -v: INFO logs
 
 APP_MODULE = '''
 """A diamond A -> (B, C) -> D whose steps sleep as the context says and report their pid."""
@@ -100,24 +100,9 @@ def database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextmanager
-def broker() -> Iterator[redis.Redis]:
+def broker() -> contextlib.AbstractContextManager[redis.Redis]:
     """Redis db 14, flushed before and after the test."""
-    r = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=3)
-    try:
-        r.ping()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis is not reachable on 127.0.0.1:6379 ({exc}); these tests need it: "
-            "start it with scripts/services",
-            pytrace=False,
-        )
-    r.flushdb()
-    try:
-        yield r
-    finally:
-        r.flushdb()
-        r.close()
+    return flushed_redis(REDIS_DB, "these tests need")
 
 
 # -- worker processes ----------------------------------------------------------------
@@ -135,26 +120,7 @@ class Workers:
 
     def start(self, threads: int = 4) -> subprocess.Popen[bytes]:
         log = self.folder / f"worker-{len(self.procs)}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tasker",
-                    "-v",
-                    "worker",
-                    f"{self.module}:make_app",
-                    "--processes",
-                    "1",
-                    "--threads",
-                    str(threads),
-                ],
-                env=self.env,
-                cwd=self.folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as a whole at the end
-            )
+        proc = start_worker(f"{self.module}:make_app", threads, self.folder, self.env, log)
         self.procs.append(proc)
         self.logs[proc.pid] = log
         return proc
@@ -178,10 +144,7 @@ class Workers:
 
     def stop_all(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            kill_group(proc)
 
 
 @dataclass
