@@ -127,11 +127,10 @@ class _WakingConsumer(_RedisConsumer):
                     self._wait_for_wake_up()
                     return None
                 self.message_cache = self.broker.do_fetch(self.queue_name, room)
-                self.drained = len(self.message_cache) < room
                 if not self.message_cache:
                     self._wait_for_wake_up()
-                    self.drained = False
                     return None
+                self.drained = len(self.message_cache) < room
             except redis.ConnectionError as e:
                 raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
         return super().__next__()  # type: ignore[no-untyped-call,no-any-return]

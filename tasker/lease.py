@@ -24,7 +24,7 @@ from tasker.errors import LeaseLostError
 from tasker.states import Status
 from tasker.views import StepView
 
-T, S = m.tasks, m.workflow_steps
+S = m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value
 
 

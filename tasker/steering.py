@@ -8,6 +8,7 @@ transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -92,22 +93,7 @@ def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled")
                 .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
                 .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
             )
-            write_step_changes(
-                conn,
-                task_id,
-                (
-                    StepChange(
-                        r.workflow_step_id,
-                        r.name,
-                        Status(r.status),
-                        Status.CANCELLED,
-                        r.attempts,
-                        reason,
-                    )
-                    for r in open_steps
-                ),
-                now,
-            )
+            _record_steps(conn, task_id, open_steps, Status.CANCELLED, reason, now)
     return True
 
 
@@ -131,15 +117,7 @@ def resolve_step(
         step = next((r for r in _steps(conn, task_id) if r.name == step_name), None)
         if step is None:
             raise StepNotFoundError(f"task {task_id} has no step {step_name!r}")
-        change = StepChange(
-            step.workflow_step_id,
-            step.name,
-            Status(step.status),
-            Status.RESOLVED_MANUALLY,
-            step.attempts,
-            "resolved manually",
-        )
-        write_step_changes(conn, task_id, [change], now)
+        _record_steps(conn, task_id, [step], Status.RESOLVED_MANUALLY, "resolved manually", now)
         conn.execute(
             sa.update(S)
             .where(S.c.workflow_step_id == step.workflow_step_id)
@@ -186,21 +164,28 @@ def retry(db: Database, task_id: int, now: datetime) -> list[str]:
                 updated_at=now,
             )
         )
-        write_step_changes(
-            conn,
-            task_id,
-            (
-                StepChange(
-                    r.workflow_step_id,
-                    r.name,
-                    Status.ERROR,
-                    Status.PENDING,
-                    r.attempts,
-                    "retry requested: fresh attempt budget",
-                )
-                for r in failed
-            ),
-            now,
+        _record_steps(
+            conn, task_id, failed, Status.PENDING, "retry requested: fresh attempt budget", now
         )
         _resume(conn, task_id, status, "retry requested", now)
     return [r.name for r in failed]
+
+
+def _record_steps(
+    conn: Connection,
+    task_id: int,
+    rows: Sequence[Any],
+    to_status: Status,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record the transitions of step rows (from `_steps`) to `to_status`."""
+    write_step_changes(
+        conn,
+        task_id,
+        (
+            StepChange(r.workflow_step_id, r.name, Status(r.status), to_status, r.attempts, reason)
+            for r in rows
+        ),
+        now,
+    )

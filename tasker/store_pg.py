@@ -15,16 +15,31 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
 
 from tasker.db import Database
-from tasker.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
-
-_STEP_SELECT = (
-    "s.workflow_step_id, s.position, s.status, s.attempts, s.retry_limit, s.retryable,"
-    " s.skippable, s.inputs, s.results, s.error, s.last_attempted_at, s.next_attempt_at,"
-    " s.processed_at, ns.name, ds.name AS dependent_system"
+from tasker.lease import (
+    CLAIM_FIELDS,
+    STEP_COLUMNS,
+    Claimed,
+    Lease,
+    TaskWrite,
+    audit_rows,
+    refusal,
 )
+
+_ALIASES = {"tasker_workflow_steps": "s", "tasker_named_steps": "ns"}
+
+
+def _step_column(c: Any) -> str:
+    """One of `STEP_COLUMNS` in the claim's SELECT (its joins alias the tables)."""
+    if isinstance(c, sa.Label):  # the dependent system's name
+        return f"ds.name AS {c.name}"
+    return f"{_ALIASES[c.table.name]}.{c.name}"
+
+
+_STEP_SELECT = ", ".join(_step_column(c) for c in STEP_COLUMNS)
 
 _CLAIM = """
 WITH c AS (
