@@ -7,8 +7,8 @@ import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from tasker.db import normalise_url
-from tasker.models import metadata
+from tasker.store.db import normalise_url
+from tasker.store.schema import metadata
 
 config = context.config
 

@@ -7,12 +7,13 @@ and keeping every input, result, error and status change in your SQL database.
 
 from tasker import errors
 from tasker.app import Tasker
-from tasker.definition import StepHandler, StepTemplate, TaskHandler
+from tasker.core.states import Status
+from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
+from tasker.definition.handler import TaskHandler
+from tasker.definition.registry import HandlerFactory
+from tasker.definition.request import TaskRequest
+from tasker.definition.template import StepHandler, StepTemplate
 from tasker.errors import PermanentError, RetryableError, TaskerError
-from tasker.registry import HandlerFactory
-from tasker.request import TaskRequest
-from tasker.states import Status
-from tasker.views import AnnotationView, StepView, TaskView, TransitionView
 
 __all__ = [
     "AnnotationView",

@@ -11,22 +11,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tasker import queries, steering
-from tasker.broker import Dispatch, make_broker
-from tasker.catalog import Catalog
-from tasker.clock import as_utc, utc_now
-from tasker.db import Database
-from tasker.definition import TaskHandler
-from tasker.engine import Engine
-from tasker.enqueue import create_task
+from tasker.control import steering
+from tasker.control.enqueue import create_task
+from tasker.control.sweeper import Sweeper, due_now
+from tasker.core.clock import as_utc, utc_now
+from tasker.core.views import AnnotationView, TaskView, TransitionView
+from tasker.definition.handler import TaskHandler
+from tasker.definition.registry import HandlerFactory
+from tasker.definition.request import TaskRequest
+from tasker.engine.pass_ import Engine
 from tasker.errors import InvalidRequestError
-from tasker.migrate import upgrade
-from tasker.registry import HandlerFactory
-from tasker.request import TaskRequest
 from tasker.settings import Settings
-from tasker.store import make_store
-from tasker.sweeper import Sweeper, due_now
-from tasker.views import AnnotationView, TaskView, TransitionView
+from tasker.store import queries
+from tasker.store.base import make_store
+from tasker.store.catalog import Catalog
+from tasker.store.db import Database
+from tasker.store.migrate import upgrade
+from tasker.transport.broker import Dispatch, make_broker
 
 log = logging.getLogger("tasker")
 

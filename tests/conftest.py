@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from tasker import Tasker
-from tasker.testing import FakeClock
+from tasker.testing.clock import FakeClock
 
 #: The server databases are created from (trust auth, user root).
 PG_ADMIN_URL = os.environ.get(

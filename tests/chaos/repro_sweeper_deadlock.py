@@ -27,7 +27,7 @@ from datetime import timedelta
 import psycopg
 
 from tasker import StepTemplate, Tasker, TaskHandler, TaskRequest
-from tasker.sweeper import Sweeper
+from tasker.control.sweeper import Sweeper
 
 PG = "host=127.0.0.1 port=5432 user=root"
 

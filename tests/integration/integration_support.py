@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tasker import StepTemplate, Tasker, TaskHandler, TaskView, TransitionView
-from tasker.states import Status, can_step, can_task
-from tasker.testing import FakeClock
+from tasker.core.states import Status, can_step, can_task
+from tasker.testing.clock import FakeClock
 
 FINISHED = ("complete", "error", "cancelled", "resolved_manually")
 _names = itertools.count()

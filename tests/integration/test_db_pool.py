@@ -7,8 +7,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from tasker import db as dbmod
-from tasker.db import Database
+from tasker.store import db as dbmod
+from tasker.store.db import Database
 
 pytestmark = pytest.mark.postgres
 

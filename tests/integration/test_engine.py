@@ -21,10 +21,10 @@ from integration_support import (
 )
 
 from tasker import StepHandler, StepTemplate, Tasker, TaskRequest, errors
-from tasker import lease as leases
-from tasker import models as m
-from tasker.audit import StepChange
-from tasker.states import Status
+from tasker.core.states import Status
+from tasker.store import lease as leases
+from tasker.store import schema as m
+from tasker.store.audit import StepChange
 
 # -- running DAGs ----------------------------------------------------------------------
 

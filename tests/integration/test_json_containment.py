@@ -1,4 +1,4 @@
-"""`tasker.jsonvalue.contains` agrees with PostgreSQL's `jsonb @> jsonb`, checked on the server.
+"""`tasker.core.jsonvalue.contains` agrees with PostgreSQL's `jsonb @> jsonb`.
 
 SQLite has no containment operator: tasker evaluates `@>` in Python there, so the two
 backends give the same answers only as long as this agreement holds.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from tasker.jsonvalue import contains
+from tasker.core.jsonvalue import contains
 
 pytestmark = pytest.mark.postgres
 

@@ -1,4 +1,4 @@
-"""The Alembic migrations reproduce `tasker.models.metadata`, on SQLite and PostgreSQL."""
+"""The Alembic migrations reproduce `tasker.store.schema.metadata`, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from integration_support import task_class
 
 from tasker import StepTemplate, Tasker, TaskRequest
-from tasker import models as m
-from tasker.migrate import alembic_config
+from tasker.store import schema as m
+from tasker.store.migrate import alembic_config
 
 GIN_INDEX = "ix_tasker_task_annotations_annotation"
 TABLES = {t.name for t in m.metadata.sorted_tables}

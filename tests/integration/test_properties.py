@@ -17,7 +17,7 @@ from hypothesis import strategies as hs
 from integration_support import EventLog, check_history, settle, task_class
 
 from tasker import StepTemplate, Tasker, TaskRequest, errors
-from tasker.testing import FakeClock
+from tasker.testing.clock import FakeClock
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 import redis
 from dramatiq.common import dq_name
 
-from tasker.broker import WAKE_TOKENS_KEPT, WakingRedisBroker, make_broker
+from tasker.transport.broker import WAKE_TOKENS_KEPT, WakingRedisBroker, make_broker
 
 pytestmark = pytest.mark.redis
 

@@ -8,7 +8,7 @@ import pytest
 
 from tasker import StepTemplate, Tasker, TaskHandler, TaskRequest
 from tasker.handlers import FFIJsonHandler, PyO3Handler, order_totals
-from tasker.testing import FakeClock
+from tasker.testing.clock import FakeClock
 
 pytestmark = pytest.mark.native
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from tasker.backoff import backoff_seconds
+from tasker.core.backoff import backoff_seconds
 
 
 class Fixed(random.Random):

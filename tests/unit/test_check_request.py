@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import pytest
 
 from tasker import StepTemplate, TaskHandler, TaskRequest
-from tasker.enqueue import check_request
+from tasker.control.enqueue import check_request
+from tasker.definition.registry import compile_handler
 from tasker.errors import ContextValidationError, InvalidRequestError
-from tasker.registry import compile_handler
 
 
 def noop(task, sequence, step):

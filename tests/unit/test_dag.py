@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from tasker import StepTemplate
-from tasker.dag import find_cycle, generations, topological_order
+from tasker.definition.dag import find_cycle, generations, topological_order
 from tasker.errors import ConfigurationError, DagCycleError
 
 

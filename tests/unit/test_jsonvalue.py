@@ -12,7 +12,7 @@ from datetime import date
 
 import pytest
 
-from tasker.jsonvalue import contains, json_problem
+from tasker.core.jsonvalue import contains, json_problem
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tasker.core.states import Status
 from tasker.errors import LeaseLostError
-from tasker.lease import Finish, Lease, StaleRevisionError, TaskWrite, refusal
-from tasker.states import Status
+from tasker.store.lease import Finish, Lease, StaleRevisionError, TaskWrite, refusal
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 LEASE = Lease(task_id=7, owner="w1", epoch=3)

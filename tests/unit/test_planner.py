@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tasker.planner import Plan, StepState, Verdict, deps_satisfied, is_ready, plan
-from tasker.states import Status
+from tasker.core.planner import Plan, StepState, Verdict, deps_satisfied, is_ready, plan
+from tasker.core.states import Status
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 

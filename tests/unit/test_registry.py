@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tasker import HandlerFactory, StepHandler, StepTemplate, TaskHandler
+from tasker.definition.registry import compile_handler, version_key
 from tasker.errors import ConfigurationError, DagCycleError, UnknownTaskError
-from tasker.registry import compile_handler, version_key
 
 
 def noop(task, sequence, step):

@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from tasker.errors import InvalidTransitionError
-from tasker.states import (
+from tasker.core.states import (
     SATISFIED,
     STEP_TRANSITIONS,
     TASK_FINAL,
@@ -19,6 +18,7 @@ from tasker.states import (
     check_step,
     check_task,
 )
+from tasker.errors import InvalidTransitionError
 
 P, R, C, E, X, M, S = (
     Status.PENDING,
@@ -30,7 +30,7 @@ P, R, C, E, X, M, S = (
     Status.SKIPPED,
 )
 
-# The specification, written out independently of tasker.states.
+# The specification, written out independently of tasker.core.states.
 STEP_ALLOWED = {
     None: {P, S},  # created pending, or skipped by bypass_steps
     P: {R, X, M, S},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tasker.threads import ElasticThreads
+from tasker.engine.threads import ElasticThreads
 
 
 def _wait_until(predicate, timeout=5.0):

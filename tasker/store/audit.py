@@ -10,9 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker import models as m
-from tasker import states
-from tasker.states import Status
+from tasker.core import states
+from tasker.core.states import Status
+from tasker.store import schema as m
 
 
 @dataclass(frozen=True)

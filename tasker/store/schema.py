@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from tasker.states import Status
+from tasker.core.states import Status
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

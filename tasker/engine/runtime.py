@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from tasker.core.jsonvalue import json_problem
+from tasker.core.views import StepView
 from tasker.errors import InvalidRequestError, StepNotFoundError
-from tasker.jsonvalue import json_problem
-from tasker.views import StepView
 
 
 class HandlerTask:

@@ -2,7 +2,7 @@
 
 Statements are built once, with bind parameters; each write is one `BEGIN
 IMMEDIATE` transaction, so SQLite's single writer never deadlocks on an upgrade.
-See `tasker.store.Store` for what each method promises.
+See `tasker.store.base.Store` for what each method promises.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker import models as m
-from tasker.audit import task_change_row
-from tasker.db import Database
-from tasker.lease import (
+from tasker.core.states import TASK_LIVE, Status
+from tasker.store import schema as m
+from tasker.store.audit import task_change_row
+from tasker.store.db import Database
+from tasker.store.lease import (
     CLAIM_FIELDS,
     Claimed,
     Lease,
@@ -26,7 +27,6 @@ from tasker.lease import (
     refusal,
     select_steps,
 )
-from tasker.states import TASK_LIVE, Status
 
 T, S = m.tasks, m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value

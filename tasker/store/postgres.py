@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
 
-from tasker.db import Database
-from tasker.lease import (
+from tasker.store.db import Database
+from tasker.store.lease import (
     CLAIM_FIELDS,
     STEP_COLUMNS,
     Claimed,

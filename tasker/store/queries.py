@@ -9,15 +9,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker import models as m
-from tasker.clock import as_utc, maybe_utc
-from tasker.db import Database
+from tasker.core.clock import as_utc, maybe_utc
+from tasker.core.jsonvalue import contains as json_contains
+from tasker.core.jsonvalue import json_problem
+from tasker.core.states import Status
+from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 from tasker.errors import InvalidRequestError, TaskNotFoundError
-from tasker.jsonvalue import contains as json_contains
-from tasker.jsonvalue import json_problem
-from tasker.lease import STEP_COLUMNS, select_steps, step_view
-from tasker.states import Status
-from tasker.views import AnnotationView, StepView, TaskView, TransitionView
+from tasker.store import schema as m
+from tasker.store.db import Database
+from tasker.store.lease import STEP_COLUMNS, select_steps, step_view
 
 T, S = m.tasks, m.workflow_steps
 _TASK = sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version).join(

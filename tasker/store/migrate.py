@@ -8,18 +8,18 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from tasker.db import Database
+from tasker.store.db import Database
 
 _MIGRATION_LOCK = 0x7A5C3F  # PostgreSQL advisory lock: one migrator at a time
 
 
 def migrations_path() -> Path:
     """The Alembic scripts: packaged in a wheel, or the repository's `migrations/`."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_migrations", here.parent / "migrations"):
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
-    raise FileNotFoundError(f"tasker's migrations are missing (looked in {here})")
+    raise FileNotFoundError(f"tasker's migrations are missing (looked in {package})")
 
 
 def alembic_config(db: Database) -> Config:

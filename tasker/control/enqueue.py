@@ -12,18 +12,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from tasker import models as m
-from tasker import states
-from tasker.catalog import Catalog
-from tasker.clock import as_utc
-from tasker.db import Database
+from tasker.core import states
+from tasker.core.clock import as_utc
+from tasker.core.jsonvalue import json_problem
+from tasker.core.states import Status
+from tasker.core.views import StepView, TaskView
+from tasker.definition.registry import RegisteredTask
+from tasker.definition.request import TaskRequest
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
-from tasker.jsonvalue import json_problem
-from tasker.registry import RegisteredTask
-from tasker.request import TaskRequest
-from tasker.states import Status
-from tasker.store import Store
-from tasker.views import StepView, TaskView
+from tasker.store import schema as m
+from tasker.store.base import Store
+from tasker.store.catalog import Catalog
+from tasker.store.db import Database
 
 
 @dataclass(frozen=True)

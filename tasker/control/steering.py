@@ -15,18 +15,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker import models as m
-from tasker.audit import StepChange, write_step_changes, write_task_change
-from tasker.db import Database
+from tasker.core.jsonvalue import json_problem
+from tasker.core.states import Status
 from tasker.errors import (
     InvalidRequestError,
     InvalidTransitionError,
     StepNotFoundError,
     TaskNotFoundError,
 )
-from tasker.jsonvalue import json_problem
-from tasker.lease import select_steps
-from tasker.states import Status
+from tasker.store import schema as m
+from tasker.store.audit import StepChange, write_step_changes, write_task_change
+from tasker.store.db import Database
+from tasker.store.lease import select_steps
 
 T, S = m.tasks, m.workflow_steps
 _UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.value)

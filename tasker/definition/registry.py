@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from tasker.dag import topological_order
-from tasker.definition import StepTemplate, TaskHandler
+from tasker.definition.dag import topological_order
+from tasker.definition.handler import TaskHandler
+from tasker.definition.template import StepTemplate
 from tasker.errors import ConfigurationError, UnknownTaskError
 
 

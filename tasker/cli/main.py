@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasker.app import Tasker
+from tasker.core.views import TaskView
+from tasker.definition.request import TaskRequest
 from tasker.errors import TaskerError
-from tasker.request import TaskRequest
-from tasker.views import TaskView
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -74,7 +74,7 @@ def _jsonable(value: Any) -> Any:
 
 def _app(args: argparse.Namespace) -> Tasker:
     if getattr(args, "app", None):
-        from tasker.worker import load_app
+        from tasker.transport.worker import load_app
 
         return load_app(args.app)
     return Tasker(database_url=getattr(args, "database_url", None))
@@ -82,7 +82,7 @@ def _app(args: argparse.Namespace) -> Tasker:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the bundled e-commerce workflows on the embedded default and show what happened."""
-    from tasker import demo
+    from tasker.cli import demo
 
     folder = args.dir or tempfile.mkdtemp(prefix="tasker-demo-")
     url = f"sqlite:///{os.path.join(folder, 'tasker-demo.db')}"
@@ -169,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run worker processes for an app."""
-    from tasker.worker import run_one, supervise
+    from tasker.transport.worker import run_one, supervise
 
     if args.processes > 1:
         return supervise(args.app_ref, args.processes, args.threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-from tasker.clock import as_utc
+from tasker.core.clock import as_utc
 
 
 class FakeClock:

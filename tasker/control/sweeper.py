@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker import models as m
-from tasker.db import Database
-from tasker.states import TASK_LIVE
+from tasker.core.states import TASK_LIVE
+from tasker.store import schema as m
+from tasker.store.db import Database
 
 log = logging.getLogger("tasker.sweeper")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tasker.definition import StepHandler, StepTemplate, TaskHandler
+from tasker.definition.handler import TaskHandler
+from tasker.definition.template import StepHandler, StepTemplate
+from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import PermanentError, RetryableError
-from tasker.runtime import HandlerStep, HandlerTask, StepSequence
 
 ORDER_SCHEMA = {
     "type": "object",

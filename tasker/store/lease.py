@@ -3,7 +3,7 @@
 A lease is (owner, epoch, expiry) on the task row. Claiming bumps the epoch. The
 engine then decides in memory what a write changes (steps' new states, their
 transitions, annotations, the task's next state) and hands it to its store
-(`tasker.store`) as a `TaskWrite`. The write first updates the task row, only while
+(`tasker.store.base`) as a `TaskWrite`. The write first updates the task row, only while
 the epoch and owner are still ours and the steering revision is the one the engine
 planned with; the rest of the write happens only if that matched.
 """
@@ -17,12 +17,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import models as m
-from tasker.audit import StepChange, step_change_rows, task_change_row
-from tasker.clock import maybe_utc
+from tasker.core.clock import maybe_utc
+from tasker.core.states import Status
+from tasker.core.views import StepView
 from tasker.errors import LeaseLostError
-from tasker.states import Status
-from tasker.views import StepView
+from tasker.store import schema as m
+from tasker.store.audit import StepChange, step_change_rows, task_change_row
 
 S = m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value

@@ -1,17 +1,17 @@
-"""How users describe work: `TaskHandler`, `StepTemplate` and `StepHandler`."""
+"""A step of a task handler's DAG: `StepTemplate`, and the forms a step handler may take."""
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tasker.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from tasker.runtime import HandlerStep, HandlerTask, StepSequence
+    from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 
 #: What the engine calls for a step: `fn(task, sequence, step)`.
 HandleFn = Callable[["HandlerTask", "StepSequence", "HandlerStep"], Any]
@@ -159,32 +159,3 @@ class StepTemplate:
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""
         return self._fn(task, sequence, step)
-
-
-class TaskHandler:
-    """Base class for task handlers: a named, versioned DAG of steps.
-
-    Class attributes:
-        name: the task name that requests use.
-        version: the handler version (default "0.1.0"); several may be registered.
-        description: free text.
-        context_schema: optional JSON Schema every context must satisfy.
-        step_templates: the steps, a list of `StepTemplate`.
-    """
-
-    name: ClassVar[str] = ""
-    version: ClassVar[str] = "0.1.0"
-    description: ClassVar[str] = ""
-    context_schema: ClassVar[Mapping[str, Any] | None] = None
-    step_templates: ClassVar[Sequence[StepTemplate]] = ()
-
-    def update_annotations(
-        self, task: HandlerTask, sequence: StepSequence, steps: Sequence[HandlerStep]
-    ) -> None:
-        """Record annotations after steps were processed; the default does nothing.
-
-        Args:
-            task: the task; call `task.annotate(annotation_type, dict)`.
-            sequence: every step of the task.
-            steps: exactly the steps processed since the previous call, each once.
-        """

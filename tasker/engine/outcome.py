@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasker.definition import StepTemplate
+from tasker.core.jsonvalue import json_problem
+from tasker.definition.template import StepTemplate
+from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import InvalidResultError, PermanentError, RetryableError
-from tasker.jsonvalue import json_problem
-from tasker.runtime import HandlerStep, HandlerTask, StepSequence
 
 
 @dataclass

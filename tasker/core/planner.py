@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from tasker.states import SATISFIED, Status
+from tasker.core.states import SATISFIED, Status
 
 
 @dataclass

@@ -24,23 +24,23 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasker import lease as leases
-from tasker import models as m
-from tasker.audit import StepChange
-from tasker.backoff import backoff_seconds
-from tasker.catalog import Catalog
-from tasker.clock import as_utc
-from tasker.db import Database
+from tasker.core.backoff import backoff_seconds
+from tasker.core.clock import as_utc
+from tasker.core.planner import StepState, Verdict, plan
+from tasker.core.states import Status
+from tasker.core.views import StepView
+from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.engine.threads import ElasticThreads
 from tasker.errors import LeaseLostError, UnknownTaskError
-from tasker.outcome import Outcome, describe, run_handler
-from tasker.planner import StepState, Verdict, plan
-from tasker.registry import HandlerFactory, RegisteredTask
-from tasker.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.settings import Settings
-from tasker.states import Status
-from tasker.store import Store
-from tasker.threads import ElasticThreads
-from tasker.views import StepView
+from tasker.store import lease as leases
+from tasker.store import schema as m
+from tasker.store.audit import StepChange
+from tasker.store.base import Store
+from tasker.store.catalog import Catalog
+from tasker.store.db import Database
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")

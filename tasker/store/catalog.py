@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from tasker import models as m
-from tasker.db import Database
-from tasker.registry import RegisteredTask
+from tasker.definition.registry import RegisteredTask
+from tasker.store import schema as m
+from tasker.store.db import Database
 
 
 @dataclass(frozen=True)

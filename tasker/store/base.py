@@ -2,8 +2,8 @@
 
 The engine and `enqueue` decide what to write; a store writes it. Two stores,
 one per database: on PostgreSQL each of these is a single statement sent on a
-raw driver connection (`tasker.store_pg`); on SQLite a few SQLAlchemy Core
-statements in one `BEGIN IMMEDIATE` transaction (`tasker.store_sql`). Both raise
+raw driver connection (`tasker.store.postgres`); on SQLite a few SQLAlchemy Core
+statements in one `BEGIN IMMEDIATE` transaction (`tasker.store.sqlite`). Both raise
 SQLAlchemy's exceptions (`DBAPIError` and its kinds), so callers handle errors once.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from tasker.db import Database
-from tasker.lease import Claimed, TaskWrite
+from tasker.store.db import Database
+from tasker.store.lease import Claimed, TaskWrite
 
 
 class Store(Protocol):
@@ -75,9 +75,9 @@ class Store(Protocol):
 def make_store(db: Database) -> Store:
     """The store for `db`'s kind of database."""
     if db.is_postgres:
-        from tasker.store_pg import PgStore
+        from tasker.store.postgres import PgStore
 
         return PgStore(db)
-    from tasker.store_sql import SqlStore
+    from tasker.store.sqlite import SqlStore
 
     return SqlStore(db)

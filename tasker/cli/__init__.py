@@ -1,0 +1,1 @@
+"""The `tasker` command line."""

@@ -1,0 +1,1 @@
+"""Changing tasks from outside the engine: enqueue, steering calls and the sweeper."""

@@ -1,0 +1,1 @@
+"""Defining work: task handlers, step templates, requests, the registry and DAG checks."""

@@ -1,0 +1,1 @@
+"""What runs a task: the engine pass, step attempts and what handlers see."""

@@ -1,0 +1,1 @@
+"""The database: schema, connections, the hot-write stores, queries and migrations."""

@@ -1,0 +1,5 @@
+"""Helpers for testing code that uses tasker."""
+
+from tasker.testing.clock import FakeClock
+
+__all__ = ["FakeClock"]

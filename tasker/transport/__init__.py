@@ -1,0 +1,1 @@
+"""Dispatch: the broker glue and the worker processes."""
