@@ -136,11 +136,24 @@ def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
         "idempotency_key": key,
     }
     if key is not None:
-        digest_of = {"name": reg.name, "version": reg.version, **values}
-        del digest_of["idempotency_key"]
-        canonical = json.dumps(digest_of, sort_keys=True, separators=(",", ":"))
-        values["request_digest"] = hashlib.sha256(canonical.encode()).hexdigest()
+        values["request_digest"] = request_digest(reg.name, req.version, values)
     return values
+
+
+def request_digest(name: str, version: str | None, values: dict[str, Any]) -> str:
+    """The digest of a request as its caller sent it, for comparing idempotent repeats.
+
+    Args:
+        name: the task name.
+        version: the version as given (None, "the newest", stays None: a repeat of the
+            request must match the first even after a newer version was registered).
+        values: the checked values (`check_request`); the key itself is not part of it.
+    """
+    digest_of = {"name": name, "version": version, **values}
+    digest_of.pop("idempotency_key", None)
+    digest_of.pop("request_digest", None)
+    canonical = json.dumps(digest_of, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def create_task(
@@ -167,13 +180,13 @@ def create_task(
     for _ in range(2):
         if values["idempotency_key"] is not None:
             with db.read() as conn:
-                existing = _by_key(conn, values)
+                existing = _by_key(conn, reg, req, values)
             if existing is not None:
                 return existing
         try:
             task_id, step_ids = store.insert_task(row, steps, _edges(reg), now)
-        except IntegrityError:
-            if values["idempotency_key"] is None:
+        except IntegrityError as exc:
+            if values["idempotency_key"] is None or not is_key_taken(exc):
                 raise
             continue  # a concurrent request with the same key won the insert: answer as it did
         ids = dict(zip(reg.steps, step_ids, strict=True))
@@ -181,15 +194,50 @@ def create_task(
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
-def _by_key(conn: Connection, values: dict[str, Any]) -> Accepted | None:
+#: The unique constraint of `tasks.idempotency_key` (named by the schema's convention).
+KEY_CONSTRAINT = "uq_tasker_tasks_idempotency_key"
+#: How SQLite names it in its message ("UNIQUE constraint failed: <table>.<column>").
+_KEY_COLUMN = f"{m.tasks.name}.{m.tasks.c.idempotency_key.name}"
+
+
+def is_key_taken(exc: IntegrityError) -> bool:
+    """Tell whether an insert failed because its idempotency key is taken.
+
+    Any other integrity error (another constraint, a foreign key) is a real error, not a
+    concurrent repeat of the request.
+    """
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None:  # psycopg names the violated constraint
+        return getattr(diag, "constraint_name", None) == KEY_CONSTRAINT
+    return f"UNIQUE constraint failed: {_KEY_COLUMN}" in str(exc.orig)
+
+
+def _by_key(
+    conn: Connection, reg: RegisteredTask, req: TaskRequest, values: dict[str, Any]
+) -> Accepted | None:
+    """The task stored under the request's key, if the request is the same as its.
+
+    The same request is the same as sent. A version named by one and left out (None:
+    the newest) by the other is the same too when both mean the stored task's version:
+    the first left it out and it resolved to the version the repeat names, or the first
+    named the version that the repeat's None still resolves to.
+
+    Raises:
+        IdempotencyConflictError: the key was used with a different request.
+    """
     row = conn.execute(
-        sa.select(m.tasks.c.task_id, m.tasks.c.request_digest).where(
-            m.tasks.c.idempotency_key == values["idempotency_key"]
-        )
+        sa.select(m.tasks.c.task_id, m.tasks.c.request_digest, m.named_tasks.c.version)
+        .join(m.named_tasks, m.tasks.c.named_task_id == m.named_tasks.c.named_task_id)
+        .where(m.tasks.c.idempotency_key == values["idempotency_key"])
     ).first()
     if row is None:
         return None
-    if row.request_digest != values["request_digest"]:
+    same = {values["request_digest"]}
+    if req.version is not None and req.version == row.version:
+        same.add(request_digest(reg.name, None, values))
+    if req.version is None and reg.version == row.version:
+        same.add(request_digest(reg.name, row.version, values))
+    if row.request_digest not in same:
         raise IdempotencyConflictError(
             f"idempotency key {values['idempotency_key']!r} was used by task {row.task_id} "
             "with a different request"

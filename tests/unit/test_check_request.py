@@ -6,11 +6,13 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
 
 from tasker import StepTemplate, TaskHandler, TaskRequest
-from tasker.control.enqueue import check_request
+from tasker.control.enqueue import KEY_CONSTRAINT, check_request, request_digest
 from tasker.definition.registry import compile_handler
 from tasker.errors import ContextValidationError, InvalidRequestError
+from tasker.store import schema as m
 
 
 def noop(task, sequence, step):
@@ -163,3 +165,23 @@ def test_the_digest_changes_with_any_part_of_the_request(change):
     first = check_request(REG, request(**base))
     second = check_request(REG, request(**{**base, **change}))
     assert first["request_digest"] != second["request_digest"]
+
+
+def test_the_digest_keeps_the_version_as_the_caller_gave_it():
+    """Given the same request without a version and naming the newest version,
+    then their digests differ: None (the newest, whichever it is then) stays None."""
+    without = check_request(REG, request(idempotency_key="k"))
+    named = check_request(REG, request(version="2.0.0", idempotency_key="k"))
+    assert without["request_digest"] == request_digest("orders", None, without)
+    assert named["request_digest"] == request_digest("orders", "2.0.0", named)
+    assert without["request_digest"] != named["request_digest"]
+
+
+def test_the_key_constraint_enqueue_recognises_is_the_schemas():
+    """The constraint name `is_key_taken` looks for is the one the schema declares."""
+    (unique,) = [
+        c
+        for c in m.tasks.constraints
+        if isinstance(c, sa.UniqueConstraint) and [x.name for x in c.columns] == ["idempotency_key"]
+    ]
+    assert unique.name == KEY_CONSTRAINT
