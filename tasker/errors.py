@@ -52,11 +52,15 @@ class IdempotencyConflictError(InvalidRequestError):
     """An idempotency key was reused with a different request."""
 
 
-class TaskNotFoundError(TaskerError):
+class NotFoundError(InvalidRequestError):
+    """A request names something that does not exist (an HTTP layer answers 404)."""
+
+
+class TaskNotFoundError(NotFoundError):
     """No task has the given id."""
 
 
-class StepNotFoundError(InvalidRequestError):
+class StepNotFoundError(NotFoundError):
     """The task has no step of the given name."""
 
 
@@ -66,6 +70,14 @@ class InvalidTransitionError(InvalidRequestError):
 
 class LeaseLostError(TaskerError):
     """This worker no longer holds the task's lease; its writes were refused (fencing)."""
+
+
+class StaleRevisionError(TaskerError):
+    """The lease is ours but a steering call changed the task: re-read it, plan again.
+
+    Raised by a store's fenced write and handled by the engine pass; it never reaches
+    a caller of the public API.
+    """
 
 
 class StepError(TaskerError):

@@ -33,7 +33,7 @@ from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
-from tasker.errors import LeaseLostError, UnknownTaskError
+from tasker.errors import LeaseLostError, StaleRevisionError, UnknownTaskError
 from tasker.settings import Settings
 from tasker.store import lease as leases
 from tasker.store import schema as m
@@ -358,7 +358,7 @@ class Engine:
                 written = self._write(
                     p.lease.task_id, partial(self._store.apply, w), (seq, p.revision)
                 )
-            except leases.StaleRevisionError:
+            except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()

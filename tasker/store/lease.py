@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from tasker.core.clock import maybe_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
-from tasker.errors import LeaseLostError
+from tasker.errors import LeaseLostError, StaleRevisionError
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, step_change_rows, task_change_row
 
@@ -35,10 +35,6 @@ class Lease:
     task_id: int
     owner: str
     epoch: int
-
-
-class StaleRevisionError(Exception):
-    """The lease is ours but a steering call changed the task: re-read it, plan again."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tasker.core.states import Status
-from tasker.errors import LeaseLostError
-from tasker.store.lease import Finish, Lease, StaleRevisionError, TaskWrite, refusal
+from tasker.errors import LeaseLostError, StaleRevisionError
+from tasker.store.lease import Finish, Lease, TaskWrite, refusal
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 LEASE = Lease(task_id=7, owner="w1", epoch=3)
