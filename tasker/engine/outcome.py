@@ -10,7 +10,7 @@ from typing import Any
 from tasker.core.jsonvalue import json_problem
 from tasker.definition.template import StepTemplate
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import InvalidResultError, PermanentError, RetryableError
+from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
 
 
 @dataclass
@@ -29,18 +29,13 @@ class Outcome:
 
     @classmethod
     def after_time_limit(cls, name: str, token: object, limit: float) -> Outcome:
-        """The outcome of an attempt that ran past its time limit."""
-        return cls(
-            name,
-            token,
-            ok=False,
-            timed_out=True,
-            error={
-                "message": f"the step ran past its time limit of {limit:g} s",
-                "error_class": "tasker.errors.StepTimeoutError",
-                "backtrace": "",
-            },
-        )
+        """The outcome of an attempt that ran past its time limit.
+
+        Its error is a `StepTimeoutError`, described like any other (the handler's own
+        thread may still run, so there is no backtrace of it to record).
+        """
+        timeout = StepTimeoutError(f"the step ran past its time limit of {limit:g} s")
+        return cls(name, token, ok=False, timed_out=True, error=describe(timeout))
 
 
 def describe(exc: BaseException) -> dict[str, Any]:
