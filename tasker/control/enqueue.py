@@ -81,6 +81,7 @@ def _new_view(
         idempotency_key=values["idempotency_key"],
         next_run_at=now,
         steps=steps,
+        bypass_steps=values["bypass_steps"],
     )
 
 

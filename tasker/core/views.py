@@ -56,7 +56,10 @@ class TransitionView:
 
 @dataclass(frozen=True)
 class TaskView:
-    """A task with its steps (in topological order) and annotations."""
+    """A task with its steps (in topological order) and annotations.
+
+    `bypass_steps` are the steps its request asked to skip (sorted), created `skipped`.
+    """
 
     task_id: int
     name: str
@@ -73,3 +76,4 @@ class TaskView:
     next_run_at: datetime | None = None
     steps: Mapping[str, StepView] = field(default_factory=dict)
     annotations: Sequence[AnnotationView] = ()
+    bypass_steps: Sequence[str] = ()

@@ -80,6 +80,7 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
         next_run_at=maybe_utc(row.next_run_at),
         steps=steps,
         annotations=notes,
+        bypass_steps=list(row.bypass_steps),
     )
 
 
