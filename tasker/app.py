@@ -303,3 +303,21 @@ class Tasker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def resolve_task(self, task_id: int, *, reason: str = "resolved manually") -> TaskView:
+        """Declare a pending or failed task done by hand; it becomes final.
+
+        Its `pending` and `error` steps become `resolved_manually` (a failed step keeps
+        its error), the task `resolved_manually` with `completed_at` now, and nothing of
+        it runs again; the history records each change with `reason`. Resolving a task
+        already resolved changes nothing.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidRequestError: `reason` is not a string of at most 255 characters.
+            InvalidTransitionError: the task is complete or cancelled, or in progress
+                (cancel it, or resolve or retry its steps).
+        """
+        tid = queries.task_id_of(task_id)
+        steering.resolve_task(self.db, tid, reason, self.now())
+        return self.get_task(tid)

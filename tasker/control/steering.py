@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tasker.core import states
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.errors import (
@@ -189,3 +190,60 @@ def _record_steps(
         ),
         now,
     )
+
+
+def resolve_task(db: Database, task_id: int, reason: str, now: datetime) -> bool:
+    """Declare a task done by hand: its unfinished steps and the task become `resolved_manually`.
+
+    For a task that is `pending` (not run yet) or in `error`: a person did its remaining
+    work elsewhere, or decided it need not be done. Steps that are `pending` or in
+    `error` become `resolved_manually` (a failed step keeps its error); the task is final,
+    with `completed_at` now, and nothing of it runs again. Every change is recorded with
+    `reason`.
+
+    Returns:
+        True if it was resolved now, False if it already was.
+
+    Raises:
+        InvalidRequestError: `reason` is not a string of at most 255 characters.
+        TaskNotFoundError: no task has that id.
+        InvalidTransitionError: the task is complete or cancelled, or in progress (the
+            engine still works on it: cancel it, or resolve or retry its steps).
+    """
+    if not isinstance(reason, str) or len(reason) > 255:
+        raise InvalidRequestError(f"reason must be a string of at most 255 characters: {reason!r}")
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status is Status.RESOLVED_MANUALLY:
+            return False
+        if not states.can_task(status, Status.RESOLVED_MANUALLY):
+            raise InvalidTransitionError(f"task {task_id} is {status}; it cannot be resolved")
+        open_steps = [r for r in _steps(conn, task_id) if r.status in _UNFINISHED]
+        # Checks each step's change first: none is running in a pending or failed task.
+        _record_steps(conn, task_id, open_steps, Status.RESOLVED_MANUALLY, reason, now)
+        if open_steps:
+            conn.execute(
+                sa.update(S)
+                .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
+                .values(
+                    status=Status.RESOLVED_MANUALLY.value,
+                    next_attempt_at=None,
+                    processed_at=now,
+                    updated_at=now,
+                )
+            )
+        write_task_change(conn, task_id, status, Status.RESOLVED_MANUALLY, reason, now)
+        conn.execute(
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(
+                status=Status.RESOLVED_MANUALLY.value,
+                completed_at=now,
+                next_run_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                revision=T.c.revision + 1,
+                updated_at=now,
+            )
+        )
+    return True

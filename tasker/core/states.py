@@ -55,7 +55,8 @@ STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
 
 TASK_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING}),
-    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.CANCELLED}),
+    # -> resolved_manually: `resolve_task`, by a person (never while the engine works on it).
+    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
     Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED}),
     # error -> in_progress: resumed by resolve_step or retry.
     Status.ERROR: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),

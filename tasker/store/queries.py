@@ -213,4 +213,9 @@ def history(db: Database, task_id: Any) -> list[TransitionView]:
     return [view for _, view in sorted(keyed, key=lambda kv: kv[0])]
 
 
-_ENDINGS = {Status.COMPLETE.value, Status.ERROR.value, Status.CANCELLED.value}
+_ENDINGS = {
+    Status.COMPLETE.value,
+    Status.ERROR.value,
+    Status.CANCELLED.value,
+    Status.RESOLVED_MANUALLY.value,
+}

@@ -43,9 +43,9 @@ STEP_ALLOWED = {
 }
 TASK_ALLOWED = {
     None: {P},
-    P: {R, X},
-    R: {C, E, X},
-    E: {R, X, M},  # resumed by resolve_step/retry, cancelled, resolved
+    P: {R, X, M},  # claimed, cancelled, or resolved by hand (resolve_task) before it ran
+    R: {C, E, X},  # not resolved by hand while the engine works on it
+    E: {R, X, M},  # resumed by resolve_step/retry, cancelled, resolved by hand (resolve_task)
     C: set(),
     X: set(),
     M: set(),
@@ -131,3 +131,10 @@ def test_status_is_a_string_enum_that_prints_its_value():
     assert str(Status.RESOLVED_MANUALLY) == "resolved_manually"
     assert Status("in_progress") is R
     assert R == "in_progress"
+
+
+def test_resolving_a_task_by_hand_resolves_exactly_the_steps_it_may_have_unfinished():
+    """resolve_task moves a pending or failed task to resolved_manually and its pending
+    and failed steps with it; a task or step in progress is never resolved by hand."""
+    assert {f for f in TASK_STATUSES if can_task(f, M)} == {P, E}
+    assert {f for f in Status if can_step(f, M)} == {P, E}
