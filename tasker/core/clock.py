@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timezone
-
-Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:

@@ -62,14 +62,3 @@ def find_cycle(residual: set[str], deps: Mapping[str, Sequence[str]]) -> list[st
         node = next(d for d in deps[node] if d in residual)
     # The walk follows "depends on", so reverse it into dependency order.
     return list(reversed(path[seen[node] :]))
-
-
-def generations(order: Sequence[str], deps: Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """Group ordered steps into levels: a step's level is one more than its deepest dependency."""
-    level: dict[str, int] = {}
-    for name in order:
-        level[name] = 1 + max((level[d] for d in deps[name]), default=-1)
-    grouped: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for name in order:
-        grouped[level[name]].append(name)
-    return grouped

@@ -151,11 +151,6 @@ class StepTemplate:
             raise ConfigurationError(f"{where}: timeout must be a positive number of seconds")
         object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
 
-    @property
-    def max_attempts(self) -> int:
-        """The attempts this step may make: 1 when not retryable, else `retry_limit`."""
-        return self.retry_limit if self.retryable else 1
-
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""
         return self._fn(task, sequence, step)

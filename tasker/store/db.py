@@ -20,7 +20,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from tasker.errors import ConfigurationError
 
-DEFAULT_SQLITE_FILE = "tasker.db"
 _WRITE = "tasker_write"
 #: A pooled PostgreSQL connection unused for longer than this is pinged before use.
 IDLE_PING_SECONDS = 1.0

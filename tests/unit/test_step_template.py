@@ -21,7 +21,6 @@ def test_defaults_match_the_contract():
     assert t.retry_limit == 3
     assert t.skippable is False
     assert t.timeout is None
-    assert t.max_attempts == 3
 
 
 def test_depends_on_is_frozen_into_a_tuple():
@@ -29,11 +28,6 @@ def test_depends_on_is_frozen_into_a_tuple():
     t = StepTemplate(name="s", handler=noop, depends_on=deps)
     deps.append("c")
     assert t.depends_on == ("a", "b")
-
-
-def test_not_retryable_means_one_attempt_whatever_the_retry_limit():
-    assert StepTemplate(name="s", handler=noop, retryable=False, retry_limit=5).max_attempts == 1
-    assert StepTemplate(name="s", handler=noop, retry_limit=5).max_attempts == 5
 
 
 @pytest.mark.parametrize(
