@@ -169,3 +169,26 @@ def test_resolve_task_checks_its_arguments(backend):
         with pytest.raises(errors.InvalidRequestError):
             backend.resolve_task(task.task_id, reason=bad)
     assert backend.get_task(task.task_id).status == "pending"
+
+
+def test_a_task_resolved_by_hand_cannot_be_steered_any_more(backend):
+    """Given a task resolved by hand (final),
+    when a person tries to cancel it, retry it or resolve one of its steps,
+    then each raises InvalidTransitionError and the task stays as it was."""
+    backend.register(
+        task_class("one", [StepTemplate(name="s", handler=failing(PermanentError("no")))])
+    )
+    task = backend.enqueue(TaskRequest(name="one"))
+    backend.run_until_idle()
+    resolved = backend.resolve_task(task.task_id, reason="by hand")
+    history = backend.history(task.task_id)
+
+    for steer in (
+        lambda: backend.cancel(task.task_id),
+        lambda: backend.retry(task.task_id),
+        lambda: backend.resolve_step(task.task_id, "s"),
+    ):
+        with pytest.raises(errors.InvalidTransitionError):
+            steer()
+    assert backend.get_task(task.task_id) == resolved
+    assert backend.history(task.task_id) == history
