@@ -172,6 +172,8 @@ def create_task(
     Raises:
         InvalidRequestError: see `check_request`.
         IdempotencyConflictError: the key was used before with a different request.
+        sqlalchemy.exc.IntegrityError: the insert broke a constraint other than the
+            idempotency key's (never reported as a key collision).
     """
     values = check_request(reg, req)
     entry = catalog.entry(reg, now)
@@ -216,7 +218,7 @@ def is_key_taken(exc: IntegrityError) -> bool:
 def _by_key(
     conn: Connection, reg: RegisteredTask, req: TaskRequest, values: dict[str, Any]
 ) -> Accepted | None:
-    """The task stored under the request's key, if the request is the same as its.
+    """The task stored under the request's key, if it was created by the same request.
 
     The same request is the same as sent. A version named by one and left out (None:
     the newest) by the other is the same too when both mean the stored task's version:
@@ -237,6 +239,8 @@ def _by_key(
     if req.version is not None and req.version == row.version:
         same.add(request_digest(reg.name, None, values))
     if req.version is None and reg.version == row.version:
+        # (Also matches a digest stored before versions were kept as given: it held the
+        # resolved version.)
         same.add(request_digest(reg.name, row.version, values))
     if row.request_digest not in same:
         raise IdempotencyConflictError(
