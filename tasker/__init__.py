@@ -7,6 +7,7 @@ and keeping every input, result, error and status change in your SQL database.
 
 from tasker import errors
 from tasker.app import Tasker
+from tasker.control.schedules import ScheduleView
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
@@ -20,6 +21,7 @@ __all__ = [
     "HandlerFactory",
     "PermanentError",
     "RetryableError",
+    "ScheduleView",
     "Status",
     "StepHandler",
     "StepTemplate",

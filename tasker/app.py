@@ -8,13 +8,16 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from tasker.control import steering
+from tasker.control import retention, schedules, steering
 from tasker.control.enqueue import create_task
+from tasker.control.schedules import ScheduleView
 from tasker.control.sweeper import Sweeper, due_now
+from tasker.control.waiting import Waiter
 from tasker.core.clock import as_utc, utc_now
+from tasker.core.duration import to_seconds
 from tasker.core.views import AnnotationView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
@@ -48,7 +51,7 @@ class Tasker:
         factory: a `HandlerFactory` to share between apps (default: a new one).
         **settings: any other field of `tasker.settings.Settings` (`lease_seconds`,
             `sweep_seconds`, `backoff_base`, `backoff_max`, `max_concurrent_steps`,
-            `step_timeout`, `queue_name`, `pool_size`).
+            `step_timeout`, `queue_name`, `pool_size`, `retention`).
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -92,7 +95,9 @@ class Tasker:
             self.now,
             self.settings.sweep_seconds,
             self.settings.lease_seconds,
+            chores=self.housekeeping,
         )
+        self._waiter = Waiter(self.db)
         self._worker: Any = None
         self._stop = threading.Event()
         self._sweep_thread: threading.Thread | None = None
@@ -136,6 +141,8 @@ class Tasker:
             ContextValidationError: the context breaks the schema; `.errors` lists all.
             InvalidRequestError: another field is invalid.
             IdempotencyConflictError: the key was used with a different request.
+            DuplicateTaskError: a `one_per_subject` task holds the subject (see
+                `TaskHandler.one_per_subject`); `.existing_task_id` names it.
         """
         if not isinstance(request, TaskRequest):
             raise InvalidRequestError(
@@ -157,6 +164,7 @@ class Tasker:
             The number of engine passes run.
         """
         passes, failed = 0, set()
+        self.housekeeping()  # due schedule ticks and the retention purge, by the app's clock
         while True:
             found = [*self.dispatch.drain(), *due_now(self.db, self.now())]
             ids = [i for i in dict.fromkeys(found) if i not in failed]
@@ -204,6 +212,7 @@ class Tasker:
     def close(self) -> None:
         """Stop any worker and release the broker and database connections."""
         self.stop()
+        self._waiter.close()
         self.dispatch.close()
         self.db.dispose()
 
@@ -229,14 +238,18 @@ class Tasker:
         return queries.get_task(self.db, task_id)
 
     def list_tasks(
-        self, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        subject: str | None = None,
     ) -> list[TaskView]:
-        """Tasks, newest first, optionally filtered by status and name.
+        """Tasks, newest first, optionally filtered by status, name and subject.
 
         Raises:
             InvalidRequestError: an unknown status or a bad limit.
         """
-        return queries.list_tasks(self.db, status, name, limit)
+        return queries.list_tasks(self.db, status, name, limit, subject)
 
     def history(self, task_id: int) -> list[TransitionView]:
         """The audit trail of a task: every status change of it and its steps.
@@ -298,6 +311,104 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
+    # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
+
+    def wait(self, task_id: int, timeout: float | timedelta | None = None) -> TaskView:
+        """Block until the task is finished or in `error`, and return it.
+
+        It only waits: workers (or `start()`) run the task. On PostgreSQL it sleeps until
+        a notification says the task stopped running; on SQLite it reads the task's
+        status by its key, every 5 ms at first and every 100 ms at most.
+
+        Args:
+            task_id: the task.
+            timeout: seconds (or a timedelta) to wait at most; None waits for ever.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            TimeoutError: the task was still running when `timeout` passed.
+            InvalidRequestError: `timeout` is not a duration of at least 0.
+        """
+        tid = queries.task_id_of(task_id)
+        seconds = None if timeout is None else _duration("timeout", timeout, allow_zero=True)
+        self._waiter.wait(tid, seconds)
+        return self.get_task(tid)
+
+    def schedule(
+        self,
+        name: str,
+        request: TaskRequest,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        timezone: str = "UTC",
+    ) -> ScheduleView:
+        """Store a durable schedule (or update the one of that name).
+
+        Each tick enqueues `request` once, with the idempotency key
+        `tasker.schedule:<name>:<tick>`, however many workers sweep; a tick missed while
+        no worker ran is enqueued once, later missed ticks are not piled up. The first
+        tick is the first cron time after now (for `every`: one interval from now); an
+        update that keeps the timing keeps the next tick.
+
+        Args:
+            name: the schedule's name.
+            request: what each tick enqueues (no idempotency_key, no requested_at).
+            cron: a five-field cron expression, read in `timezone`.
+            every: the interval, in seconds or as a timedelta (instead of `cron`).
+            timezone: an IANA time zone name.
+
+        Raises:
+            UnknownTaskError: no handler has the request's name (and version).
+            ContextValidationError: the request's context breaks the schema.
+            InvalidRequestError: a cron expression that does not parse, an `every` that
+                is not positive, both or neither of them, an unknown time zone, or
+                another invalid field. Nothing is stored.
+        """
+        return schedules.save(
+            self.db, self.factory, name, request, cron, every, timezone, self.now()
+        )
+
+    def unschedule(self, name: str) -> bool:
+        """Remove a schedule; returns whether there was one of that name."""
+        return schedules.remove(self.db, name)
+
+    def schedules(self) -> list[ScheduleView]:
+        """Every schedule, by name, each with its `next_tick`."""
+        return schedules.list_all(self.db)
+
+    def purge(self, older_than: float | timedelta) -> int:
+        """Delete final tasks whose `completed_at` is older than `older_than` ago, now.
+
+        Tasks in `error` are kept. Deletes in batches of 500 tasks, one short
+        transaction each, with their steps, edges, history, annotations and outbox rows.
+
+        Returns:
+            How many tasks it deleted.
+
+        Raises:
+            InvalidRequestError: `older_than` is not a duration of at least 0.
+        """
+        age = _duration("older_than", older_than, allow_zero=True)
+        return retention.purge(self.db, self.now() - timedelta(seconds=age))
+
+    def housekeeping(self) -> None:
+        """Enqueue the due schedule ticks and apply `retention`, by the app's clock.
+
+        The sweeper runs it after every sweep, `run_until_idle()` once per call. It
+        never raises: a failure is logged and tried again next time.
+        """
+        now = self.now()
+        try:
+            schedules.fire_due(self.db, now, self.enqueue)
+        except Exception:
+            log.exception("firing the due schedules failed; trying again next sweep")
+        if self.settings.retention is not None:
+            cutoff = now - timedelta(seconds=self.settings.retention)
+            try:
+                retention.purge(self.db, cutoff, max_batches=_PURGE_BATCHES_PER_SWEEP)
+            except Exception:
+                log.exception("the retention purge failed; trying again next sweep")
+
     def __enter__(self) -> Tasker:
         return self
 
@@ -321,3 +432,17 @@ class Tasker:
         tid = queries.task_id_of(task_id)
         steering.resolve_task(self.db, tid, reason, self.now())
         return self.get_task(tid)
+
+
+#: A sweep purges at most this many batches (of 500), so it gets back to its work soon.
+_PURGE_BATCHES_PER_SWEEP = 20
+
+
+def _duration(field: str, value: Any, allow_zero: bool = False) -> float:
+    try:
+        seconds = to_seconds(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"{field}: {exc}") from None
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise InvalidRequestError(f"{field} must not be negative, got {value!r}")
+    return seconds

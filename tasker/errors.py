@@ -126,3 +126,15 @@ class NativeHandlerError(StepError):
 
 class NativeLibraryNotFoundError(ConfigurationError):
     """The native handler library is not built or cannot be loaded."""
+
+
+class DuplicateTaskError(InvalidRequestError):
+    """A `one_per_subject` task of that name already holds the subject and is not final.
+
+    Attributes:
+        existing_task_id: the task that holds the subject.
+    """
+
+    def __init__(self, message: str, existing_task_id: int) -> None:
+        super().__init__(message)
+        self.existing_task_id = existing_task_id

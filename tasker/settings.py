@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from tasker.core.duration import parse_duration, to_seconds
 from tasker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///tasker.db"
@@ -28,6 +29,9 @@ class Settings:
         step_timeout: `TASKER_STEP_TIMEOUT`: default time limit of one attempt, seconds.
         queue_name: `TASKER_QUEUE_NAME`: the Dramatiq queue of task messages.
         pool_size: `TASKER_POOL_SIZE`: database connections kept per process.
+        retention: `TASKER_RETENTION`: final tasks completed longer ago than this many
+            seconds (or a `timedelta`; "30d" in the variable) are purged by the sweeper
+            and `run_until_idle()`; None (the default) keeps everything.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -40,6 +44,7 @@ class Settings:
     step_timeout: float = 300.0
     queue_name: str = "tasker"
     pool_size: int = 10
+    retention: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -57,6 +62,8 @@ class Settings:
             raise ConfigurationError("backoff needs 0 <= backoff_base <= backoff_max")
         if self.max_concurrent_steps < 1 or self.pool_size < 1:
             raise ConfigurationError("max_concurrent_steps and pool_size must be at least 1")
+        if self.retention is not None and not self.retention > 0:
+            raise ConfigurationError(f"retention must be positive, got {self.retention!r}")
         if self.broker_url is not None and not self.broker_url.startswith(
             ("redis://", "rediss://")
         ):
@@ -87,6 +94,11 @@ class Settings:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     kind = str(kind)
+    if kind == "float | None":  # a duration: seconds, a timedelta, or "30d" from a variable
+        try:
+            return parse_duration(value) if isinstance(value, str) else to_seconds(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"setting {name} must be a duration: {exc}") from None
     if isinstance(value, bool) and kind in ("float", "int"):
         raise ConfigurationError(f"setting {name} must be a number, got {value!r}")
     try:

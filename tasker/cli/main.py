@@ -1,4 +1,4 @@
-"""The `tasker` command line: demo, worker, migrate, enqueue, status."""
+"""The `tasker` command line: demo, worker, migrate, enqueue, status, schedules, purge."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasker.app import Tasker
+from tasker.core.duration import parse_duration
 from tasker.core.views import TaskView
 from tasker.definition.request import TaskRequest
 from tasker.errors import TaskerError
@@ -241,11 +242,58 @@ def cmd_status(args: argparse.Namespace) -> int:
                     )
                 )
             return 0
-        task = app.get_task(args.task_id)
+        if getattr(args, "wait", False):
+            try:
+                task = app.wait(args.task_id, timeout=args.timeout)
+            except TimeoutError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 4
+        else:
+            task = app.get_task(args.task_id)
         print(json.dumps(_jsonable(asdict(task)), indent=2) if args.json else render_task(task))
         return 0 if task.status != "error" else 3
     finally:
         app.close()
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    """List the schedules."""
+    app = _app(args)
+    try:
+        found = app.schedules()
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps([_jsonable(asdict(s)) for s in found], indent=2, default=str))
+        return 0
+    rows = [
+        (
+            s.name,
+            s.request.name,
+            s.cron if s.cron is not None else f"every {s.every}",
+            s.timezone,
+            f"{s.next_tick:%Y-%m-%d %H:%M:%S}Z",
+        )
+        for s in found
+    ]
+    print(_table(("schedule", "task", "when", "timezone", "next tick"), rows))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete final tasks that completed longer ago than --older-than."""
+    try:
+        seconds = parse_duration(args.older_than)
+    except ValueError as exc:
+        print(f"error: --older-than: {exc}", file=sys.stderr)
+        return 2
+    app = _app(args)
+    try:
+        deleted = app.purge(older_than=seconds)
+    finally:
+        app.close()
+    print(f"purged {deleted} task(s) completed more than {args.older_than} ago")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -295,8 +343,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--status", help="filter the list by status")
     s.add_argument("--name", help="filter the list by task name")
     s.add_argument("--limit", type=int, default=20)
+    s.add_argument(
+        "--wait", action="store_true", help="block until the task is finished or in error"
+    )
+    s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
     db_opts(s)
     s.set_defaults(func=cmd_status)
+
+    sc = sub.add_parser("schedules", help="list the schedules and their next ticks")
+    sc.add_argument("--json", action="store_true")
+    db_opts(sc)
+    sc.set_defaults(func=cmd_schedules)
+
+    pu = sub.add_parser("purge", help="delete final tasks older than --older-than")
+    pu.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 90m, 45s")
+    db_opts(pu)
+    pu.set_defaults(func=cmd_purge)
     return p
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from tasker.control.subjects import duplicate_of, is_subject_conflict, subject_values
 from tasker.core import states
 from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
@@ -82,6 +83,8 @@ def _new_view(
         next_run_at=now,
         steps=steps,
         bypass_steps=values["bypass_steps"],
+        subject=values["subject"],
+        created_at=now,
     )
 
 
@@ -127,6 +130,7 @@ def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
         _text("idempotency_key", key)
     if req.requested_at is not None and not isinstance(req.requested_at, datetime):
         raise InvalidRequestError("requested_at must be a datetime")
+    subject = subject_values(reg, req)
     values = {
         "context": req.context,
         "tags": _strings("tags", req.tags),
@@ -136,6 +140,7 @@ def check_request(reg: RegisteredTask, req: TaskRequest) -> dict[str, Any]:
         "reason": _text("reason", req.reason),
         "idempotency_key": key,
     }
+    values.update(subject)
     if key is not None:
         values["request_digest"] = request_digest(reg.name, req.version, values)
     return values
@@ -153,6 +158,9 @@ def request_digest(name: str, version: str | None, values: dict[str, Any]) -> st
     digest_of = {"name": name, "version": version, **values}
     digest_of.pop("idempotency_key", None)
     digest_of.pop("request_digest", None)
+    digest_of.pop("subject_scope", None)
+    if digest_of.get("subject") is None:  # so digests stored before subjects still match
+        digest_of.pop("subject", None)
     canonical = json.dumps(digest_of, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -174,13 +182,15 @@ def create_task(
         IdempotencyConflictError: the key was used before with a different request.
         sqlalchemy.exc.IntegrityError: the insert broke a constraint other than the
             idempotency key's (never reported as a key collision).
+        DuplicateTaskError: a `one_per_subject` task holds the subject (and the key,
+            if any, names no task).
     """
     values = check_request(reg, req)
     entry = catalog.entry(reg, now)
     requested_at = as_utc(req.requested_at) if req.requested_at else now
     steps = _initial_steps(reg, entry.named_step_ids, values, now)
     row = {**values, "named_task_id": entry.named_task_id, "requested_at": requested_at}
-    for _ in range(2):
+    for _ in range(3):
         if values["idempotency_key"] is not None:
             with db.read() as conn:
                 existing = _by_key(conn, reg, req, values)
@@ -189,12 +199,43 @@ def create_task(
         try:
             task_id, step_ids = store.insert_task(row, steps, _edges(reg), now)
         except IntegrityError as exc:
+            if is_subject_conflict(exc):
+                existing = _subject_conflict(db, reg, req, values)
+                if existing is not None:
+                    return existing
+                continue  # the holder became final meanwhile: the subject is free now
             if values["idempotency_key"] is None or not is_key_taken(exc):
                 raise
             continue  # a concurrent request with the same key won the insert: answer as it did
         ids = dict(zip(reg.steps, step_ids, strict=True))
         return Accepted(task_id, True, _new_view(reg, task_id, ids, values, requested_at, now))
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
+
+
+def _subject_conflict(
+    db: Database, reg: RegisteredTask, req: TaskRequest, values: dict[str, Any]
+) -> Accepted | None:
+    """The insert hit the one-live-task-per-subject index.
+
+    The idempotency key is checked first: a concurrent request with the same key may
+    have taken the subject, and answers as before. Else the holder is a duplicate.
+
+    Returns:
+        The key's task, or None when no task holds the subject any more.
+
+    Raises:
+        DuplicateTaskError: a task that is not final holds the subject.
+        IdempotencyConflictError: the key's task was made by a different request.
+    """
+    if values["idempotency_key"] is not None:
+        with db.read() as conn:
+            existing = _by_key(conn, reg, req, values)
+        if existing is not None:
+            return existing
+    duplicate = duplicate_of(db, values)
+    if duplicate is not None:
+        raise duplicate
+    return None
 
 
 #: The unique constraint of `tasks.idempotency_key` (named by the schema's convention).

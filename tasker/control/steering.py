@@ -80,6 +80,7 @@ def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled")
             .where(T.c.task_id == task_id)
             .values(
                 status=Status.CANCELLED.value,
+                completed_at=now,  # final: retention counts from here
                 next_run_at=None,
                 lease_owner=None,
                 lease_expires_at=None,

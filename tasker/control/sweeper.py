@@ -58,6 +58,7 @@ class Sweeper:
         sweep_seconds: float,
         lease_seconds: float,
         batch: int = 500,
+        chores: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._send = send
@@ -66,6 +67,7 @@ class Sweeper:
         self._redispatch = timedelta(seconds=lease_seconds)
         self._every = sweep_seconds
         self._batch = batch
+        self._chores = chores  # run after each sweep: schedules, retention (never raises)
 
     def sweep(self) -> int:
         """One sweep; returns how many messages it sent."""
@@ -137,4 +139,6 @@ class Sweeper:
                 self.sweep()
             except Exception:
                 log.exception("sweep failed; trying again in %.1f s", self._every)
+            if self._chores is not None:
+                self._chores()
             stop.wait(self._every)

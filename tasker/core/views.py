@@ -59,6 +59,8 @@ class TaskView:
     """A task with its steps (in topological order) and annotations.
 
     `bypass_steps` are the steps its request asked to skip (sorted), created `skipped`.
+    `subject` is what the task is about (`TaskRequest.subject`, or None); `created_at`
+    is when it was stored.
     """
 
     task_id: int
@@ -77,3 +79,5 @@ class TaskView:
     steps: Mapping[str, StepView] = field(default_factory=dict)
     annotations: Sequence[AnnotationView] = ()
     bypass_steps: Sequence[str] = ()
+    subject: str | None = None
+    created_at: datetime | None = None

@@ -20,6 +20,8 @@ class TaskHandler:
         description: free text.
         context_schema: optional JSON Schema every context must satisfy.
         step_templates: the steps, a list of `StepTemplate`.
+        one_per_subject: when True, at most one task of this name per
+            `TaskRequest.subject` is not final (`DuplicateTaskError` otherwise).
     """
 
     name: ClassVar[str] = ""
@@ -27,6 +29,7 @@ class TaskHandler:
     description: ClassVar[str] = ""
     context_schema: ClassVar[Mapping[str, Any] | None] = None
     step_templates: ClassVar[Sequence[StepTemplate]] = ()
+    one_per_subject: ClassVar[bool] = False
 
     def update_annotations(
         self, task: HandlerTask, sequence: StepSequence, steps: Sequence[HandlerStep]

@@ -24,6 +24,8 @@ class TaskRequest:
         requested_at: when it was asked (default: the app's clock at enqueue).
         idempotency_key: a second request with the same key and contents returns
             the first task instead of creating another.
+        subject: what the task is about (e.g. "user:42"), or None; with
+            `TaskHandler.one_per_subject`, one task of the name per subject is not final.
     """
 
     name: str
@@ -36,3 +38,4 @@ class TaskRequest:
     bypass_steps: Sequence[str] = ()
     requested_at: datetime | None = None
     idempotency_key: str | None = None
+    subject: str | None = None

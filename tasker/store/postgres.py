@@ -128,12 +128,13 @@ ENQUEUE = """
 WITH t AS (
     INSERT INTO tasker_tasks
         (named_task_id, status, context, tags, bypass_steps, initiator, source_system, reason,
-         idempotency_key, request_digest, requested_at, created_at, updated_at, next_run_at)
+         idempotency_key, request_digest, requested_at, created_at, updated_at, next_run_at,
+         subject, subject_scope)
     VALUES (%(named_task_id)s::integer, 'pending', %(context)s::jsonb, %(tags)s::jsonb,
             %(bypass_steps)s::jsonb, %(initiator)s::text, %(source_system)s::text,
             %(reason)s::text, %(idempotency_key)s::text, %(request_digest)s::text,
             %(requested_at)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz,
-            %(now)s::timestamptz)
+            %(now)s::timestamptz, %(subject)s::text, %(subject_scope)s::text)
     RETURNING task_id, tx_seq
 ), s AS (
     INSERT INTO tasker_workflow_steps
@@ -212,6 +213,8 @@ class PgStore:
         params = {
             "idempotency_key": None,
             "request_digest": None,
+            "subject": None,
+            "subject_scope": None,
             **values,
             "context": dumps(values["context"]),
             "tags": dumps(values["tags"]),

@@ -81,6 +81,8 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
         steps=steps,
         annotations=notes,
         bypass_steps=list(row.bypass_steps),
+        subject=row.subject,
+        created_at=as_utc(row.created_at),
     )
 
 
@@ -104,7 +106,9 @@ def get_task(db: Database, task_id: Any) -> TaskView:
     return _task_view(row, steps, notes)
 
 
-def list_tasks(db: Database, status: str | None, name: str | None, limit: int) -> list[TaskView]:
+def list_tasks(
+    db: Database, status: str | None, name: str | None, limit: int, subject: str | None = None
+) -> list[TaskView]:
     """Tasks, newest first, with their steps (annotations are left out: see `annotations`).
 
     Raises:
@@ -119,6 +123,8 @@ def list_tasks(db: Database, status: str | None, name: str | None, limit: int) -
         q = q.where(T.c.status == status)
     if name is not None:
         q = q.where(m.named_tasks.c.name == name)
+    if subject is not None:
+        q = q.where(T.c.subject == subject)
     with db.read() as conn:
         rows = conn.execute(q).all()
         ids = [int(r.task_id) for r in rows]

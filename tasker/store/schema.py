@@ -29,6 +29,10 @@ When = sa.DateTime(timezone=True)
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 _LIVE = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
+#: Final tasks (nothing more happens to them), as SQL: the retention purge's index and query.
+FINAL_SQL = "status IN ('complete', 'cancelled', 'resolved_manually')"
+#: The unique index that holds one live task per (task name, subject): see `subject_scope`.
+SUBJECT_INDEX = "uq_tasker_tasks_live_subject"
 
 
 def _status() -> sa.CheckConstraint:
@@ -105,6 +109,12 @@ tasks = sa.Table(
     sa.Column("revision", sa.Integer, nullable=False, server_default="0"),
     # Bumped by every transaction that changes the task: orders its audit trail.
     sa.Column("tx_seq", sa.Integer, nullable=False, server_default="0"),
+    # What the task is about (`TaskRequest.subject`).
+    sa.Column("subject", sa.String(255), nullable=True),
+    # The task name while a `one_per_subject` task is not final, else NULL: with `subject`
+    # it is unique (all versions of a name share it). A trigger of migration 0007 sets it
+    # back to NULL whenever the task becomes final, whoever writes that status.
+    sa.Column("subject_scope", sa.String(128), nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(
@@ -115,6 +125,28 @@ tasks = sa.Table(
     ),
     sa.Index("ix_tasker_tasks_status_task_id", "status", "task_id"),
     sa.Index("ix_tasker_tasks_named_task_id_task_id", "named_task_id", "task_id"),
+    sa.Index(
+        SUBJECT_INDEX,
+        "subject_scope",
+        "subject",
+        unique=True,
+        postgresql_where=sa.text("subject_scope IS NOT NULL"),
+        sqlite_where=sa.text("subject_scope IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_tasker_tasks_subject_task_id",
+        "subject",
+        "task_id",
+        postgresql_where=sa.text("subject IS NOT NULL"),
+        sqlite_where=sa.text("subject IS NOT NULL"),
+    ),
+    # The retention purge: final tasks, oldest completion first.
+    sa.Index(
+        "ix_tasker_tasks_completed_at",
+        "completed_at",
+        postgresql_where=sa.text(FINAL_SQL),
+        sqlite_where=sa.text(FINAL_SQL),
+    ),
 )
 
 workflow_steps = sa.Table(
@@ -250,4 +282,19 @@ outbox = sa.Table(
     sa.Column("created_at", When, nullable=False),
     sa.Index("ix_tasker_outbox_created_at", "created_at"),
     sa.Index("ix_tasker_outbox_task_id", "task_id"),  # each claim deletes its task's rows
+)
+
+# Durable schedules (`Tasker.schedule`): each due tick enqueues one task.
+schedules = sa.Table(
+    "tasker_schedules",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("request", Json, nullable=False),  # the TaskRequest's fields
+    sa.Column("cron", sa.String(255), nullable=True),
+    sa.Column("every_seconds", sa.Float, nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("next_tick", When, nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Index("ix_tasker_schedules_next_tick", "next_tick"),
 )
