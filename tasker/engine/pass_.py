@@ -150,6 +150,11 @@ class Engine:
         """Ask running passes to start no new steps and hand their tasks back."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called (and not undone by `resume`)."""
+        return self._stopping.is_set()
+
     def resume(self) -> None:
         """Undo `stop` (the app's worker was started again)."""
         self._stopping.clear()

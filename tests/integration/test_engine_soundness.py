@@ -79,3 +79,52 @@ def test_a_retry_starts_at_its_due_time_while_a_sibling_still_runs(real_app, rel
     failed_at = next(t.created_at for t in chains["flaky"] if t.to_status == "error")
     retried_at = [t.created_at for t in chains["flaky"] if t.to_status == "in_progress"][1]
     assert retried_at - failed_at >= timedelta(seconds=1)
+
+
+# -- defect 3: stop() then run_until_idle() never spins ---------------------------------
+
+
+def test_run_until_idle_after_stop_runs_the_work(backend):
+    """Given an app whose background worker was started and stopped,
+    when run_until_idle() is called with a task waiting, then it runs the task to its
+    end and returns (it does not hand the task back to itself for ever)."""
+    backend.register(task_class("after_stop", [StepTemplate(name="s", handler=lambda t, q, s: {})]))
+    backend.start(threads=1, sweep=False)
+    backend.stop()
+    task = backend.enqueue(TaskRequest(name="after_stop"))
+    runner = _in_background(backend.run_until_idle)
+    runner.join(20)
+    assert not runner.is_alive(), "run_until_idle() spins after stop()"
+    assert backend.get_task(task.task_id).status == "complete"
+
+
+def test_a_stop_during_run_until_idle_makes_it_return_with_the_task_handed_back(backend):
+    """Given a step that stops the app's engine while it runs (as a worker's stop would),
+    when run_until_idle() runs the task, then it returns with the task handed back
+    (not spinning on it), and a later run_until_idle() finishes the task."""
+    calls = []
+
+    def stops(task, sequence, step):
+        calls.append(step.name)
+        backend.engine.stop()
+        return {}
+
+    backend.register(
+        task_class(
+            "stopped_midway",
+            [
+                StepTemplate(name="first", handler=stops),
+                StepTemplate(name="second", handler=lambda t, q, s: {}, depends_on=["first"]),
+            ],
+        )
+    )
+    task = backend.enqueue(TaskRequest(name="stopped_midway"))
+    runner = _in_background(backend.run_until_idle)
+    runner.join(20)
+    assert not runner.is_alive(), "run_until_idle() spins on a task handed back by a stop"
+    held = backend.get_task(task.task_id)
+    assert (held.steps["first"].status, held.steps["second"].status) == ("complete", "pending")
+
+    backend.run_until_idle()
+    assert backend.get_task(task.task_id).status == "complete"
+    assert calls == ["first"]
