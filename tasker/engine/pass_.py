@@ -10,7 +10,6 @@ the message sent again with that delay.
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
@@ -428,10 +427,11 @@ class Engine:
         htask = HandlerTask(p.row)
         steps = []
         for o in batch:
-            hstep = HandlerStep(p.views[o.name])
-            hstep.status = Status.COMPLETE.value if o.ok else Status.ERROR.value
-            hstep.results, hstep.error = (o.results, None) if o.ok else (None, o.error)
-            steps.append(hstep)
+            done = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            seen = (o.results, None) if o.ok else (None, o.error)
+            # The handler's copies (HandlerStep): what it mutates is not what is stored.
+            view = replace(p.views[o.name], status=done, results=seen[0], error=seen[1])
+            steps.append(HandlerStep(view))
         try:
             p.reg.handler.update_annotations(htask, p.sequence(), steps)
             wanted += htask.take_annotations()
@@ -550,8 +550,8 @@ class Engine:
             token = object()
             limit = tpl.timeout or self._settings.step_timeout
             p.running[view.name] = _Running(token, time.monotonic() + limit)
-            hstep = HandlerStep(view)
-            hstep.inputs = copy.deepcopy(context if view.inputs is None else view.inputs)
+            # A step's inputs default to the task's context; HandlerStep copies on read.
+            hstep = HandlerStep(view if view.inputs is not None else replace(view, inputs=context))
             self._threads.submit(
                 run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
             )

@@ -128,3 +128,68 @@ def test_a_stop_during_run_until_idle_makes_it_return_with_the_task_handed_back(
     backend.run_until_idle()
     assert backend.get_task(task.task_id).status == "complete"
     assert calls == ["first"]
+
+
+# -- defect 4: what a handler gets is its own to mutate --------------------------------
+
+
+def test_a_handler_mutating_what_it_gets_changes_nothing_another_step_sees(backend):
+    """Given two concurrent siblings after a root, the first mutating the task context,
+    its inputs, the root's results (via the sequence) and its own error of before, and
+    update_annotations mutating the steps it gets,
+    when the task runs, then the second sibling (running meanwhile) and the join (later)
+    see the context and results as stored, and what is stored is unchanged."""
+    context = {"order": {"items": [1, 2]}, "note": "as sent"}
+    mutated = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def root(task, sequence, step):
+        return {"total": {"value": 3}, "list": [1]}
+
+    def mutates(task, sequence, step):
+        task.context["note"] = "changed"
+        task.context["order"]["items"].append(99)
+        step.inputs["order"]["items"].clear()
+        sequence["root"].results["total"]["value"] = -1
+        sequence["root"].results["list"].append(2)
+        mutated.set()
+        return {"mine": [1]}
+
+    def reads(task, sequence, step):
+        assert mutated.wait(10)
+        seen["sibling"] = (task.context, step.inputs, sequence["root"].results)
+        return {}
+
+    def join(task, sequence, step):
+        seen["join"] = (task.context, step.inputs, sequence["root"].results)
+        return {}
+
+    def annotate(self, task, sequence, steps):
+        task.context["note"] = "changed by update_annotations"
+        for s in steps:
+            if isinstance(s.results, dict):
+                s.results["mutated_by_annotations"] = True
+
+    backend.register(
+        task_class(
+            "mutating",
+            [
+                StepTemplate(name="root", handler=root),
+                StepTemplate(name="mutates", handler=mutates, depends_on=["root"]),
+                StepTemplate(name="reads", handler=reads, depends_on=["root"]),
+                StepTemplate(name="join", handler=join, depends_on=["mutates", "reads"]),
+            ],
+            annotate=annotate,
+        )
+    )
+    task = backend.enqueue(TaskRequest(name="mutating", context=context))
+    backend.run_until_idle()
+
+    done = backend.get_task(task.task_id)
+    assert done.status == "complete", {n: s.error for n, s in done.steps.items()}
+    expected = (context, context, {"total": {"value": 3}, "list": [1]})
+    assert seen["sibling"] == expected
+    assert seen["join"] == expected
+    assert done.context == context
+    assert done.steps["root"].results == {"total": {"value": 3}, "list": [1]}
+    assert done.steps["mutates"].results == {"mine": [1]}
