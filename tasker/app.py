@@ -159,13 +159,20 @@ class Tasker:
         """Run, in this process, every waiting message and every task due by the app's clock.
 
         Returns when nothing more is due now; work scheduled for later stays pending.
+        After `stop()` it runs again (a stop ends the background worker, not this
+        call's own work); a `stop()` of a worker started meanwhile makes it return
+        once the running passes have handed their tasks back.
 
         Returns:
             The number of engine passes run.
         """
         passes, failed = 0, set()
+        if self._worker is None:
+            self.engine.resume()  # no background worker: nothing of a stop() is left to keep
         self.housekeeping()  # due schedule ticks and the retention purge, by the app's clock
         while True:
+            if self.engine.stopping:
+                return passes  # the passes hand their tasks back: running them again would spin
             found = [*self.dispatch.drain(), *due_now(self.db, self.now())]
             ids = [i for i in dict.fromkeys(found) if i not in failed]
             if not ids:
@@ -199,7 +206,10 @@ class Tasker:
             self._sweep_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker: running passes start nothing new and hand their tasks back."""
+        """Stop the worker: running passes start nothing new and hand their tasks back.
+
+        The app may be started again, and `run_until_idle()` runs again after it.
+        """
         self._stop.set()
         if self._worker is not None:
             self.engine.stop()
