@@ -144,6 +144,17 @@ class Tasker:
             DuplicateTaskError: a `one_per_subject` task holds the subject (see
                 `TaskHandler.one_per_subject`); `.existing_task_id` names it.
         """
+        return self.submit(request)[0]
+
+    def submit(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        """`enqueue`, also telling whether this call created the task.
+
+        Returns:
+            The task, and False when it is the first task of a repeated idempotency key.
+
+        Raises:
+            The errors of `enqueue`.
+        """
         if not isinstance(request, TaskRequest):
             raise InvalidRequestError(
                 f"enqueue() takes a TaskRequest, got {type(request).__name__}"
@@ -152,8 +163,8 @@ class Tasker:
         accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now())
         if accepted.view is not None:
             self._notify(accepted.task_id)
-            return accepted.view
-        return self.get_task(accepted.task_id)
+            return accepted.view, accepted.created
+        return self.get_task(accepted.task_id), accepted.created
 
     def run_until_idle(self) -> int:
         """Run, in this process, every waiting message and every task due by the app's clock.
@@ -253,13 +264,16 @@ class Tasker:
         name: str | None = None,
         limit: int = 100,
         subject: str | None = None,
+        before: int | None = None,
     ) -> list[TaskView]:
         """Tasks, newest first, optionally filtered by status, name and subject.
+
+        `before` keeps only tasks whose id is smaller (for paging: the last id seen).
 
         Raises:
             InvalidRequestError: an unknown status or a bad limit.
         """
-        return queries.list_tasks(self.db, status, name, limit, subject)
+        return queries.list_tasks(self.db, status, name, limit, subject, before)
 
     def history(self, task_id: int) -> list[TransitionView]:
         """The audit trail of a task: every status change of it and its steps.
@@ -320,6 +334,78 @@ class Tasker:
         steering.retry(self.db, tid, self.now())
         self._notify(tid)
         return self.get_task(tid)
+
+    def update_task(
+        self, task_id: int, reason: str | None = None, tags: list[str] | None = None
+    ) -> TaskView:
+        """Change a task's `reason` and/or `tags`; anything else of it stays as it is.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidRequestError: `reason` is not a string of 1 to 255 characters, or
+                `tags` not a list of strings. Nothing is changed.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.update_task(self.db, tid, reason, tags, self.now())
+        return self.get_task(tid)
+
+    def update_step(
+        self,
+        task_id: int,
+        step_name: str,
+        retry_limit: int | None = None,
+        inputs: dict[str, Any] | None = None,
+    ) -> TaskView:
+        """Change the attempt budget and/or inputs of a step that has not finished.
+
+        Its next attempt uses them (a running attempt keeps the inputs it started with).
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            StepNotFoundError: the task has no such step.
+            InvalidStateError: the task or the step has finished.
+            InvalidRequestError: `retry_limit` is not an integer >= 1 or `inputs` not a
+                JSON object. Nothing is changed.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.update_step(self.db, tid, step_name, retry_limit, inputs, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def cancel_step(self, task_id: int, step_name: str) -> TaskView:
+        """Cancel one pending or failed step: it never runs, nor can its dependents.
+
+        The task goes on with its other steps, and ends in `error` if the cancelled
+        step kept one from running.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            StepNotFoundError: the task has no such step.
+            InvalidStateError: the task or the step has finished, or the step is running.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.cancel_step(self.db, tid, step_name, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def asgi(self, tokens: dict[str, str] | None = None, max_body: int | None = None) -> Any:
+        """The HTTP API, dashboard and metrics of this app, as an ASGI application.
+
+        Args:
+            tokens: bearer token -> scope (`"read"` or `"write"`); default: the
+                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`. With none,
+                every request is refused with 401 (`tasker serve --insecure-no-auth`
+                serves without tokens, on 127.0.0.1 only).
+            max_body: the largest request body in bytes (default `TASKER_API_MAX_BODY`,
+                else 1 MiB).
+
+        Raises:
+            ConfigurationError: a token's scope is neither read nor write, or the web
+                extras are not installed.
+        """
+        from tasker.web import create_app
+
+        return create_app(self, tokens=tokens, max_body=max_body)
 
     # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
 
