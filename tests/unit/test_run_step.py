@@ -1,0 +1,74 @@
+"""`tasker.testing.run_step`: one step of a task handler, run alone with no database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasker import StepTemplate, TaskHandler
+from tasker.errors import PermanentError, TaskerError
+from tasker.testing import run_step
+
+
+def load(task, sequence, step):
+    raise AssertionError("run_step must not run the other steps")
+
+
+def total(task, sequence, step):
+    task.annotate("fee", {"fee": task.context["fee"]})
+    return {"total": sequence.step("load").results["amount"] + task.context["fee"]}
+
+
+def boom(task, sequence, step):
+    raise PermanentError("kaput")
+
+
+def mutate(task, sequence, step):
+    task.context["seen"] = True
+    sequence.step("load").results["amount"] = -1
+    return {"attempt": step.attempts, "inputs": step.inputs}
+
+
+class Billing(TaskHandler):
+    name = "billing"
+    step_templates = (
+        StepTemplate(name="load", handler=load),
+        StepTemplate(name="total", handler=total, depends_on=["load"]),
+        StepTemplate(name="boom", handler=boom),
+        StepTemplate(name="mutate", handler=mutate, depends_on=["load"]),
+    )
+
+
+def test_a_step_sees_the_given_context_and_other_steps_results() -> None:
+    """Given results for `load`, when `total` runs alone, it completes from them."""
+    run = run_step(Billing, "total", context={"fee": 2}, results={"load": {"amount": 10}})
+    assert run.status == "complete"
+    assert run.results == {"total": 12}
+    assert run.error is None
+    assert run.flow is None and run.decision is None and run.spawned == ()
+    assert run.annotations == (("fee", {"fee": 2}),)
+
+
+def test_a_failing_step_reports_its_error_and_no_results() -> None:
+    """When the handler raises, the run is an error with the message and the class path."""
+    run = run_step(Billing, "boom")
+    assert run.status == "error"
+    assert run.results is None
+    assert run.error is not None
+    assert run.error["message"] == "kaput"
+    assert run.error["error_class"] == "tasker.errors.PermanentError"
+
+
+def test_the_callers_values_are_not_changed_by_the_handler() -> None:
+    """Given dicts passed in, a handler that mutates what it sees leaves them as they were."""
+    context = {"fee": 1}
+    results = {"load": {"amount": 10}}
+    run = run_step(Billing, "mutate", context=context, results=results, attempt=3)
+    assert run.results == {"attempt": 3, "inputs": {"fee": 1}}
+    assert context == {"fee": 1}
+    assert results == {"load": {"amount": 10}}
+
+
+def test_an_unknown_step_name_is_a_tasker_error_naming_the_steps() -> None:
+    """An unknown step name raises TaskerError listing the handler's steps."""
+    with pytest.raises(TaskerError, match=r"no step 'nope'.*'boom'"):
+        run_step(Billing, "nope")
