@@ -144,7 +144,8 @@ def test_a_failing_migration_on_postgres_raises_its_own_error_and_leaves_no_lock
             held = conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    " AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"k": _MIGRATION_LOCK},
             ).scalar()
