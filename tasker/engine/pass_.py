@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -32,7 +32,12 @@ from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
-from tasker.errors import LeaseLostError, StaleRevisionError, UnknownTaskError
+from tasker.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    StaleRevisionError,
+    UnknownTaskError,
+)
 from tasker.settings import Settings
 from tasker.store import lease as leases
 from tasker.store import schema as m
@@ -40,6 +45,7 @@ from tasker.store.audit import StepChange
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.steps import inputs_of, select_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -109,15 +115,6 @@ class _Pass:
 
 
 _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
-
-
-def step_views(reg: RegisteredTask, rows: Sequence[Any]) -> dict[str, StepView]:
-    """Build step views from step rows, with dependencies from the registered DAG."""
-    views = {}
-    for r in rows:
-        tpl = reg.steps.get(r.name)
-        views[r.name] = leases.step_view(r, tpl.depends_on if tpl else ())
-    return views
 
 
 class Engine:
@@ -286,7 +283,7 @@ class Engine:
             )
             self._write(task_id, partial(self._store.apply, release))
             return None
-        views = step_views(reg, claimed.steps)
+        views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
@@ -376,8 +373,8 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            rows = conn.execute(leases.select_steps([task_id])).all()
-        fresh = step_views(p.reg, rows)
+            rows = conn.execute(select_steps([task_id])).all()
+        fresh = views_of(rows)
         p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
@@ -417,8 +414,7 @@ class Engine:
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
-                limit = p.reg.steps[name].timeout or self._settings.step_timeout
-                batch.append(Outcome.after_time_limit(name, r.token, limit))
+                batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
     def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
@@ -546,15 +542,38 @@ class Engine:
         sequence = p.sequence()
         context = p.row["context"]
         for view in started:
-            tpl = p.reg.steps[view.name]
             token = object()
-            limit = tpl.timeout or self._settings.step_timeout
-            p.running[view.name] = _Running(token, time.monotonic() + limit)
-            # A step's inputs default to the task's context; HandlerStep copies on read.
-            hstep = HandlerStep(view if view.inputs is not None else replace(view, inputs=context))
+            p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
+            tpl = p.reg.steps.get(view.name)
+            if tpl is None:  # the registration changed since the task was created
+                p.outcomes.put(_no_handler(p, view.name, token))
+                continue
+            # HandlerStep copies the inputs (by default the task's context) on first read.
+            shown = inputs_of(view, context)
+            hstep = HandlerStep(view if shown is view.inputs else replace(view, inputs=shown))
             self._threads.submit(
                 run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
             )
 
+    def _limit(self, p: _Pass, name: str) -> float:
+        """The time limit of one attempt of step `name`, in seconds."""
+        tpl = p.reg.steps.get(name)
+        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _no_handler(p: _Pass, name: str, token: object) -> Outcome:
+    """The outcome of a step that this worker's registration of the task does not have.
+
+    The task runs the DAG it was created with; a step since renamed or removed from
+    its registration fails at once, for good (a person registers it again and retries).
+    """
+    reg = p.reg
+    error = ConfigurationError(
+        f"task {reg.name!r} version {reg.version!r} as registered here has no step {name!r} "
+        f"(it has: {list(reg.steps)}); the task runs the steps it was created with: register "
+        "the step again (give a changed DAG a new version) and retry the task"
+    )
+    return Outcome(name, token, ok=False, error=describe(error), permanent=True)
