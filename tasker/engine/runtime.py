@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
+from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
 from tasker.errors import InvalidRequestError, StepNotFoundError
@@ -66,7 +67,7 @@ class HandlerTask:
 
     Attributes:
         task_id, name, version, context, tags, initiator, source_system, reason,
-        requested_at: the task's request, as stored.
+        requested_at: the task's request, as stored (`requested_at` aware UTC).
             `context` is this handler's own copy: mutating it changes nothing another
             step sees.
     """
@@ -82,7 +83,7 @@ class HandlerTask:
         self.initiator: str = row["initiator"]
         self.source_system: str = row["source_system"]
         self.reason: str = row["reason"]
-        self.requested_at: datetime = row["requested_at"]
+        self.requested_at: datetime = as_utc(row["requested_at"])
         self.pending_annotations: list[tuple[str, dict[str, Any]]] = []
 
     def annotate(self, annotation_type: str, annotation: dict[str, Any]) -> None:

@@ -193,3 +193,54 @@ def test_a_handler_mutating_what_it_gets_changes_nothing_another_step_sees(backe
     assert done.context == context
     assert done.steps["root"].results == {"total": {"value": 3}, "list": [1]}
     assert done.steps["mutates"].results == {"mine": [1]}
+
+
+# -- defect 10: every datetime a handler sees is aware UTC ------------------------------
+
+
+def test_every_datetime_a_handler_sees_is_aware_utc(backend_url, clock, clean_env, monkeypatch):
+    """Given a PostgreSQL session in UTC+05:30 (PGTZ) and a request time in UTC-03:00,
+    when the task's steps and update_annotations run, then task.requested_at and every
+    datetime of the steps they read is aware UTC, the same instant as requested."""
+    from datetime import datetime, timezone
+
+    from integration_support import assert_utc
+
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+    app = Tasker(database_url=backend_url, clock=clock)
+    try:
+        app.migrate()
+        seen: list[datetime | None] = []
+
+        def record(task, sequence):
+            seen.append(task.requested_at)
+            for view in sequence:
+                seen.extend((view.last_attempted_at, view.next_attempt_at, view.processed_at))
+
+        def step(task, sequence, step):
+            record(task, sequence)
+            return {}
+
+        def annotate(self, task, sequence, steps):
+            record(task, sequence)
+
+        app.register(
+            task_class(
+                "times_seen",
+                [
+                    StepTemplate(name="a", handler=step),
+                    StepTemplate(name="b", handler=step, depends_on=["a"]),
+                ],
+                annotate=annotate,
+            )
+        )
+        asked = datetime(2024, 5, 1, 17, 0, tzinfo=timezone(timedelta(hours=-3)))
+        task = app.enqueue(TaskRequest(name="times_seen", requested_at=asked))
+        app.run_until_idle()
+
+        assert app.get_task(task.task_id).status == "complete"
+        assert asked in seen
+        for value in seen:
+            assert_utc(value)
+    finally:
+        app.close()
