@@ -418,6 +418,7 @@ class Engine:
         steps = []
         for o in batch:
             hstep = HandlerStep(p.views[o.name])
+            hstep.inputs = inputs_of(p.views[o.name], htask.context)
             hstep.status = Status.COMPLETE.value if o.ok else Status.ERROR.value
             hstep.results, hstep.error = (o.results, None) if o.ok else (None, o.error)
             steps.append(hstep)
