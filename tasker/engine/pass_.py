@@ -83,6 +83,7 @@ class _Pass:
     running: dict[str, _Running] = field(default_factory=dict)
     outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     notify_at: datetime | None = None  # a message to send once the transaction commits
+    wake_at: datetime | None = None  # the app-clock time a waiting retry becomes due
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     # What the next write stores: the steps it changes, their transitions, how it ends.
     dirty: dict[str, None] = field(default_factory=dict)
@@ -146,6 +147,11 @@ class Engine:
         """Ask running passes to start no new steps and hand their tasks back."""
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called (and not undone by `resume`)."""
+        return self._stopping.is_set()
+
     def resume(self) -> None:
         """Undo `stop` (the app's worker was started again)."""
         self._stopping.clear()
@@ -185,7 +191,7 @@ class Engine:
         attempt ends by its time limit at the latest.
         """
         while p.running:
-            batch, _ = self._wait(p)
+            batch = self._wait(p)
             for o in batch:
                 p.running.pop(o.name, None)
 
@@ -299,12 +305,8 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running:
-            batch, freed = self._wait(p)
+            batch = self._wait(p)
             now = self._now()
-            waiting_on_abandoned = any(r.abandoned for r in p.running.values())
-            if not batch and not freed and not waiting_on_abandoned:
-                self._commit(p, [], now, advance=False)  # renew the lease
-                continue
             if batch:
                 self._annotate(p, batch, now)
             try:
@@ -324,9 +326,10 @@ class Engine:
         now: datetime,
         *,
         recover: bool = False,
-        advance: bool = True,
     ) -> list[StepView]:
         """Record a batch of outcomes and start what they made ready: one write.
+
+        With no outcomes it renews the lease, and starts the retries now due.
 
         The write is planned from what the pass knows; if a steering call changed the
         task meanwhile, the steps are read again and the write planned again.
@@ -339,7 +342,7 @@ class Engine:
             if recover:
                 self._recover_lost_steps(p, now)
             self._write_outcomes(p, batch, now)
-            started = self._advance(p, now) if advance else []
+            started = self._advance(p, now)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -376,17 +379,22 @@ class Engine:
         p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
-    def _wait(self, p: _Pass) -> tuple[list[Outcome], bool]:
-        """Wait for outcomes, time-outs or the next lease renewal.
+    def _wait(self, p: _Pass) -> list[Outcome]:
+        """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
+
+        An abandoned attempt whose thread ended leaves `p.running` (its step may be
+        planned again); the write that follows any wake-up plans again.
 
         Returns:
-            The outcomes to record, and whether an abandoned attempt's thread ended
-            (so its step may be planned again).
+            The outcomes to record.
         """
         renew_every = self._settings.lease_seconds / 3
         deadlines = [r.deadline for r in p.running.values() if not r.abandoned]
-        nearest = min(deadlines, default=time.monotonic() + renew_every)
-        timeout = max(0.0, min(nearest - time.monotonic(), renew_every))
+        clock = time.monotonic()
+        if p.wake_at is not None:  # a retry due while siblings run: start it on time
+            deadlines.append(clock + (p.wake_at - self._now()).total_seconds())
+        nearest = min(deadlines, default=clock + renew_every)
+        timeout = max(0.0, min(nearest - clock, renew_every))
         arrived: list[Outcome] = []
         try:
             arrived.append(p.outcomes.get(timeout=timeout))
@@ -394,14 +402,13 @@ class Engine:
                 arrived.append(p.outcomes.get_nowait())
         except queue.Empty:
             pass
-        batch, freed = [], False
+        batch = []
         for o in arrived:
             r = p.running.get(o.name)
             if r is None or r.token is not o.token:
                 continue
             if r.abandoned:  # its result came too late to count; the step is free again
                 del p.running[o.name]
-                freed = True
             else:
                 batch.append(o)
         clock = time.monotonic()
@@ -409,7 +416,7 @@ class Engine:
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
-        return batch, freed
+        return batch
 
     def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
         """Call `update_annotations` with the steps just processed, outside any transaction."""
@@ -481,6 +488,7 @@ class Engine:
         Decided in memory: the next write stores it.
         """
         decision = plan(p.states(), now, p.running.keys())
+        p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
         if decision.verdict is Verdict.RUN:
             busy = sum(1 for r in p.running.values() if not r.abandoned)
             room = self._settings.max_concurrent_steps - busy

@@ -84,9 +84,16 @@ def get_task(db: Database, task_id: Any) -> TaskView:
 
 
 def list_tasks(
-    db: Database, status: str | None, name: str | None, limit: int, subject: str | None = None
+    db: Database,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    subject: str | None = None,
+    before: int | None = None,
 ) -> list[TaskView]:
     """Tasks, newest first, with their steps (annotations are left out: see `annotations`).
+
+    `before` keeps only tasks with a smaller id (a page after the one that ended there).
 
     Raises:
         InvalidRequestError: an unknown status or a limit below 1.
@@ -102,6 +109,8 @@ def list_tasks(
         q = q.where(m.named_tasks.c.name == name)
     if subject is not None:
         q = q.where(T.c.subject == subject)
+    if before is not None:
+        q = q.where(T.c.task_id < before)
     with db.read() as conn:
         rows = conn.execute(q).all()
         ids = [int(r.task_id) for r in rows]
