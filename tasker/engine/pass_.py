@@ -426,7 +426,10 @@ class Engine:
             done = Status.COMPLETE.value if o.ok else Status.ERROR.value
             seen = (o.results, None) if o.ok else (None, o.error)
             # The handler's copies (HandlerStep): what it mutates is not what is stored.
-            view = replace(p.views[o.name], status=done, results=seen[0], error=seen[1])
+            # It sees each step's inputs as the step's handler did (stored, else the context).
+            v = p.views[o.name]
+            shown = inputs_of(v, p.row["context"])
+            view = replace(v, status=done, results=seen[0], error=seen[1], inputs=shown)
             steps.append(HandlerStep(view))
         try:
             p.reg.handler.update_annotations(htask, p.sequence(), steps)
