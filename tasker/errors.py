@@ -70,6 +70,14 @@ class InvalidTransitionError(InvalidRequestError):
     """A steering call asked for a status change the state machine does not allow."""
 
 
+class InvalidStateError(InvalidRequestError):
+    """The task's or step's state does not allow the request (an HTTP layer answers 409).
+
+    For example: changing a step that has already completed, or resuming a task
+    that is not paused. Nothing was changed.
+    """
+
+
 class LeaseLostError(TaskerError):
     """This worker no longer holds the task's lease; its writes were refused (fencing)."""
 

@@ -171,6 +171,15 @@ class HandlerFactory:
                 f"task {name!r} has no version {version!r} (registered: {registered})"
             ) from None
 
+    def registered(self) -> list[RegisteredTask]:
+        """Every registered handler version, by name, then oldest version first."""
+        return [
+            versions[v]
+            for name in sorted(self._tasks)
+            for versions in [self._tasks[name]]
+            for v in sorted(versions, key=version_key)
+        ]
+
     def names(self) -> list[str]:
         """The registered task names, sorted."""
         return sorted(self._tasks)

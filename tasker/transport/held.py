@@ -108,6 +108,19 @@ class TrackingRedisBroker(WakingRedisBroker):
             self.client.hset(self.index_key(sent.queue_name), str(task_id), entry)
         return sent
 
+    def _pipeline(self, sha: str, calls: list[list[Any]], tokens: dict[str, int]) -> None:
+        """Send a batch (`enqueue_many`), then record each message as its task's newest."""
+        super()._pipeline(sha, calls, tokens)
+        now = current_millis()
+        entries: dict[str, dict[Any, Any]] = {}
+        for argv in calls:  # the dispatch script's argv: ..., queue, ..., message id, data
+            task_id = task_of(Message.decode(argv[-1]))
+            if task_id is not None:
+                key = self.index_key(argv[2])
+                entries.setdefault(key, {})[str(task_id)] = f"{argv[-2]}|{now}"
+        for key, mapping in entries.items():
+            self.client.hset(key, mapping=mapping)
+
     def forget(self, queue_name: str, message: MessageProxy) -> None:
         """Drop the record of `message` if it is still its task's newest (it was consumed)."""
         task_id = task_of(message)

@@ -29,11 +29,18 @@ def _outbox_rows(app: Tasker) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(m.outbox)).scalar() or 0)
 
 
+def _sent(app: Tasker) -> None:
+    """Wait until the messages of the tasks enqueued so far were sent (the relay)."""
+    if app.relay is not None:
+        app.relay.flush()
+
+
 def _backlog(app: Tasker, clock, n: int = 3) -> list[int]:
     """`n` tasks whose messages wait in the broker, well past the outbox grace period
     and past several lease periods, swept all along."""
     app.register(task_class("queued", [StepTemplate(name="s", handler=_noop)]))
     ids = [app.enqueue(TaskRequest(name="queued")).task_id for _ in range(n)]
+    _sent(app)
     sent = 0
     for _ in range(4):
         clock.advance(app.settings.sweep_seconds + 1)
@@ -149,6 +156,7 @@ def test_a_dead_workers_unacked_message_goes_back_to_the_queue(app, client, redi
     back in the queue, where another worker takes it."""
     app.register(task_class("orphan", [StepTemplate(name="s", handler=_noop)]))
     task = app.enqueue(TaskRequest(name="orphan"))
+    _sent(app)
     queue = app.settings.queue_name
     other = TrackingRedisBroker(url=redis_url, middleware=[], heartbeat_timeout=30_000)
     try:
@@ -170,9 +178,25 @@ def test_a_message_older_than_the_limit_counts_as_lost(app, client, clock):
     it does not count as held, so the sweeper re-sends the task (once)."""
     app.register(task_class("old", [StepTemplate(name="s", handler=_noop)]))
     task = app.enqueue(TaskRequest(name="old"))
+    _sent(app)
     index = f"dramatiq:__tasks__.{app.settings.queue_name}"
     redis_id = client.hget(index, str(task.task_id)).decode().split("|")[0]
     client.hset(index, str(task.task_id), f"{redis_id}|0")
     assert app.dispatch.held([task.task_id], 600) == set()
     clock.advance(app.settings.sweep_seconds + 1)
     assert app.sweeper.sweep() == 1
+
+
+@pytest.mark.redis
+def test_messages_sent_in_a_batch_are_held_too(app, client):
+    """Given nudges sent in one batch (the relay's `send_many`), then each task counts as
+    held until its message is consumed, and not after."""
+    app.register(task_class("batched", [StepTemplate(name="s", handler=_noop)]))
+    ids = [app.enqueue(TaskRequest(name="batched")).task_id for _ in range(3)]
+    _sent(app)
+    app.dispatch.drain()
+    assert app.dispatch.held(ids, 600) == set()
+    app.dispatch.send_many(ids)
+    assert app.dispatch.held(ids, 600) == set(ids)
+    assert sorted(app.dispatch.drain()) == ids
+    assert app.dispatch.held(ids, 600) == set()
