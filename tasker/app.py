@@ -31,6 +31,7 @@ from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.migrate import upgrade
 from tasker.transport.broker import Dispatch, make_broker
+from tasker.transport.relay import Relay
 
 log = logging.getLogger("tasker")
 
@@ -79,6 +80,9 @@ class Tasker:
             self._run_message,
             self.now,
         )
+        # Over Redis, enqueue's messages are sent after the commit by a background thread;
+        # in-process, a send costs microseconds and `run_until_idle` should see it at once.
+        self.relay = Relay(self.dispatch.send_many) if self.dispatch.remote else None
         self.engine = Engine(
             self.db,
             self.store,
@@ -131,7 +135,12 @@ class Tasker:
     # -- enqueue and run ----------------------------------------------------------
 
     def enqueue(self, request: TaskRequest) -> TaskView:
-        """Validate and store a task, then send its message (after the commit).
+        """Validate and store a task; its message is sent after the commit.
+
+        It returns once the task is committed. Over Redis the message is sent by the
+        app's relay thread, batched with others (`stop()` and `close()` send what is
+        left); the task's outbox row guarantees it: the sweeper re-sends the message of
+        a task whose process died before sending it.
 
         Returns:
             The task (for a repeated idempotency key: the first task).
@@ -162,21 +171,40 @@ class Tasker:
         reg = self.factory.get(request.name, request.version)
         accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now())
         if accepted.view is not None:
-            self._notify(accepted.task_id)
+            self._announce([accepted.task_id])
             return accepted.view, accepted.created
         return self.get_task(accepted.task_id), accepted.created
+
+    def _announce(self, task_ids: list[int]) -> None:
+        """Send the messages of newly committed tasks (through the relay over Redis)."""
+        if self.relay is not None:
+            self.relay.submit(task_ids)
+            return
+        try:
+            self.dispatch.send_many(task_ids)
+        except Exception:  # the outbox rows and the sweeper cover a failed send
+            log.warning("could not send the messages of tasks %s; the sweeper will", task_ids)
 
     def run_until_idle(self) -> int:
         """Run, in this process, every waiting message and every task due by the app's clock.
 
         Returns when nothing more is due now; work scheduled for later stays pending.
+        After `stop()` it runs again (a stop ends the background worker, not this
+        call's own work); a `stop()` of a worker started meanwhile makes it return
+        once the running passes have handed their tasks back.
 
         Returns:
             The number of engine passes run.
         """
         passes, failed = 0, set()
+        if self._worker is None:
+            self.engine.resume()  # no background worker: nothing of a stop() is left to keep
         self.housekeeping()  # due schedule ticks and the retention purge, by the app's clock
+        if self.relay is not None:
+            self.relay.flush()  # so that the drain below takes the messages just enqueued
         while True:
+            if self.engine.stopping:
+                return passes  # the passes hand their tasks back: running them again would spin
             found = [*self.dispatch.drain(), *due_now(self.db, self.now())]
             ids = [i for i in dict.fromkeys(found) if i not in failed]
             if not ids:
@@ -210,7 +238,12 @@ class Tasker:
             self._sweep_thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the worker: running passes start nothing new and hand their tasks back."""
+        """Stop the worker and send the messages the relay has not sent yet.
+
+        Running passes start nothing new and hand their tasks back; the relay sends the
+        messages of every task enqueued so far, then its thread ends. The app may be
+        started again, and `run_until_idle()` runs again after it.
+        """
         self._stop.set()
         if self._worker is not None:
             self.engine.stop()
@@ -219,6 +252,8 @@ class Tasker:
         if self._sweep_thread is not None:
             self._sweep_thread.join(timeout)
             self._sweep_thread = None
+        if self.relay is not None:  # last: the sweeper's schedule ticks enqueue too
+            self.relay.stop(timeout)
 
     def close(self) -> None:
         """Stop any worker and release the broker and database connections."""

@@ -18,12 +18,14 @@ class DagCycleError(ConfigurationError):
     """The steps of a task handler depend on each other in a cycle.
 
     Attributes:
-        cycle: the step names on the cycle, in dependency order.
+        cycle: the steps on the cycle as a closed path in dependency order: each
+            depends on the one before it and the last is the first again
+            (`["a", "b", "a"]`; a step that depends on itself: `["a", "a"]`).
     """
 
     def __init__(self, task_name: str, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
-        path = " -> ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
+        path = " -> ".join(self.cycle) if self.cycle else "?"
         super().__init__(f"task {task_name!r}: steps depend on each other in a cycle: {path}")
 
 

@@ -28,7 +28,7 @@ from tasker.errors import (
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, write_step_changes, write_task_change
 from tasker.store.db import Database
-from tasker.store.lease import select_steps
+from tasker.store.steps import select_steps
 
 T, S = m.tasks, m.workflow_steps
 _UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.value)

@@ -10,9 +10,10 @@ a growing sleep, so a message is picked up at once without burning CPU when idle
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 import dramatiq
 import redis
@@ -21,6 +22,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 
 ACTOR_NAME = "tasker_run_task"
 
@@ -92,6 +94,52 @@ class WakingRedisBroker(RedisBroker):
             # Redis lost its script cache (a restart, SCRIPT FLUSH); a second token is harmless.
             self.client.script_load(script.script)
             return self._enqueue_and_wake(script.sha, argv, self.wake_key(queue_name))
+
+    def enqueue_many(self, messages: Sequence[Message[Any]]) -> None:
+        """Enqueue undelayed messages in one round trip: one pipeline, tokens included.
+
+        Each message gets its own Redis message id, as `enqueue` gives it; every queue
+        sent to gets a wake-up token per message (at most `WAKE_TOKENS_KEPT`).
+        """
+        if not messages:
+            return
+        script = self.scripts["dispatch"]
+        calls: list[list[Any]] = []
+        tokens: dict[str, int] = {}
+        for original in messages:
+            message = original.copy(options={"redis_message_id": str(uuid4())})
+            self.emit_before("enqueue", message, None)
+            queue = message.queue_name
+            calls.append(
+                [
+                    "enqueue",
+                    current_millis(),
+                    queue,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    self._should_do_maintenance("enqueue"),
+                    self._max_unpack_size(),  # type: ignore[no-untyped-call]
+                    message.options["redis_message_id"],
+                    message.encode(),
+                ]
+            )
+            tokens[queue] = tokens.get(queue, 0) + 1
+        try:
+            self._pipeline(script.sha, calls, tokens)
+        except redis.exceptions.NoScriptError:
+            # As in `do_enqueue`: every call of the batch failed alike, so none was sent.
+            self.client.script_load(script.script)
+            self._pipeline(script.sha, calls, tokens)
+
+    def _pipeline(self, sha: str, calls: list[list[Any]], tokens: dict[str, int]) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for argv in calls:
+                pipe.evalsha(sha, 1, self.namespace, *argv)
+            for queue, n in tokens.items():
+                pipe.rpush(self.wake_key(queue), *([1] * min(n, WAKE_TOKENS_KEPT)))
+                pipe.ltrim(self.wake_key(queue), -WAKE_TOKENS_KEPT, -1)
+            pipe.execute()
 
     def _enqueue_and_wake(self, sha: str, argv: list[Any], wake_key: str) -> Any:
         with self.client.pipeline(transaction=False) as pipe:
@@ -176,14 +224,37 @@ class Dispatch:
             self.actor.send(task_id)
         self.sent += 1
 
-    def drain(self) -> list[int]:
-        """Take every waiting message (delayed ones too) off this broker's queues; ack them.
+    @property
+    def remote(self) -> bool:
+        """Whether messages go over the network (Redis), not to the in-process broker."""
+        return isinstance(self.broker, WakingRedisBroker)
 
-        Used by `run_until_idle`: the task ids of undelayed messages are returned;
-        delayed ones are dropped, as the database already knows when they are due.
+    def send_many(self, task_ids: Sequence[int]) -> None:
+        """Send an undelayed nudge for each task id, in one round trip on Redis."""
+        if isinstance(self.broker, WakingRedisBroker):
+            self.broker.enqueue_many([self.actor.message(i) for i in task_ids])
+        else:
+            for task_id in task_ids:
+                self.actor.send(task_id)
+        self.sent += len(task_ids)
+
+    def drain(self) -> list[int]:
+        """Take every waiting undelayed message off this broker's queue; ack them.
+
+        Used by `run_until_idle`, which returns the task ids to run. Delayed messages
+        are left where they are on Redis, where other workers share the delay queue
+        (the database knows when each task is due, so nothing waits on them here).
+        On the in-process broker, which no other process shares, the delayed ones
+        are taken and dropped, so they do not pile up in memory.
+
+        Returns:
+            The task ids of the undelayed messages taken, in queue order.
         """
+        queues = [(self.queue_name, True)]
+        if isinstance(self.broker, StubBroker):
+            queues.append((dq_name(self.queue_name), False))
         ids: list[int] = []
-        for name, keep in ((self.queue_name, True), (dq_name(self.queue_name), False)):
+        for name, keep in queues:
             consumer = self.broker.consume(name, prefetch=1000, timeout=0)
             try:
                 while True:

@@ -358,6 +358,7 @@ def lost_messages(
 ) -> None:
     # The task messages are lost before any worker could take them.
     ids = diamonds(app, 3, default_sleep=0.01)
+    assert app.relay is not None and app.relay.flush()
     assert broker.llen("dramatiq:tasker") == 3, "enqueue sent no message"
     broker.flushdb()
     first = workers.start()
