@@ -153,6 +153,17 @@ class Tasker:
             DuplicateTaskError: a `one_per_subject` task holds the subject (see
                 `TaskHandler.one_per_subject`); `.existing_task_id` names it.
         """
+        return self.submit(request)[0]
+
+    def submit(self, request: TaskRequest) -> tuple[TaskView, bool]:
+        """`enqueue`, also telling whether this call created the task.
+
+        Returns:
+            The task, and False when it is the first task of a repeated idempotency key.
+
+        Raises:
+            The errors of `enqueue`.
+        """
         if not isinstance(request, TaskRequest):
             raise InvalidRequestError(
                 f"enqueue() takes a TaskRequest, got {type(request).__name__}"
@@ -161,8 +172,8 @@ class Tasker:
         accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now())
         if accepted.view is not None:
             self._announce([accepted.task_id])
-            return accepted.view
-        return self.get_task(accepted.task_id)
+            return accepted.view, accepted.created
+        return self.get_task(accepted.task_id), accepted.created
 
     def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[TaskView]:
         """Validate and store many tasks at once, all or none (for submitting in bulk).
@@ -224,15 +235,22 @@ class Tasker:
         """Run, in this process, every waiting message and every task due by the app's clock.
 
         Returns when nothing more is due now; work scheduled for later stays pending.
+        After `stop()` it runs again (a stop ends the background worker, not this
+        call's own work); a `stop()` of a worker started meanwhile makes it return
+        once the running passes have handed their tasks back.
 
         Returns:
             The number of engine passes run.
         """
         passes, failed = 0, set()
+        if self._worker is None:
+            self.engine.resume()  # no background worker: nothing of a stop() is left to keep
         self.housekeeping()  # due schedule ticks and the retention purge, by the app's clock
         if self.relay is not None:
             self.relay.flush()  # so that the drain below takes the messages just enqueued
         while True:
+            if self.engine.stopping:
+                return passes  # the passes hand their tasks back: running them again would spin
             found = [*self.dispatch.drain(), *due_now(self.db, self.now())]
             ids = [i for i in dict.fromkeys(found) if i not in failed]
             if not ids:
@@ -269,7 +287,8 @@ class Tasker:
         """Stop the worker and send the messages the relay has not sent yet.
 
         Running passes start nothing new and hand their tasks back; the relay sends the
-        messages of every task enqueued so far, then its thread ends.
+        messages of every task enqueued so far, then its thread ends. The app may be
+        started again, and `run_until_idle()` runs again after it.
         """
         self._stop.set()
         if self._worker is not None:
@@ -316,13 +335,16 @@ class Tasker:
         name: str | None = None,
         limit: int = 100,
         subject: str | None = None,
+        before: int | None = None,
     ) -> list[TaskView]:
         """Tasks, newest first, optionally filtered by status, name and subject.
+
+        `before` keeps only tasks whose id is smaller (for paging: the last id seen).
 
         Raises:
             InvalidRequestError: an unknown status or a bad limit.
         """
-        return queries.list_tasks(self.db, status, name, limit, subject)
+        return queries.list_tasks(self.db, status, name, limit, subject, before)
 
     def history(self, task_id: int) -> list[TransitionView]:
         """The audit trail of a task: every status change of it and its steps.
@@ -383,6 +405,78 @@ class Tasker:
         steering.retry(self.db, tid, self.now())
         self._notify(tid)
         return self.get_task(tid)
+
+    def update_task(
+        self, task_id: int, reason: str | None = None, tags: list[str] | None = None
+    ) -> TaskView:
+        """Change a task's `reason` and/or `tags`; anything else of it stays as it is.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidRequestError: `reason` is not a string of 1 to 255 characters, or
+                `tags` not a list of strings. Nothing is changed.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.update_task(self.db, tid, reason, tags, self.now())
+        return self.get_task(tid)
+
+    def update_step(
+        self,
+        task_id: int,
+        step_name: str,
+        retry_limit: int | None = None,
+        inputs: dict[str, Any] | None = None,
+    ) -> TaskView:
+        """Change the attempt budget and/or inputs of a step that has not finished.
+
+        Its next attempt uses them (a running attempt keeps the inputs it started with).
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            StepNotFoundError: the task has no such step.
+            InvalidStateError: the task or the step has finished.
+            InvalidRequestError: `retry_limit` is not an integer >= 1 or `inputs` not a
+                JSON object. Nothing is changed.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.update_step(self.db, tid, step_name, retry_limit, inputs, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def cancel_step(self, task_id: int, step_name: str) -> TaskView:
+        """Cancel one pending or failed step: it never runs, nor can its dependents.
+
+        The task goes on with its other steps, and ends in `error` if the cancelled
+        step kept one from running.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            StepNotFoundError: the task has no such step.
+            InvalidStateError: the task or the step has finished, or the step is running.
+        """
+        tid = queries.task_id_of(task_id)
+        steering.cancel_step(self.db, tid, step_name, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def asgi(self, tokens: dict[str, str] | None = None, max_body: int | None = None) -> Any:
+        """The HTTP API, dashboard and metrics of this app, as an ASGI application.
+
+        Args:
+            tokens: bearer token -> scope (`"read"` or `"write"`); default: the
+                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`. With none,
+                every request is refused with 401 (`tasker serve --insecure-no-auth`
+                serves without tokens, on 127.0.0.1 only).
+            max_body: the largest request body in bytes (default `TASKER_API_MAX_BODY`,
+                else 1 MiB).
+
+        Raises:
+            ConfigurationError: a token's scope is neither read nor write, or the web
+                extras are not installed.
+        """
+        from tasker.web import create_app
+
+        return create_app(self, tokens=tokens, max_body=max_body)
 
     # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
 

@@ -18,12 +18,14 @@ class DagCycleError(ConfigurationError):
     """The steps of a task handler depend on each other in a cycle.
 
     Attributes:
-        cycle: the step names on the cycle, in dependency order.
+        cycle: the steps on the cycle as a closed path in dependency order: each
+            depends on the one before it and the last is the first again
+            (`["a", "b", "a"]`; a step that depends on itself: `["a", "a"]`).
     """
 
     def __init__(self, task_name: str, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
-        path = " -> ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
+        path = " -> ".join(self.cycle) if self.cycle else "?"
         super().__init__(f"task {task_name!r}: steps depend on each other in a cycle: {path}")
 
 
@@ -73,6 +75,14 @@ class StepNotFoundError(NotFoundError):
 
 class InvalidTransitionError(InvalidRequestError):
     """A steering call asked for a status change the state machine does not allow."""
+
+
+class InvalidStateError(InvalidRequestError):
+    """The task's or step's state does not allow the request (an HTTP layer answers 409).
+
+    For example: changing a step that has already completed, or resuming a task
+    that is not paused. Nothing was changed.
+    """
 
 
 class LeaseLostError(TaskerError):

@@ -1,4 +1,4 @@
-"""The `tasker` command line: demo, worker, migrate, enqueue, status, schedules, purge."""
+"""The `tasker` command line: demo, worker, serve, graph, migrate, enqueue, status and more."""
 
 from __future__ import annotations
 
@@ -296,6 +296,52 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the HTTP API, dashboard and metrics of an app (and a worker with --worker)."""
+    import uvicorn
+
+    from tasker.transport.worker import load_app
+    from tasker.web import create_app
+
+    host = args.host
+    if args.insecure_no_auth:
+        if host not in (None, "127.0.0.1"):
+            print("error: --insecure-no-auth serves on 127.0.0.1 only", file=sys.stderr)
+            return 2
+        host = "127.0.0.1"
+    app = load_app(args.app_ref)
+    try:
+        asgi = create_app(app, insecure_no_auth=args.insecure_no_auth)
+    except TaskerError:
+        app.close()
+        raise
+    if args.worker:
+        app.start(threads=args.threads)
+    where = f"http://{host or '127.0.0.1'}:{args.port}"
+    print(f"tasker serve: dashboard {where}/ api {where}/api/v1 metrics {where}/metrics")
+    try:
+        uvicorn.run(asgi, host=host or "127.0.0.1", port=args.port, log_level="warning")
+    finally:
+        app.close()
+    return 0
+
+
+def _web_commands(sub: Any) -> None:
+    """The `serve` and `graph` subcommands."""
+    sv = sub.add_parser("serve", help="serve the HTTP API, dashboard and metrics of MODULE[:ATTR]")
+    sv.add_argument("app_ref", metavar="MODULE[:ATTR]")
+    sv.add_argument("--host", help="default 127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without tokens (every caller may write), on 127.0.0.1 only",
+    )
+    sv.add_argument("--worker", action="store_true", help="also run a worker in this process")
+    sv.add_argument("--threads", type=int, default=8, help="with --worker: engine threads")
+    sv.set_defaults(func=cmd_serve)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `tasker`."""
     p = argparse.ArgumentParser(prog="tasker", description="A durable DAG task orchestrator.")
@@ -311,6 +357,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--processes", type=int, default=1)
     w.add_argument("--threads", type=int, default=8)
     w.set_defaults(func=cmd_worker)
+
+    _web_commands(sub)
 
     def db_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(

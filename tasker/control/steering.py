@@ -1,4 +1,4 @@
-"""Steering calls: cancel a task, resolve a step by hand, retry failed steps.
+"""Steering calls: cancel a task, resolve a step by hand, retry failed steps, edit a task or step.
 
 Each locks the task row first (so it waits for a running engine transaction),
 changes what it must, bumps the task's revision (so a running engine re-reads
@@ -20,6 +20,7 @@ from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.errors import (
     InvalidRequestError,
+    InvalidStateError,
     InvalidTransitionError,
     StepNotFoundError,
     TaskNotFoundError,
@@ -27,7 +28,7 @@ from tasker.errors import (
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, write_step_changes, write_task_change
 from tasker.store.db import Database
-from tasker.store.lease import select_steps
+from tasker.store.steps import select_steps
 
 T, S = m.tasks, m.workflow_steps
 _UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.value)
@@ -248,3 +249,144 @@ def resolve_task(db: Database, task_id: int, reason: str, now: datetime) -> bool
             )
         )
     return True
+
+
+#: A step in one of these has finished: `update_step` and `cancel_step` refuse it.
+_STEP_DONE = frozenset(
+    {
+        Status.COMPLETE.value,
+        Status.SKIPPED.value,
+        Status.RESOLVED_MANUALLY.value,
+        Status.CANCELLED.value,
+    }
+)
+
+
+def check_task_fields(reason: Any, tags: Any) -> None:
+    """Check the `reason` and `tags` that `update_task` would store.
+
+    Raises:
+        InvalidRequestError: `reason` is not a string of 1 to 255 characters, or `tags`
+            is not a list of strings.
+    """
+    if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 255):
+        raise InvalidRequestError(f"reason must be a string of 1 to 255 characters: {reason!r}")
+    if tags is not None and (
+        not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+    ):
+        raise InvalidRequestError(f"tags must be a list of strings, got {tags!r}")
+
+
+def update_task(
+    db: Database, task_id: int, reason: str | None, tags: list[str] | None, now: datetime
+) -> None:
+    """Change a task's `reason` and/or `tags` (what it is for; nothing it runs on).
+
+    Raises:
+        InvalidRequestError: a bad `reason` or `tags` (see `check_task_fields`).
+        TaskNotFoundError: no task has that id.
+    """
+    check_task_fields(reason, tags)
+    values: dict[str, Any] = {"updated_at": now}
+    if reason is not None:
+        values["reason"] = reason
+    if tags is not None:
+        values["tags"] = list(tags)
+    with db.write() as conn:
+        _lock(conn, task_id)
+        conn.execute(sa.update(T).where(T.c.task_id == task_id).values(values))
+
+
+def _open_step(conn: Connection, task_id: int, step_name: str, action: str) -> tuple[Status, Any]:
+    """Lock the task and find a step of it that has not finished, for `action`.
+
+    Returns:
+        The task's status and the step's row.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        StepNotFoundError: the task has no such step.
+        InvalidStateError: the task is finished, or the step is.
+    """
+    status = _lock(conn, task_id)
+    step = next((r for r in _steps(conn, task_id) if r.name == step_name), None)
+    if step is None:
+        raise StepNotFoundError(f"task {task_id} has no step {step_name!r}")
+    if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
+        raise InvalidStateError(f"task {task_id} is {status}; cannot {action} step {step_name!r}")
+    if step.status in _STEP_DONE:
+        raise InvalidStateError(
+            f"step {step_name!r} of task {task_id} is {step.status}; cannot {action} it"
+        )
+    return status, step
+
+
+def update_step(
+    db: Database,
+    task_id: int,
+    step_name: str,
+    retry_limit: int | None,
+    inputs: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Change the attempt budget and/or the inputs of a step that has not finished.
+
+    The next attempt uses them; a running attempt keeps the inputs it started with.
+    The task's revision is bumped so that a running engine pass re-reads the step.
+
+    Raises:
+        InvalidRequestError: `retry_limit` is not an integer of at least 1, or `inputs`
+            is not a JSON object.
+        TaskNotFoundError: no task has that id.
+        StepNotFoundError: the task has no such step.
+        InvalidStateError: the task is finished, or the step is (complete, skipped,
+            resolved or cancelled).
+    """
+    if retry_limit is not None and (
+        isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 1
+    ):
+        raise InvalidRequestError(f"retry_limit must be an integer >= 1, got {retry_limit!r}")
+    if inputs is not None and (not isinstance(inputs, dict) or json_problem(inputs)):
+        raise InvalidRequestError(f"inputs must be a JSON object, got {inputs!r}")
+    values: dict[str, Any] = {"updated_at": now}
+    if retry_limit is not None:
+        values["retry_limit"] = retry_limit
+    if inputs is not None:
+        values["inputs"] = inputs
+    with db.write() as conn:
+        _, step = _open_step(conn, task_id, step_name, "change")
+        conn.execute(
+            sa.update(S).where(S.c.workflow_step_id == step.workflow_step_id).values(values)
+        )
+        conn.execute(
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(revision=T.c.revision + 1, updated_at=now)
+        )
+
+
+def cancel_step(db: Database, task_id: int, step_name: str, now: datetime) -> None:
+    """Cancel one pending or failed step: it never runs, and its dependents cannot.
+
+    The task goes on with whatever else can run, then ends in `error` if the cancelled
+    step kept something from running (resolve those steps or the task by hand).
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        StepNotFoundError: the task has no such step.
+        InvalidStateError: the task is finished, the step is finished, or it is running
+            (cancel the task to stop it).
+    """
+    with db.write() as conn:
+        status, step = _open_step(conn, task_id, step_name, "cancel")
+        if step.status == Status.IN_PROGRESS.value:
+            raise InvalidStateError(
+                f"step {step_name!r} of task {task_id} is running; cancel the task to stop it"
+            )
+        _record_steps(conn, task_id, [step], Status.CANCELLED, "step cancelled", now)
+        conn.execute(
+            sa.update(S)
+            .where(S.c.workflow_step_id == step.workflow_step_id)
+            .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
+        )
+        _resume(conn, task_id, status, f"step {step_name!r} cancelled", now)

@@ -38,7 +38,7 @@ class StepState:
 class Verdict(str, Enum):
     """What the task should do once the ready steps are dealt with."""
 
-    RUN = "run"  # steps are ready or running
+    RUN = "run"  # steps are ready or running (and a retry may be due at `Plan.wake_at`)
     WAIT = "wait"  # only backoffs remain: come back at `Plan.wake_at`
     COMPLETE = "complete"  # every step complete, resolved or skipped
     ERROR = "error"  # a step failed for good and nothing else can progress
@@ -46,7 +46,12 @@ class Verdict(str, Enum):
 
 @dataclass
 class Plan:
-    """The planner's answer."""
+    """The planner's answer.
+
+    `wake_at`: with WAIT, when the task is due again; with RUN, the earliest time a step
+    that is neither ready nor running becomes ready (a retry whose dependencies hold), so
+    a pass waiting on running steps wakes for it then; None if there is no such step.
+    """
 
     ready: list[str]
     verdict: Verdict
@@ -77,7 +82,16 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
     """
     ready = [n for n, s in steps.items() if n not in running and is_ready(s, steps, now)]
     if ready or running:
-        return Plan(ready, Verdict.RUN)
+        due = [
+            s.next_attempt_at
+            for n, s in steps.items()
+            if s.awaiting_retry
+            and s.next_attempt_at is not None
+            and s.next_attempt_at > now
+            and n not in running
+            and deps_satisfied(s, steps)
+        ]
+        return Plan(ready, Verdict.RUN, wake_at=min(due, default=None))
     if all(s.status in SATISFIED for s in steps.values()):
         return Plan([], Verdict.COMPLETE)
     waits = [s.next_attempt_at for s in steps.values() if s.awaiting_retry and s.next_attempt_at]

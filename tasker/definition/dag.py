@@ -19,7 +19,8 @@ def topological_order(task_name: str, deps: Mapping[str, Sequence[str]]) -> list
 
     Raises:
         ConfigurationError: a dependency names no step.
-        DagCycleError: the steps depend on each other in a cycle (`.cycle` names them).
+        DagCycleError: the steps depend on each other in a cycle (`.cycle` is its path,
+            the first step repeated at the end; a step that depends on itself: `[a, a]`).
     """
     for name, wanted in deps.items():
         unknown = [d for d in wanted if d not in deps]
@@ -51,6 +52,10 @@ def find_cycle(residual: set[str], deps: Mapping[str, Sequence[str]]) -> list[st
 
     Every residual step has a dependency that is itself residual, so walking
     those dependencies must revisit a step; the walk from there is a cycle.
+
+    Returns:
+        The cycle as a closed path in dependency order: each step depends on the one
+        before it, and the last is the first again (`["a", "a"]` for a self-dependency).
     """
     start = min(residual)
     seen: dict[str, int] = {}
@@ -61,4 +66,5 @@ def find_cycle(residual: set[str], deps: Mapping[str, Sequence[str]]) -> list[st
         path.append(node)
         node = next(d for d in deps[node] if d in residual)
     # The walk follows "depends on", so reverse it into dependency order.
-    return list(reversed(path[seen[node] :]))
+    cycle = list(reversed(path[seen[node] :]))
+    return [*cycle, cycle[0]]

@@ -147,8 +147,16 @@ class HandlerFactory:
         """Find a registered task; without a version, the newest.
 
         Raises:
-            UnknownTaskError: nothing is registered under that name (and version).
+            UnknownTaskError: nothing is registered under that name (and version), or
+                the name or version is not a string.
         """
+        # A request's fields come from users: a list or dict here must not be a TypeError.
+        if not isinstance(name, str):
+            raise UnknownTaskError(f"a task name is a string, not {type(name).__name__} {name!r}")
+        if version is not None and not isinstance(version, str):
+            raise UnknownTaskError(
+                f"task {name!r}: a version is a string, not {type(version).__name__} {version!r}"
+            )
         versions = self._tasks.get(name)
         if not versions:
             known = ", ".join(sorted(self._tasks)) or "none"
@@ -163,9 +171,18 @@ class HandlerFactory:
                 f"task {name!r} has no version {version!r} (registered: {registered})"
             ) from None
 
+    def registered(self) -> list[RegisteredTask]:
+        """Every registered handler version, by name, then oldest version first."""
+        return [
+            versions[v]
+            for name in sorted(self._tasks)
+            for versions in [self._tasks[name]]
+            for v in sorted(versions, key=version_key)
+        ]
+
     def names(self) -> list[str]:
         """The registered task names, sorted."""
         return sorted(self._tasks)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tasks
+        return isinstance(name, str) and name in self._tasks

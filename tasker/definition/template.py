@@ -128,8 +128,6 @@ class StepTemplate:
             raise ConfigurationError(
                 f"{where}: depends_on names a step twice: {list(self.depends_on)}"
             )
-        if self.name in self.depends_on:
-            raise ConfigurationError(f"{where}: a step cannot depend on itself")
         if not isinstance(self.dependent_system, str) or not self.dependent_system:
             raise ConfigurationError(f"{where}: dependent_system must be a non-empty string")
         if not isinstance(self.retryable, bool) or not isinstance(self.skippable, bool):

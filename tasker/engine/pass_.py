@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -33,7 +33,12 @@ from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
-from tasker.errors import LeaseLostError, StaleRevisionError, UnknownTaskError
+from tasker.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    StaleRevisionError,
+    UnknownTaskError,
+)
 from tasker.settings import Settings
 from tasker.store import lease as leases
 from tasker.store import schema as m
@@ -41,6 +46,7 @@ from tasker.store.audit import StepChange
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.steps import inputs_of, select_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -77,6 +83,7 @@ class _Pass:
     running: dict[str, _Running] = field(default_factory=dict)
     outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     notify_at: datetime | None = None  # a message to send once the transaction commits
+    wake_at: datetime | None = None  # the app-clock time a waiting retry becomes due
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     # What the next write stores: the steps it changes, their transitions, how it ends.
     dirty: dict[str, None] = field(default_factory=dict)
@@ -111,15 +118,6 @@ class _Pass:
 _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
 
 
-def step_views(reg: RegisteredTask, rows: Sequence[Any]) -> dict[str, StepView]:
-    """Build step views from step rows, with dependencies from the registered DAG."""
-    views = {}
-    for r in rows:
-        tpl = reg.steps.get(r.name)
-        views[r.name] = leases.step_view(r, tpl.depends_on if tpl else ())
-    return views
-
-
 class Engine:
     """Runs engine passes for one app; thread-safe (one pass per task message)."""
 
@@ -148,6 +146,11 @@ class Engine:
     def stop(self) -> None:
         """Ask running passes to start no new steps and hand their tasks back."""
         self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called (and not undone by `resume`)."""
+        return self._stopping.is_set()
 
     def resume(self) -> None:
         """Undo `stop` (the app's worker was started again)."""
@@ -188,7 +191,7 @@ class Engine:
         attempt ends by its time limit at the latest.
         """
         while p.running:
-            batch, _ = self._wait(p)
+            batch = self._wait(p)
             for o in batch:
                 p.running.pop(o.name, None)
 
@@ -281,7 +284,7 @@ class Engine:
             )
             self._write(task_id, partial(self._store.apply, release))
             return None
-        views = step_views(reg, claimed.steps)
+        views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
@@ -302,12 +305,8 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running:
-            batch, freed = self._wait(p)
+            batch = self._wait(p)
             now = self._now()
-            waiting_on_abandoned = any(r.abandoned for r in p.running.values())
-            if not batch and not freed and not waiting_on_abandoned:
-                self._commit(p, [], now, advance=False)  # renew the lease
-                continue
             if batch:
                 self._annotate(p, batch, now)
             try:
@@ -327,9 +326,10 @@ class Engine:
         now: datetime,
         *,
         recover: bool = False,
-        advance: bool = True,
     ) -> list[StepView]:
         """Record a batch of outcomes and start what they made ready: one write.
+
+        With no outcomes it renews the lease, and starts the retries now due.
 
         The write is planned from what the pass knows; if a steering call changed the
         task meanwhile, the steps are read again and the write planned again.
@@ -342,7 +342,7 @@ class Engine:
             if recover:
                 self._recover_lost_steps(p, now)
             self._write_outcomes(p, batch, now)
-            started = self._advance(p, now) if advance else []
+            started = self._advance(p, now)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -374,22 +374,27 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            rows = conn.execute(leases.select_steps([task_id])).all()
-        fresh = step_views(p.reg, rows)
+            rows = conn.execute(select_steps([task_id])).all()
+        fresh = views_of(rows)
         p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
-    def _wait(self, p: _Pass) -> tuple[list[Outcome], bool]:
-        """Wait for outcomes, time-outs or the next lease renewal.
+    def _wait(self, p: _Pass) -> list[Outcome]:
+        """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
+
+        An abandoned attempt whose thread ended leaves `p.running` (its step may be
+        planned again); the write that follows any wake-up plans again.
 
         Returns:
-            The outcomes to record, and whether an abandoned attempt's thread ended
-            (so its step may be planned again).
+            The outcomes to record.
         """
         renew_every = self._settings.lease_seconds / 3
         deadlines = [r.deadline for r in p.running.values() if not r.abandoned]
-        nearest = min(deadlines, default=time.monotonic() + renew_every)
-        timeout = max(0.0, min(nearest - time.monotonic(), renew_every))
+        clock = time.monotonic()
+        if p.wake_at is not None:  # a retry due while siblings run: start it on time
+            deadlines.append(clock + (p.wake_at - self._now()).total_seconds())
+        nearest = min(deadlines, default=clock + renew_every)
+        timeout = max(0.0, min(nearest - clock, renew_every))
         arrived: list[Outcome] = []
         try:
             arrived.append(p.outcomes.get(timeout=timeout))
@@ -397,23 +402,21 @@ class Engine:
                 arrived.append(p.outcomes.get_nowait())
         except queue.Empty:
             pass
-        batch, freed = [], False
+        batch = []
         for o in arrived:
             r = p.running.get(o.name)
             if r is None or r.token is not o.token:
                 continue
             if r.abandoned:  # its result came too late to count; the step is free again
                 del p.running[o.name]
-                freed = True
             else:
                 batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
-                limit = p.reg.steps[name].timeout or self._settings.step_timeout
-                batch.append(Outcome.after_time_limit(name, r.token, limit))
-        return batch, freed
+                batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
+        return batch
 
     def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
         """Call `update_annotations` with the steps just processed, outside any transaction."""
@@ -484,6 +487,7 @@ class Engine:
         Decided in memory: the next write stores it.
         """
         decision = plan(p.states(), now, p.running.keys())
+        p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
         if decision.verdict is Verdict.RUN:
             busy = sum(1 for r in p.running.values() if not r.abandoned)
             room = self._settings.max_concurrent_steps - busy
@@ -538,15 +542,37 @@ class Engine:
         sequence = p.sequence()
         context = p.row["context"]
         for view in started:
-            tpl = p.reg.steps[view.name]
             token = object()
-            limit = tpl.timeout or self._settings.step_timeout
-            p.running[view.name] = _Running(token, time.monotonic() + limit)
+            p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
+            tpl = p.reg.steps.get(view.name)
+            if tpl is None:  # the registration changed since the task was created
+                p.outcomes.put(_no_handler(p, view.name, token))
+                continue
             hstep = HandlerStep(view)
-            hstep.inputs = copy.deepcopy(context if view.inputs is None else view.inputs)
+            hstep.inputs = copy.deepcopy(inputs_of(view, context))
             self._threads.submit(
                 run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
             )
 
+    def _limit(self, p: _Pass, name: str) -> float:
+        """The time limit of one attempt of step `name`, in seconds."""
+        tpl = p.reg.steps.get(name)
+        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _no_handler(p: _Pass, name: str, token: object) -> Outcome:
+    """The outcome of a step that this worker's registration of the task does not have.
+
+    The task runs the DAG it was created with; a step since renamed or removed from
+    its registration fails at once, for good (a person registers it again and retries).
+    """
+    reg = p.reg
+    error = ConfigurationError(
+        f"task {reg.name!r} version {reg.version!r} as registered here has no step {name!r} "
+        f"(it has: {list(reg.steps)}); the task runs the steps it was created with: register "
+        "the step again (give a changed DAG a new version) and retry the task"
+    )
+    return Outcome(name, token, ok=False, error=describe(error), permanent=True)

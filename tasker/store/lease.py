@@ -15,16 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-
-from tasker.core.clock import maybe_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.errors import LeaseLostError, StaleRevisionError
-from tasker.store import schema as m
 from tasker.store.audit import StepChange, step_change_rows, task_change_row
 
-S = m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value
 
 
@@ -39,7 +34,7 @@ class Lease:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A claimed task: its lease, its row, and its step rows (`STEP_COLUMNS`) in order."""
+    """A claimed task: its lease, its row, and its step rows (`steps.STEP_COLUMNS`) in order."""
 
     lease: Lease
     task: dict[str, Any]
@@ -113,60 +108,6 @@ CLAIM_FIELDS = (
     "tx_seq",
     "lease_epoch",
 )
-
-STEP_COLUMNS = (
-    S.c.workflow_step_id,
-    S.c.position,
-    S.c.status,
-    S.c.attempts,
-    S.c.retry_limit,
-    S.c.retryable,
-    S.c.skippable,
-    S.c.inputs,
-    S.c.results,
-    S.c.error,
-    S.c.last_attempted_at,
-    S.c.next_attempt_at,
-    S.c.processed_at,
-    m.named_steps.c.name,
-    m.dependent_systems.c.name.label("dependent_system"),
-)
-
-_STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id).join(
-    m.dependent_systems,
-    m.named_steps.c.dependent_system_id == m.dependent_systems.c.dependent_system_id,
-)
-
-
-def step_view(row: Any, depends_on: Sequence[str]) -> StepView:
-    """The view of one step row selected with `STEP_COLUMNS`."""
-    return StepView(
-        workflow_step_id=int(row.workflow_step_id),
-        name=row.name,
-        status=row.status,
-        attempts=row.attempts,
-        retry_limit=row.retry_limit,
-        retryable=row.retryable,
-        skippable=row.skippable,
-        depends_on=tuple(depends_on),
-        dependent_system=row.dependent_system,
-        inputs=row.inputs,
-        results=row.results,
-        error=row.error,
-        last_attempted_at=maybe_utc(row.last_attempted_at),
-        next_attempt_at=maybe_utc(row.next_attempt_at),
-        processed_at=maybe_utc(row.processed_at),
-    )
-
-
-def select_steps(task_ids: Sequence[int], columns: Sequence[Any] = STEP_COLUMNS) -> sa.Select[Any]:
-    """The steps of some tasks, with their names and dependent systems, in order."""
-    return (
-        sa.select(S.c.task_id, *columns)
-        .select_from(_STEP_FROM)
-        .where(S.c.task_id.in_(task_ids))
-        .order_by(S.c.task_id, S.c.position)
-    )
 
 
 def audit_rows(w: TaskWrite) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

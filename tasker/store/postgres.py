@@ -13,31 +13,39 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects import postgresql
 
+from tasker.core.views import StepView
+from tasker.store import schema as m
 from tasker.store.base import NewTask
 from tasker.store.db import Database
-from tasker.store.lease import (
-    CLAIM_FIELDS,
-    STEP_COLUMNS,
-    Claimed,
-    Lease,
-    TaskWrite,
-    audit_rows,
-    refusal,
-)
+from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
+from tasker.store.steps import PARENTS, STEP_COLUMNS
 
 _ALIASES = {"tasker_workflow_steps": "s", "tasker_named_steps": "ns"}
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def _step_column(c: Any) -> str:
     """One of `STEP_COLUMNS` in the claim's SELECT (its joins alias the tables)."""
+    if c.name == PARENTS:
+        return (
+            "(SELECT string_agg(e.from_step_id::text, ',') FROM tasker_workflow_step_edges AS e"
+            f" WHERE e.to_step_id = s.workflow_step_id) AS {PARENTS}"
+        )
     if isinstance(c, sa.Label):  # the dependent system's name
         return f"ds.name AS {c.name}"
     return f"{_ALIASES[c.table.name]}.{c.name}"
+
+
+def _record(names: Sequence[str]) -> str:
+    """The column definitions of step columns in a `jsonb_to_recordset(...) AS x(...)`."""
+    return ", ".join(f"{n} {m.workflow_steps.c[n].type.compile(dialect=_PG)}" for n in names)
 
 
 _STEP_SELECT = ", ".join(_step_column(c) for c in STEP_COLUMNS)
@@ -70,7 +78,7 @@ FROM c LEFT JOIN (
 ORDER BY s.position
 """
 
-APPLY = """
+_APPLY = """
 WITH f AS (
     UPDATE tasker_tasks
     SET tx_seq = tx_seq + 1, updated_at = %(now)s::timestamptz, status = %(status)s::text,
@@ -84,12 +92,8 @@ WITH f AS (
     RETURNING tx_seq
 ), steps AS (
     UPDATE tasker_workflow_steps AS w
-    SET status = x.status, attempts = x.attempts, results = x.results, error = x.error,
-        last_attempted_at = x.last_attempted_at, next_attempt_at = x.next_attempt_at,
-        processed_at = x.processed_at, updated_at = %(now)s::timestamptz
-    FROM f, jsonb_to_recordset(%(steps)s::jsonb) AS x(
-        id bigint, status text, attempts integer, results jsonb, error jsonb,
-        last_attempted_at timestamptz, next_attempt_at timestamptz, processed_at timestamptz)
+    SET {step_set}, updated_at = %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(steps)s::jsonb) AS x(id bigint, {step_record})
     WHERE w.workflow_step_id = x.id AND w.task_id = %(task_id)s::bigint
 ), step_changes AS (
     INSERT INTO tasker_workflow_step_transitions
@@ -128,7 +132,7 @@ WHERE t.task_id = %(task_id)s::bigint
 # Ids are drawn from the tables' sequences up front (in request and position order), so
 # the steps, edges and history of every task of a batch can refer to them in the same
 # statement. The sequences are the ones `serial`/identity columns get by default.
-ENQUEUE = """
+_ENQUEUE = """
 WITH x AS MATERIALIZED (
     SELECT r.*, nextval('tasker_tasks_task_id_seq'::regclass) AS task_id
     FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
@@ -141,9 +145,7 @@ WITH x AS MATERIALIZED (
         AS workflow_step_id
     FROM (SELECT r.*, x.task_id
           FROM jsonb_to_recordset(%(steps)s::jsonb) AS r(
-              n integer, named_step_id integer, position integer, status text,
-              retryable boolean, retry_limit integer, skippable boolean,
-              processed_at timestamptz, reason text)
+              n integer, {step_record}, reason text)
           JOIN x ON x.n = r.n
           ORDER BY r.n, r.position) AS r
 ), t AS (
@@ -159,12 +161,10 @@ WITH x AS MATERIALIZED (
     RETURNING task_id, tx_seq
 ), s AS (
     INSERT INTO tasker_workflow_steps
-        (workflow_step_id, task_id, named_step_id, position, status, retryable, retry_limit,
-         skippable, attempts, processed_at, created_at, updated_at)
-    SELECT workflow_step_id, task_id, named_step_id, position, status, retryable,
-           retry_limit, skippable, 0, processed_at, %(now)s::timestamptz,
+        (workflow_step_id, task_id, {step_columns}, attempts, created_at, updated_at)
+    SELECT x.workflow_step_id, x.task_id, {step_values}, 0, %(now)s::timestamptz,
            %(now)s::timestamptz
-    FROM y ORDER BY workflow_step_id
+    FROM y AS x ORDER BY x.workflow_step_id
 ), edges AS (
     INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, task_id)
     SELECT a.workflow_step_id, b.workflow_step_id, a.task_id
@@ -222,6 +222,23 @@ def dumps(value: Any) -> str:
 _CLAIM_SQL = _CLAIM.format(
     steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS)
 )
+#: The engine's write (`Store.apply`), setting the `schema.STEP_WRITE` columns of steps.
+APPLY = _APPLY.format(
+    step_set=", ".join(f"{n} = x.{n}" for n in m.STEP_WRITE),
+    step_record=_record(m.STEP_WRITE),
+)
+#: The enqueue (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns of steps.
+ENQUEUE = _ENQUEUE.format(
+    step_columns=", ".join(m.STEP_CREATE),
+    step_values=", ".join(f"x.{n}" for n in m.STEP_CREATE),
+    step_record=_record(m.STEP_CREATE),
+)
+_step_writes = attrgetter(*m.STEP_WRITE)
+
+
+def _step_values(v: StepView) -> dict[str, Any]:
+    """A step's row in the write's `steps` parameter."""
+    return {"id": v.workflow_step_id, **dict(zip(m.STEP_WRITE, _step_writes(v), strict=True))}
 
 
 class PgStore:
@@ -280,21 +297,7 @@ class PgStore:
             "revision": w.revision,
             "now": w.now,
             **w.task_values(),
-            "steps": dumps(
-                [
-                    {
-                        "id": v.workflow_step_id,
-                        "status": v.status,
-                        "attempts": v.attempts,
-                        "results": v.results,
-                        "error": v.error,
-                        "last_attempted_at": v.last_attempted_at,
-                        "next_attempt_at": v.next_attempt_at,
-                        "processed_at": v.processed_at,
-                    }
-                    for v in w.steps
-                ]
-            ),
+            "steps": dumps([_step_values(v) for v in w.steps]),
             "step_changes": dumps(step_rows),
             "task_to": None if task_row is None else task_row["to_status"],
             "task_reason": None if task_row is None else task_row["reason"],

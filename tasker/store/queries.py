@@ -17,7 +17,7 @@ from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.store import schema as m
 from tasker.store.db import Database
-from tasker.store.lease import STEP_COLUMNS, select_steps, step_view
+from tasker.store.steps import inputs_of, select_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
 _TASK = sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version).join(
@@ -36,34 +36,15 @@ def task_id_of(value: Any) -> int:
     return value
 
 
-def _edges(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
-    deps: dict[int, list[int]] = {}
-    rows = conn.execute(
-        sa.select(m.step_edges.c.to_step_id, m.step_edges.c.from_step_id).where(
-            m.step_edges.c.task_id.in_(task_ids)
-        )
-    )
-    for to, frm in rows:
-        deps.setdefault(int(to), []).append(int(frm))
-    return deps
-
-
 def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepView]]:
-    rows = conn.execute(select_steps(task_ids, STEP_COLUMNS)).all()
-    deps = _edges(conn, task_ids)
-    names = {int(r.workflow_step_id): r.name for r in rows}
-    out: dict[int, dict[str, StepView]] = {t: {} for t in task_ids}
-    for r in rows:
-        depends_on = sorted(names[d] for d in deps.get(int(r.workflow_step_id), ()))
-        out[int(r.task_id)][r.name] = step_view(r, depends_on)
-    return out
+    by_task: dict[int, list[Any]] = {t: [] for t in task_ids}
+    for r in conn.execute(select_steps(task_ids)):
+        by_task[int(r.task_id)].append(r)
+    return {t: views_of(rows) for t, rows in by_task.items()}
 
 
 def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
-    # A step's inputs default to the task's context.
-    steps = {
-        n: (v if v.inputs is not None else _with_inputs(v, row.context)) for n, v in steps.items()
-    }
+    steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -86,10 +67,6 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
     )
 
 
-def _with_inputs(v: StepView, context: Any) -> StepView:
-    return replace(v, inputs=context)
-
-
 def get_task(db: Database, task_id: Any) -> TaskView:
     """One task with its steps and annotations.
 
@@ -107,9 +84,16 @@ def get_task(db: Database, task_id: Any) -> TaskView:
 
 
 def list_tasks(
-    db: Database, status: str | None, name: str | None, limit: int, subject: str | None = None
+    db: Database,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    subject: str | None = None,
+    before: int | None = None,
 ) -> list[TaskView]:
     """Tasks, newest first, with their steps (annotations are left out: see `annotations`).
+
+    `before` keeps only tasks with a smaller id (a page after the one that ended there).
 
     Raises:
         InvalidRequestError: an unknown status or a limit below 1.
@@ -125,6 +109,8 @@ def list_tasks(
         q = q.where(m.named_tasks.c.name == name)
     if subject is not None:
         q = q.where(T.c.subject == subject)
+    if before is not None:
+        q = q.where(T.c.task_id < before)
     with db.read() as conn:
         rows = conn.execute(q).all()
         ids = [int(r.task_id) for r in rows]

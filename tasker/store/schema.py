@@ -168,7 +168,9 @@ workflow_steps = sa.Table(
     sa.Column("retry_limit", sa.Integer, nullable=False),
     sa.Column("skippable", sa.Boolean, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("inputs", Json, nullable=True),  # NULL: the task context
+    # What the handler sees as `step.inputs`; NULL: the task's context. A person may set
+    # it on a step that has not completed, and the next attempt sees it.
+    sa.Column("inputs", Json, nullable=True),
     sa.Column("results", Json, nullable=True),
     sa.Column("error", Json, nullable=True),
     sa.Column("last_attempted_at", When, nullable=True),
@@ -178,6 +180,35 @@ workflow_steps = sa.Table(
     sa.Column("updated_at", When, nullable=False),
     _status(),
     sa.UniqueConstraint("task_id", "position"),
+)
+
+# The step columns, declared once. A column of `workflow_steps` that is also a field of
+# `tasker.core.views.StepView` is read into every view of a step (`tasker.store.steps`);
+# the stores derive their statements from the two tuples below, so a new step column is
+# the column above, its field in `StepView`, its migration and, if enqueue or the
+# engine set it, its name here.
+
+#: The step columns an enqueue sets, from each step's first state (`Store.insert_tasks`);
+#: `task_id`, `attempts` (0), `created_at` and `updated_at` are set by the store.
+STEP_CREATE = (
+    "named_step_id",
+    "position",
+    "status",
+    "retryable",
+    "retry_limit",
+    "skippable",
+    "processed_at",
+)
+#: The step columns an engine write sets from its view of each step it changes
+#: (`Store.apply`; `updated_at` is set by the store).
+STEP_WRITE = (
+    "status",
+    "attempts",
+    "results",
+    "error",
+    "last_attempted_at",
+    "next_attempt_at",
+    "processed_at",
 )
 
 step_edges = sa.Table(

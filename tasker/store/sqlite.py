@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,19 +20,12 @@ from tasker.store import schema as m
 from tasker.store.audit import task_change_row
 from tasker.store.base import NewTask
 from tasker.store.db import Database
-from tasker.store.lease import (
-    CLAIM_FIELDS,
-    Claimed,
-    Lease,
-    TaskWrite,
-    audit_rows,
-    refusal,
-    select_steps,
-)
+from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
+from tasker.store.steps import select_steps
 
 T, S = m.tasks, m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value
-_When, _Json = m.When, m.Json
+_When = m.When
 
 
 def _p(name: str, type_: Any = None) -> sa.BindParameter[Any]:
@@ -81,20 +75,14 @@ _FENCE = (
     .returning(T.c.tx_seq)
 )
 
+#: The engine's step write: the `schema.STEP_WRITE` columns, from the step's view.
 _STEPS = (
     sa.update(S)
     .where(S.c.workflow_step_id == _p("id"))
-    .values(
-        status=_p("status"),
-        attempts=_p("attempts"),
-        results=_p("results", _Json),
-        error=_p("error", _Json),
-        last_attempted_at=_p("last_attempted_at", _When),
-        next_attempt_at=_p("next_attempt_at", _When),
-        processed_at=_p("processed_at", _When),
-        updated_at=_p("now", _When),
-    )
+    .values({**{n: _p(n, S.c[n].type) for n in m.STEP_WRITE}, "updated_at": _p("now", _When)})
 )
+_STEP_PARAMS = tuple(f"p_{n}" for n in m.STEP_WRITE)
+_step_writes = attrgetter(*m.STEP_WRITE)
 
 _TASK_TRANSITIONS = m.task_transitions.insert()
 _STEP_TRANSITIONS = m.step_transitions.insert()
@@ -147,7 +135,7 @@ class SqlStore:
                         "attempts": 0,
                         "created_at": now,
                         "updated_at": now,
-                        **{k: v for k, v in step.items() if k != "reason"},
+                        **{n: step[n] for n in m.STEP_CREATE},
                     }
                     for (task_id, _), t in zip(firsts, tasks, strict=True)
                     for step in t.steps
@@ -256,14 +244,8 @@ def _apply(
             [
                 {
                     "p_id": v.workflow_step_id,
-                    "p_status": v.status,
-                    "p_attempts": v.attempts,
-                    "p_results": v.results,
-                    "p_error": v.error,
-                    "p_last_attempted_at": v.last_attempted_at,
-                    "p_next_attempt_at": v.next_attempt_at,
-                    "p_processed_at": v.processed_at,
                     "p_now": now,
+                    **dict(zip(_STEP_PARAMS, _step_writes(v), strict=True)),
                 }
                 for v in w.steps
             ],

@@ -239,13 +239,22 @@ class Dispatch:
         self.sent += len(task_ids)
 
     def drain(self) -> list[int]:
-        """Take every waiting message (delayed ones too) off this broker's queues; ack them.
+        """Take every waiting undelayed message off this broker's queue; ack them.
 
-        Used by `run_until_idle`: the task ids of undelayed messages are returned;
-        delayed ones are dropped, as the database already knows when they are due.
+        Used by `run_until_idle`, which returns the task ids to run. Delayed messages
+        are left where they are on Redis, where other workers share the delay queue
+        (the database knows when each task is due, so nothing waits on them here).
+        On the in-process broker, which no other process shares, the delayed ones
+        are taken and dropped, so they do not pile up in memory.
+
+        Returns:
+            The task ids of the undelayed messages taken, in queue order.
         """
+        queues = [(self.queue_name, True)]
+        if isinstance(self.broker, StubBroker):
+            queues.append((dq_name(self.queue_name), False))
         ids: list[int] = []
-        for name, keep in ((self.queue_name, True), (dq_name(self.queue_name), False)):
+        for name, keep in queues:
             consumer = self.broker.consume(name, prefetch=1000, timeout=0)
             try:
                 while True:

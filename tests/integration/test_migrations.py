@@ -11,7 +11,7 @@ from integration_support import task_class
 
 from tasker import StepTemplate, Tasker, TaskRequest
 from tasker.store import schema as m
-from tasker.store.migrate import alembic_config
+from tasker.store.migrate import _MIGRATION_LOCK, alembic_config
 
 GIN_INDEX = "ix_tasker_task_annotations_annotation"
 TABLES = {t.name for t in m.metadata.sorted_tables}
@@ -126,3 +126,78 @@ def test_downgrade_to_base_and_upgrade_again(fresh):
     task = fresh.enqueue(TaskRequest(name="again"))
     fresh.run_until_idle()
     assert fresh.get_task(task.task_id).steps["s"].results == {"ok": 1}
+
+
+@pytest.mark.postgres
+def test_a_failing_migration_on_postgres_raises_its_own_error_and_leaves_no_lock(pg_url, clean_env):
+    """Given a PostgreSQL database where a table the first migration creates already
+    exists, when migrate runs, then the error raised is that migration's own (the
+    relation exists), and no session, pooled or not, still holds the migration lock."""
+    app = Tasker(database_url=pg_url)
+    try:
+        with app.db.engine.connect() as conn:
+            conn.execute(sa.text("CREATE TABLE tasker_outbox (x integer)"))
+            conn.commit()
+        with pytest.raises(sa.exc.ProgrammingError, match="already exists"):
+            app.migrate()
+        with app.db.engine.connect() as conn:  # a pooled connection, maybe the migrator's
+            held = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
+                    " AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"k": _MIGRATION_LOCK},
+            ).scalar()
+            conn.rollback()
+        assert held == 0
+        with app.db.engine.connect() as conn:
+            conn.execute(sa.text("DROP TABLE tasker_outbox"))
+            conn.commit()
+        app.migrate()  # the lock is free: a second migrator gets it at once
+        assert_schema_matches_models(app)
+    finally:
+        app.close()
+
+
+def _migration_locks(app: Tasker) -> int:
+    with app.db.engine.connect() as conn:  # pooled: maybe the one the migrator used
+        held = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"k": _MIGRATION_LOCK},
+        ).scalar()
+        conn.rollback()
+    return int(held or 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["aborted transaction", "lost connection"])
+def test_a_migration_failing_outside_its_transaction_surfaces_its_error_and_frees_the_lock(
+    pg_url, clean_env, monkeypatch, how
+):
+    """Given a migration that fails leaving its connection in an aborted transaction (or
+    with its server session killed), when migrate runs, then the migration's own error is
+    raised (not the unlock's), and no pooled connection keeps the migration lock."""
+    app = Tasker(database_url=pg_url)
+
+    def failing_upgrade(cfg, revision):
+        conn = cfg.attributes["connection"]
+        if how == "aborted transaction":
+            conn.execute(sa.text("SELECT 1 / 0"))
+        else:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    monkeypatch.setattr("tasker.store.migrate.command.upgrade", failing_upgrade)
+    try:
+        expected = "division by zero" if how == "aborted transaction" else "terminat"
+        with pytest.raises(sa.exc.DBAPIError, match=expected):
+            app.migrate()
+        assert _migration_locks(app) == 0
+        monkeypatch.undo()
+        app.migrate()
+        assert_schema_matches_models(app)
+    finally:
+        app.close()

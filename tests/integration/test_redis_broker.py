@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
@@ -69,6 +70,20 @@ def test_tasks_survive_a_wiped_redis(app, client, clock):
     app.run_until_idle()
     assert calls == [1, 2]
     assert app.get_task(first.task_id).status == "complete"
+
+
+def test_drain_leaves_the_shared_delay_queue_alone(app, client, clock):
+    """Given a delayed message (another worker's retry, say) waiting in Redis's delay queue
+    and an immediate one, when run_until_idle drains the queue, then the immediate message
+    is taken and the delayed one is still in the delay queue, untouched."""
+    app.register(task_class("later", [StepTemplate(name="s", handler=lambda t, q, s: {})]))
+    task = app.enqueue(TaskRequest(name="later"))
+    app.dispatch.send(task.task_id, at=clock() + timedelta(seconds=60))
+    delayed = f"dramatiq:{app.settings.queue_name}.DQ.msgs"
+    assert client.hlen(delayed) == 1
+    assert app.dispatch.drain() == [task.task_id]
+    assert client.hlen(delayed) == 1
+    assert client.llen(f"dramatiq:{app.settings.queue_name}.DQ") == 1
 
 
 def _messages(client, app):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from tasker import StepTemplate
+from tasker import StepTemplate, TaskHandler
 from tasker.definition.dag import find_cycle, topological_order
+from tasker.definition.registry import HandlerFactory
 from tasker.errors import ConfigurationError, DagCycleError
 
 
@@ -24,9 +27,10 @@ def assert_valid_order(order: list[str], deps: dict[str, list[str]]) -> None:
 
 
 def assert_is_cycle(cycle: list[str], deps: dict[str, list[str]]) -> None:
-    """Each step of the cycle depends on the one before it (and the first on the last)."""
-    assert len(set(cycle)) == len(cycle)
-    for before, after in zip(cycle, cycle[1:] + cycle[:1]):
+    """A closed path: each step depends on the one before it, and the last is the first."""
+    assert len(cycle) >= 2 and cycle[0] == cycle[-1]
+    assert len(set(cycle)) == len(cycle) - 1
+    for before, after in itertools.pairwise(cycle):
         assert before in deps[after], f"{after} does not depend on {before}"
 
 
@@ -71,7 +75,7 @@ def test_a_cycle_is_reported_with_exactly_its_steps_even_with_nodes_hanging_off_
     }
     with pytest.raises(DagCycleError) as info:
         topological_order("t", deps)
-    assert sorted(info.value.cycle) == ["a", "b", "c"]
+    assert sorted(info.value.cycle[:-1]) == ["a", "b", "c"]
     assert_is_cycle(info.value.cycle, deps)
     assert "a -> " in str(info.value) or "-> a" in str(info.value)
 
@@ -89,21 +93,30 @@ def test_a_cycle_error_is_a_configuration_error_with_a_readable_path():
         topological_order("t", {"a": ["b"], "b": ["a"]})
 
 
-def test_a_self_loop_is_rejected_when_the_step_template_is_made():
-    with pytest.raises(ConfigurationError, match="cannot depend on itself"):
-        StepTemplate(name="a", handler=noop, depends_on=["a"])
+def test_a_self_dependency_is_a_cycle_error_raised_at_registration():
+    """Given a step that depends on itself, when the template is made nothing is raised
+    yet; when its handler is registered, then a DagCycleError names the cycle a -> a."""
+    template = StepTemplate(name="a", handler=noop, depends_on=["a"])
+
+    class SelfLoop(TaskHandler):
+        name = "self_loop"
+        step_templates = (StepTemplate(name="b", handler=noop), template)
+
+    with pytest.raises(DagCycleError, match=r"cycle: a -> a$") as info:
+        HandlerFactory().register(SelfLoop)
+    assert info.value.cycle == ["a", "a"]
 
 
 def test_a_self_loop_given_to_the_dag_check_directly_is_a_one_step_cycle():
     with pytest.raises(DagCycleError) as info:
         topological_order("t", {"a": ["a"], "b": []})
-    assert info.value.cycle == ["a"]
+    assert info.value.cycle == ["a", "a"]
 
 
 def test_find_cycle_walks_only_the_residual_steps():
     deps = {"a": ["c", "done"], "b": ["a"], "c": ["b"], "tail": ["c"], "done": []}
     cycle = find_cycle({"a", "b", "c", "tail"}, deps)
-    assert sorted(cycle) == ["a", "b", "c"]
+    assert sorted(cycle[:-1]) == ["a", "b", "c"]
     assert_is_cycle(cycle, deps)
 
 
@@ -132,7 +145,7 @@ def test_a_10000_step_cycle_is_reported_whole():
     deps["hanger"] = ["s5"]
     with pytest.raises(DagCycleError) as info:
         topological_order("ring", deps)
-    assert sorted(info.value.cycle) == sorted(f"s{i}" for i in range(n))
+    assert sorted(info.value.cycle[:-1]) == sorted(f"s{i}" for i in range(n))
     assert_is_cycle(info.value.cycle, deps)
 
 

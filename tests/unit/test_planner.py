@@ -141,3 +141,26 @@ def test_the_state_helpers_tell_awaiting_retry_from_failed_for_good():
 
 def test_an_empty_task_is_complete():
     assert plan({}, NOW) == Plan([], Verdict.COMPLETE)
+
+
+def test_a_retry_behind_a_running_sibling_gives_the_running_plan_its_due_time():
+    """Given a step waiting for its retry in 1 s and a sibling running,
+    when planned, then the task runs and the plan says to wake at the retry's due time
+    (the earliest of them), and once that time comes the retry is ready."""
+    s = steps(st("slow", Status.IN_PROGRESS), waiting("a", 1), waiting("b", 5))
+    decision = plan(s, NOW, running={"slow"})
+    assert decision == Plan([], Verdict.RUN, wake_at=NOW + timedelta(seconds=1))
+    later = plan(s, NOW + timedelta(seconds=1), running={"slow"})
+    assert later == Plan(["a"], Verdict.RUN, wake_at=NOW + timedelta(seconds=5))
+
+
+def test_the_running_plan_does_not_wake_for_retries_that_cannot_start():
+    """Given retries that are running (abandoned) or whose dependencies no longer hold,
+    when planned with a sibling running, then no wake time is given for them."""
+    s = steps(
+        st("slow", Status.IN_PROGRESS),
+        waiting("abandoned", 1),
+        st("blocker", Status.PENDING, deps=("slow",)),
+        waiting("blocked", 1, deps=("blocker",)),
+    )
+    assert plan(s, NOW, running={"slow", "abandoned"}) == Plan([], Verdict.RUN)

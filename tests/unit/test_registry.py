@@ -63,6 +63,24 @@ def test_an_unknown_task_name_is_an_error_naming_what_is_known():
         f.get("ghost")
 
 
+@pytest.mark.parametrize("name", [["orders"], {"orders": 1}, None, 3])
+def test_a_name_that_is_not_a_string_is_an_unknown_task(name):
+    """Given a registered task, when it is looked up by a list, a dict, None or a number,
+    then the error is UnknownTaskError naming what was asked for, not a TypeError."""
+    f = HandlerFactory()
+    f.register(handler())
+    with pytest.raises(UnknownTaskError, match=r"is a string, not"):
+        f.get(name)
+
+
+@pytest.mark.parametrize("version", [["1.0.0"], {"v": 1}, 1])
+def test_a_version_that_is_not_a_string_is_an_unknown_task(version):
+    f = HandlerFactory()
+    f.register(handler(version="1.0.0"))
+    with pytest.raises(UnknownTaskError, match=r"is a string, not"):
+        f.get("orders", version)
+
+
 def test_an_unknown_version_is_an_error_listing_the_registered_versions():
     f = HandlerFactory()
     f.register(handler(version="1.0.0"))

@@ -1,0 +1,130 @@
+"""Engine soundness (issue 8): the corners where a guarantee used not to hold.
+
+On SQLite and PostgreSQL. Each test reads Given / When / Then. Tests that need time to
+pass use the real clock (`real_app`), never a timing assertion.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from integration_support import check_history, task_class
+
+from tasker import StepTemplate, Tasker, TaskRequest, errors
+
+
+@pytest.fixture
+def real_app(backend_url: str, clean_env: None) -> Iterator[Callable[..., Tasker]]:
+    """Make migrated apps on the real clock (with extra settings); all closed after."""
+    apps: list[Tasker] = []
+
+    def make(**settings: Any) -> Tasker:
+        app = Tasker(database_url=backend_url, **settings)
+        apps.append(app)
+        app.migrate()
+        return app
+
+    yield make
+    for app in reversed(apps):
+        app.close()
+
+
+def _in_background(fn: Callable[[], Any]) -> threading.Thread:
+    runner = threading.Thread(target=fn, daemon=True)
+    runner.start()
+    return runner
+
+
+# -- defect 1: a retry does not wait behind a running sibling --------------------------
+
+
+def test_a_retry_starts_at_its_due_time_while_a_sibling_still_runs(real_app, release):
+    """Given step `flaky` asking for a retry after 1 s while sibling `slow` runs on until
+    it sees flaky's second attempt (or gives up after 20 s),
+    when the task runs, then the second attempt starts while slow still runs, and not
+    before its due time."""
+    app = real_app()
+    second = threading.Event()
+
+    def flaky(task, sequence, step):
+        if step.attempts == 1:
+            raise errors.RetryableError("rate limited", retry_after=1)
+        second.set()
+        return {"attempt": step.attempts}
+
+    def slow(task, sequence, step):
+        return {"saw_retry": second.wait(20)}
+
+    app.register(
+        task_class(
+            "retry_beside_slow",
+            [
+                StepTemplate(name="slow", handler=slow, timeout=60),
+                StepTemplate(name="flaky", handler=flaky, retry_limit=2),
+            ],
+        )
+    )
+    task = app.enqueue(TaskRequest(name="retry_beside_slow"))
+    app.run_until_idle()
+
+    done = app.get_task(task.task_id)
+    assert done.status == "complete"
+    assert done.steps["slow"].results == {"saw_retry": True}
+    assert done.steps["flaky"].results == {"attempt": 2}
+    chains = check_history(app, task.task_id)
+    failed_at = next(t.created_at for t in chains["flaky"] if t.to_status == "error")
+    retried_at = [t.created_at for t in chains["flaky"] if t.to_status == "in_progress"][1]
+    assert retried_at - failed_at >= timedelta(seconds=1)
+
+
+# -- defect 3: stop() then run_until_idle() never spins ---------------------------------
+
+
+def test_run_until_idle_after_stop_runs_the_work(backend):
+    """Given an app whose background worker was started and stopped,
+    when run_until_idle() is called with a task waiting, then it runs the task to its
+    end and returns (it does not hand the task back to itself for ever)."""
+    backend.register(task_class("after_stop", [StepTemplate(name="s", handler=lambda t, q, s: {})]))
+    backend.start(threads=1, sweep=False)
+    backend.stop()
+    task = backend.enqueue(TaskRequest(name="after_stop"))
+    runner = _in_background(backend.run_until_idle)
+    runner.join(20)
+    assert not runner.is_alive(), "run_until_idle() spins after stop()"
+    assert backend.get_task(task.task_id).status == "complete"
+
+
+def test_a_stop_during_run_until_idle_makes_it_return_with_the_task_handed_back(backend):
+    """Given a step that stops the app's engine while it runs (as a worker's stop would),
+    when run_until_idle() runs the task, then it returns with the task handed back
+    (not spinning on it), and a later run_until_idle() finishes the task."""
+    calls = []
+
+    def stops(task, sequence, step):
+        calls.append(step.name)
+        backend.engine.stop()
+        return {}
+
+    backend.register(
+        task_class(
+            "stopped_midway",
+            [
+                StepTemplate(name="first", handler=stops),
+                StepTemplate(name="second", handler=lambda t, q, s: {}, depends_on=["first"]),
+            ],
+        )
+    )
+    task = backend.enqueue(TaskRequest(name="stopped_midway"))
+    runner = _in_background(backend.run_until_idle)
+    runner.join(20)
+    assert not runner.is_alive(), "run_until_idle() spins on a task handed back by a stop"
+    held = backend.get_task(task.task_id)
+    assert (held.steps["first"].status, held.steps["second"].status) == ("complete", "pending")
+
+    backend.run_until_idle()
+    assert backend.get_task(task.task_id).status == "complete"
+    assert calls == ["first"]
