@@ -188,7 +188,7 @@ workflow_steps = sa.Table(
 # the column above, its field in `StepView`, its migration and, if enqueue or the
 # engine set it, its name here.
 
-#: The step columns an enqueue sets, from each step's first state (`Store.insert_task`);
+#: The step columns an enqueue sets, from each step's first state (`Store.insert_tasks`);
 #: `task_id`, `attempts` (0), `created_at` and `updated_at` are set by the store.
 STEP_CREATE = (
     "named_step_id",
