@@ -123,9 +123,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run worker processes for an app."""
     from tasker.transport.worker import run_one, supervise
 
+    if args.graceful_timeout is not None and args.graceful_timeout < 0:
+        print("error: --graceful-timeout must be at least 0", file=sys.stderr)
+        return 2
     if args.processes > 1:
-        return supervise(args.app_ref, args.processes, args.threads)
-    run_one(args.app_ref, args.threads)
+        return supervise(args.app_ref, args.processes, args.threads, args.graceful_timeout)
+    run_one(args.app_ref, args.threads, graceful_timeout=args.graceful_timeout)
     return 0
 
 
@@ -305,6 +308,13 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("app_ref", metavar="MODULE[:ATTR]")
     w.add_argument("--processes", type=int, default=1)
     w.add_argument("--threads", type=int, default=8)
+    w.add_argument(
+        "--graceful-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, let running attempts finish for up to this long "
+        "(default: the longest step timeout of the app's handlers)",
+    )
     w.set_defaults(func=cmd_worker)
 
     _web_commands(sub)
