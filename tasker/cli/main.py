@@ -278,6 +278,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Print a registered handler's DAG as Mermaid, DOT or SVG."""
+    from tasker.web import graph
+
+    if not args.app:
+        print("error: graph needs --app MODULE[:ATTR] (or $TASKER_APP)", file=sys.stderr)
+        return 2
+    app = _app(args)
+    try:
+        reg = app.factory.get(args.name, args.version)
+    finally:
+        app.close()
+    draw = {"mermaid": graph.mermaid, "dot": graph.dot, "svg": graph.handler_svg}[args.format]
+    print(draw(reg))
+    return 0
+
+
 def _web_commands(sub: Any) -> None:
     """The `serve` and `graph` subcommands."""
     sv = sub.add_parser("serve", help="serve the HTTP API, dashboard and metrics of MODULE[:ATTR]")
@@ -292,6 +309,17 @@ def _web_commands(sub: Any) -> None:
     sv.add_argument("--worker", action="store_true", help="also run a worker in this process")
     sv.add_argument("--threads", type=int, default=8, help="with --worker: engine threads")
     sv.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("graph", help="print a registered handler's DAG")
+    g.add_argument("name")
+    g.add_argument("--version", help="default: the newest registered")
+    g.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid")
+    g.add_argument(
+        "--app",
+        help="MODULE[:ATTR] of your Tasker (default: $TASKER_APP)",
+        default=os.environ.get("TASKER_APP"),
+    )
+    g.set_defaults(func=cmd_graph)
 
 
 def parser() -> argparse.ArgumentParser:
