@@ -100,6 +100,7 @@ class Tasker:
             self.settings.sweep_seconds,
             self.settings.lease_seconds,
             chores=self.housekeeping,
+            held=self.dispatch.held,
         )
         self._waiter = Waiter(self.db)
         self._worker: Any = None

@@ -407,6 +407,10 @@ def parser() -> argparse.ArgumentParser:
     pu.add_argument("--older-than", required=True, help="a duration: 30d, 12h, 90m, 45s")
     db_opts(pu)
     pu.set_defaults(func=cmd_purge)
+
+    from tasker.cli.steer import steering_commands  # it imports this module's helpers
+
+    steering_commands(sub, db_opts)
     return p
 
 

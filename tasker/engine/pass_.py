@@ -10,7 +10,6 @@ the message sent again with that delay.
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import threading
@@ -424,10 +423,14 @@ class Engine:
         htask = HandlerTask(p.row)
         steps = []
         for o in batch:
-            hstep = HandlerStep(p.views[o.name])
-            hstep.status = Status.COMPLETE.value if o.ok else Status.ERROR.value
-            hstep.results, hstep.error = (o.results, None) if o.ok else (None, o.error)
-            steps.append(hstep)
+            done = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            seen = (o.results, None) if o.ok else (None, o.error)
+            # The handler's copies (HandlerStep): what it mutates is not what is stored.
+            # It sees each step's inputs as the step's handler did (stored, else the context).
+            v = p.views[o.name]
+            shown = inputs_of(v, p.row["context"])
+            view = replace(v, status=done, results=seen[0], error=seen[1], inputs=shown)
+            steps.append(HandlerStep(view))
         try:
             p.reg.handler.update_annotations(htask, p.sequence(), steps)
             wanted += htask.take_annotations()
@@ -548,8 +551,9 @@ class Engine:
             if tpl is None:  # the registration changed since the task was created
                 p.outcomes.put(_no_handler(p, view.name, token))
                 continue
-            hstep = HandlerStep(view)
-            hstep.inputs = copy.deepcopy(inputs_of(view, context))
+            # HandlerStep copies the inputs (by default the task's context) on first read.
+            shown = inputs_of(view, context)
+            hstep = HandlerStep(view if shown is view.inputs else replace(view, inputs=shown))
             self._threads.submit(
                 run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
             )

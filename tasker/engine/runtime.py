@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
+from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
 from tasker.errors import InvalidRequestError, StepNotFoundError
+
+_V = TypeVar("_V")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def json_copy(value: _V) -> _V:
+    """A copy of a JSON value that shares nothing mutable with it (cheaper than deepcopy)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: json_copy(v) for k, v in value.items()}  # type: ignore[attr-defined, return-value]
+    if kind is list:
+        return [json_copy(v) for v in value]  # type: ignore[attr-defined, return-value]
+    if kind in _SCALARS:
+        return value
+    return copy.deepcopy(value)
+
+
+class _CopyOnRead(Generic[_V]):
+    """An attribute holding a shared value, copied on first read (or replaced by a write).
+
+    Each handler gets a value it may mutate without changing what another step sees,
+    and a handler that never reads it costs nothing.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name, self._shared = name, f"_shared_{name}"
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _CopyOnRead[_V]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> _V: ...
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        values = obj.__dict__
+        try:
+            return values[self._name]
+        except KeyError:
+            mine = values[self._name] = json_copy(values[self._shared])
+            return mine
+
+    def __set__(self, obj: object, value: _V) -> None:
+        obj.__dict__[self._name] = value
+
+
+def _share(obj: object, name: str, value: Any) -> None:
+    """Give `obj`'s copy-on-read attribute `name` the shared value `value`."""
+    obj.__dict__[f"_shared_{name}"] = value
 
 
 class HandlerTask:
@@ -16,19 +67,23 @@ class HandlerTask:
 
     Attributes:
         task_id, name, version, context, tags, initiator, source_system, reason,
-        requested_at: the task's request, as stored.
+        requested_at: the task's request, as stored (`requested_at` aware UTC).
+            `context` is this handler's own copy: mutating it changes nothing another
+            step sees.
     """
+
+    context: _CopyOnRead[dict[str, Any]] = _CopyOnRead()
 
     def __init__(self, row: Mapping[str, Any]) -> None:
         self.task_id: int = row["task_id"]
         self.name: str = row["name"]
         self.version: str = row["version"]
-        self.context: dict[str, Any] = row["context"]
+        _share(self, "context", row["context"])
         self.tags: list[str] = list(row["tags"])
         self.initiator: str = row["initiator"]
         self.source_system: str = row["source_system"]
         self.reason: str = row["reason"]
-        self.requested_at: datetime = row["requested_at"]
+        self.requested_at: datetime = as_utc(row["requested_at"])
         self.pending_annotations: list[tuple[str, dict[str, Any]]] = []
 
     def annotate(self, annotation_type: str, annotation: dict[str, Any]) -> None:
@@ -65,7 +120,13 @@ class HandlerStep:
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
         error: the previous attempt's error (None on the first attempt).
+        `inputs`, `results` and `error` are this handler's own copies: mutating them
+        changes nothing another step sees, nor what is stored.
     """
+
+    inputs: _CopyOnRead[Any] = _CopyOnRead()
+    results: _CopyOnRead[Any] = _CopyOnRead()
+    error: _CopyOnRead[dict[str, Any] | None] = _CopyOnRead()
 
     def __init__(self, view: StepView) -> None:
         self.name = view.name
@@ -75,10 +136,10 @@ class HandlerStep:
         self.retry_limit = view.retry_limit
         self.retryable = view.retryable
         self.attempts = view.attempts
-        self.inputs = view.inputs
-        self.results: Any = view.results
+        _share(self, "inputs", view.inputs)
+        _share(self, "results", view.results)
         self.status = view.status
-        self.error = view.error
+        _share(self, "error", view.error)
 
 
 class StepSequence:
@@ -89,7 +150,7 @@ class StepSequence:
         self._names = names
 
     def step(self, name: str) -> StepView:
-        """The view of step `name`.
+        """The view of step `name`, with its own copies of `inputs`, `results` and `error`.
 
         Raises:
             StepNotFoundError: the task has no such step.
@@ -97,7 +158,12 @@ class StepSequence:
         view = self._lookup(name)
         if view is None:
             raise StepNotFoundError(f"this task has no step {name!r} (steps: {list(self._names)})")
-        return view
+        return replace(
+            view,
+            inputs=json_copy(view.inputs),
+            results=json_copy(view.results),
+            error=json_copy(view.error),
+        )
 
     def __getitem__(self, name: str) -> StepView:
         return self.step(name)

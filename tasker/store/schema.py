@@ -311,7 +311,7 @@ outbox = sa.Table(
     sa.Column("task_id", BigId, nullable=False),
     sa.Column("deliver_at", When, nullable=False),
     sa.Column("created_at", When, nullable=False),
-    sa.Index("ix_tasker_outbox_created_at", "created_at"),
+    sa.Index("ix_tasker_outbox_deliver_at", "deliver_at"),  # the sweeper's scan of stale rows
     sa.Index("ix_tasker_outbox_task_id", "task_id"),  # each claim deletes its task's rows
 )
 

@@ -128,3 +128,119 @@ def test_a_stop_during_run_until_idle_makes_it_return_with_the_task_handed_back(
     backend.run_until_idle()
     assert backend.get_task(task.task_id).status == "complete"
     assert calls == ["first"]
+
+
+# -- defect 4: what a handler gets is its own to mutate --------------------------------
+
+
+def test_a_handler_mutating_what_it_gets_changes_nothing_another_step_sees(backend):
+    """Given two concurrent siblings after a root, the first mutating the task context,
+    its inputs, the root's results (via the sequence) and its own error of before, and
+    update_annotations mutating the steps it gets,
+    when the task runs, then the second sibling (running meanwhile) and the join (later)
+    see the context and results as stored, and what is stored is unchanged."""
+    context = {"order": {"items": [1, 2]}, "note": "as sent"}
+    mutated = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def root(task, sequence, step):
+        return {"total": {"value": 3}, "list": [1]}
+
+    def mutates(task, sequence, step):
+        task.context["note"] = "changed"
+        task.context["order"]["items"].append(99)
+        step.inputs["order"]["items"].clear()
+        sequence["root"].results["total"]["value"] = -1
+        sequence["root"].results["list"].append(2)
+        mutated.set()
+        return {"mine": [1]}
+
+    def reads(task, sequence, step):
+        assert mutated.wait(10)
+        seen["sibling"] = (task.context, step.inputs, sequence["root"].results)
+        return {}
+
+    def join(task, sequence, step):
+        seen["join"] = (task.context, step.inputs, sequence["root"].results)
+        return {}
+
+    def annotate(self, task, sequence, steps):
+        task.context["note"] = "changed by update_annotations"
+        for s in steps:
+            if isinstance(s.results, dict):
+                s.results["mutated_by_annotations"] = True
+
+    backend.register(
+        task_class(
+            "mutating",
+            [
+                StepTemplate(name="root", handler=root),
+                StepTemplate(name="mutates", handler=mutates, depends_on=["root"]),
+                StepTemplate(name="reads", handler=reads, depends_on=["root"]),
+                StepTemplate(name="join", handler=join, depends_on=["mutates", "reads"]),
+            ],
+            annotate=annotate,
+        )
+    )
+    task = backend.enqueue(TaskRequest(name="mutating", context=context))
+    backend.run_until_idle()
+
+    done = backend.get_task(task.task_id)
+    assert done.status == "complete", {n: s.error for n, s in done.steps.items()}
+    expected = (context, context, {"total": {"value": 3}, "list": [1]})
+    assert seen["sibling"] == expected
+    assert seen["join"] == expected
+    assert done.context == context
+    assert done.steps["root"].results == {"total": {"value": 3}, "list": [1]}
+    assert done.steps["mutates"].results == {"mine": [1]}
+
+
+# -- defect 10: every datetime a handler sees is aware UTC ------------------------------
+
+
+def test_every_datetime_a_handler_sees_is_aware_utc(backend_url, clock, clean_env, monkeypatch):
+    """Given a PostgreSQL session in UTC+05:30 (PGTZ) and a request time in UTC-03:00,
+    when the task's steps and update_annotations run, then task.requested_at and every
+    datetime of the steps they read is aware UTC, the same instant as requested."""
+    from datetime import datetime, timezone
+
+    from integration_support import assert_utc
+
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+    app = Tasker(database_url=backend_url, clock=clock)
+    try:
+        app.migrate()
+        seen: list[datetime | None] = []
+
+        def record(task, sequence):
+            seen.append(task.requested_at)
+            for view in sequence:
+                seen.extend((view.last_attempted_at, view.next_attempt_at, view.processed_at))
+
+        def step(task, sequence, step):
+            record(task, sequence)
+            return {}
+
+        def annotate(self, task, sequence, steps):
+            record(task, sequence)
+
+        app.register(
+            task_class(
+                "times_seen",
+                [
+                    StepTemplate(name="a", handler=step),
+                    StepTemplate(name="b", handler=step, depends_on=["a"]),
+                ],
+                annotate=annotate,
+            )
+        )
+        asked = datetime(2024, 5, 1, 17, 0, tzinfo=timezone(timedelta(hours=-3)))
+        task = app.enqueue(TaskRequest(name="times_seen", requested_at=asked))
+        app.run_until_idle()
+
+        assert app.get_task(task.task_id).status == "complete"
+        assert asked in seen
+        for value in seen:
+            assert_utc(value)
+    finally:
+        app.close()

@@ -126,3 +126,33 @@ def test_inputs_changed_while_the_task_runs_reach_a_step_started_later(backend):
     assert done.status == "complete"
     assert seen == {"b": [{"changed": "during a"}]}
     check_history(backend, task.task_id)
+
+
+def test_update_annotations_sees_the_inputs_the_handlers_saw(backend):
+    """Given a step with stored inputs and one without, when update_annotations is called
+    with them, then each step's `inputs` is what its handler saw (stored, else the context)."""
+    noted: dict[str, Any] = {}
+
+    def annotate(self, task, sequence, steps):
+        for s in steps:
+            noted[s.name] = s.inputs
+
+    backend.register(
+        task_class(
+            "noted",
+            [
+                StepTemplate(name="a", handler=lambda task, sequence, step: {"ok": True}),
+                StepTemplate(
+                    name="b", handler=lambda task, sequence, step: {"ok": True}, depends_on=["a"]
+                ),
+            ],
+            annotate=annotate,
+        )
+    )
+    task = backend.enqueue(TaskRequest(name="noted", context={"order": 1}))
+    set_inputs(backend, task.task_id, "b", {"own": True})
+
+    backend.run_until_idle()
+
+    assert backend.get_task(task.task_id).status == "complete"
+    assert noted == {"a": {"order": 1}, "b": {"own": True}}
