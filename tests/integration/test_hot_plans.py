@@ -30,8 +30,8 @@ from tasker import TaskRequest
 from tasker.testing.clock import FakeClock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.diamond_app import TASK_NAME, make_app  # noqa: E402
-from bench.preload import preload  # noqa: E402
+from bench.diamond_app import TASK_NAME, make_app
+from bench.preload import preload
 
 pytestmark = pytest.mark.postgres
 
@@ -98,7 +98,8 @@ def test_every_hot_statement_uses_an_index(pg_url: str, clean_env: None) -> None
     failures = []
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         conn.execute("SET enable_seqscan = off")
-        for sql, params in hot.items():
+        for sql, recorded_params in hot.items():
+            params = recorded_params
             if isinstance(params, list | tuple) and params and isinstance(params[0], dict):
                 params = params[0]  # an executemany: one row's parameters plan alike
             row = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params or None).fetchone()
