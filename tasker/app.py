@@ -7,12 +7,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from tasker.control import retention, schedules, steering
-from tasker.control.enqueue import create_task
+from tasker.control.enqueue import create_task, create_tasks, tag_request
 from tasker.control.schedules import ScheduleView
 from tasker.control.sweeper import Sweeper, due_now
 from tasker.control.waiting import Waiter
@@ -100,6 +100,7 @@ class Tasker:
             self.settings.sweep_seconds,
             self.settings.lease_seconds,
             chores=self.housekeeping,
+            held=self.dispatch.held,
         )
         self._waiter = Waiter(self.db)
         self._worker: Any = None
@@ -174,6 +175,52 @@ class Tasker:
             self._announce([accepted.task_id])
             return accepted.view, accepted.created
         return self.get_task(accepted.task_id), accepted.created
+
+    def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[TaskView]:
+        """Validate and store many tasks at once, all or none (for submitting in bulk).
+
+        Every request is validated before anything is written; the new tasks are then
+        written together (on PostgreSQL one statement) and their messages sent after the
+        commit, batched. A request whose `idempotency_key` names a stored task, or
+        repeats an earlier request of the call, gets that task and stores nothing.
+
+        Args:
+            requests: at most `MAX_BATCH` (10,000) `TaskRequest`s.
+
+        Returns:
+            One task per request, in order (as `enqueue` returns it).
+
+        Raises:
+            InvalidRequestError: (and each of `enqueue`'s errors) a request is invalid,
+                two requests use one key for different requests or ask for the same
+                subject of a `one_per_subject` task, or there are too many: nothing is
+                stored. `.request_index` says which request it is about.
+        """
+        batch = list(requests) if not isinstance(requests, TaskRequest) else None
+        if batch is None:
+            raise InvalidRequestError("enqueue_many() takes a list of TaskRequests, got one")
+        if len(batch) > MAX_BATCH:
+            raise InvalidRequestError(
+                f"enqueue_many() takes at most {MAX_BATCH} requests, got {len(batch)}"
+            )
+        items = []
+        for index, request in enumerate(batch):
+            try:
+                if not isinstance(request, TaskRequest):
+                    raise InvalidRequestError(
+                        f"enqueue_many() takes TaskRequests, got {type(request).__name__}"
+                    )
+                items.append((self.factory.get(request.name, request.version), request))
+            except InvalidRequestError as exc:
+                tag_request(exc, index)
+                raise
+        if not items:
+            return []
+        accepted = create_tasks(self.store, self.db, self.catalog, items, self.now())
+        created = [a.task_id for a in accepted if a.view is not None]
+        if created:
+            self._announce(created)
+        return [a.view if a.view is not None else self.get_task(a.task_id) for a in accepted]
 
     def _announce(self, task_ids: list[int]) -> None:
         """Send the messages of newly committed tasks (through the relay over Redis)."""
@@ -413,24 +460,30 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
-    def asgi(self, tokens: dict[str, str] | None = None, max_body: int | None = None) -> Any:
+    def asgi(
+        self,
+        tokens: dict[str, str] | None = None,
+        max_body: int | None = None,
+        *,
+        insecure_no_auth: bool = False,
+    ) -> Any:
         """The HTTP API, dashboard and metrics of this app, as an ASGI application.
 
         Args:
             tokens: bearer token -> scope (`"read"` or `"write"`); default: the
-                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`. With none,
-                every request is refused with 401 (`tasker serve --insecure-no-auth`
-                serves without tokens, on 127.0.0.1 only).
+                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`.
             max_body: the largest request body in bytes (default `TASKER_API_MAX_BODY`,
-                else 1 MiB).
+                else 1 MiB); a larger one is answered 413.
+            insecure_no_auth: serve without tokens, every caller with the write scope
+                (`tasker serve --insecure-no-auth` binds it to 127.0.0.1 only).
 
         Raises:
-            ConfigurationError: a token's scope is neither read nor write, or the web
-                extras are not installed.
+            ConfigurationError: no tokens (and not `insecure_no_auth`), a scope that is
+                neither read nor write, or a bad body limit.
         """
         from tasker.web import create_app
 
-        return create_app(self, tokens=tokens, max_body=max_body)
+        return create_app(self, tokens, max_body, insecure_no_auth)
 
     # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
 
@@ -554,6 +607,9 @@ class Tasker:
         steering.resolve_task(self.db, tid, reason, self.now())
         return self.get_task(tid)
 
+
+#: Most requests one `enqueue_many` call takes (its tasks travel in one statement).
+MAX_BATCH = 10_000
 
 #: A sweep purges at most this many batches (of 500), so it gets back to its work soon.
 _PURGE_BATCHES_PER_SWEEP = 20

@@ -30,7 +30,14 @@ class DagCycleError(ConfigurationError):
 
 
 class InvalidRequestError(TaskerError):
-    """A request (enqueue, steering call) is invalid; nothing was stored and nothing was sent."""
+    """A request (enqueue, steering call) is invalid; nothing was stored and nothing was sent.
+
+    Attributes:
+        request_index: for `Tasker.enqueue_many`, the position of the request at fault
+            (None otherwise).
+    """
+
+    request_index: int | None = None
 
 
 class ContextValidationError(InvalidRequestError):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tasker.control.subjects import duplicate_of, is_subject_conflict, subject_values
@@ -22,7 +22,7 @@ from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
-from tasker.store.base import Store
+from tasker.store.base import NewTask, Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 
@@ -64,6 +64,7 @@ def _new_view(
             error=None,
             last_attempted_at=None,
             next_attempt_at=None,
+            processed_at=now if name in bypass else None,
         )
         for name, tpl in reg.steps.items()
     }
@@ -85,6 +86,7 @@ def _new_view(
         bypass_steps=values["bypass_steps"],
         subject=values["subject"],
         created_at=now,
+        annotations=[],  # as get_task reads them: the view equals the stored task's
     )
 
 
@@ -165,6 +167,35 @@ def request_digest(name: str, version: str | None, values: dict[str, Any]) -> st
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """One request of a call, checked: what to insert for it."""
+
+    index: int
+    reg: RegisteredTask
+    req: TaskRequest
+    values: dict[str, Any]
+    requested_at: datetime
+    new: NewTask
+
+    @property
+    def key(self) -> str | None:
+        key: str | None = self.values["idempotency_key"]
+        return key
+
+
+def tag_request(exc: BaseException, index: int) -> None:
+    """Say which request of an `enqueue_many` call an error is about.
+
+    Sets `InvalidRequestError.request_index` and, on Python 3.11+, adds a note.
+    """
+    if isinstance(exc, InvalidRequestError):
+        exc.request_index = index
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(f"(request {index} of the batch)")
+
+
 def create_task(
     store: Store,
     db: Database,
@@ -175,67 +206,189 @@ def create_task(
 ) -> Accepted:
     """Validate and store a task with its steps, edges, audit rows and outbox row.
 
-    Nothing is stored when the request is invalid or conflicts.
+    `create_tasks` with one request; its errors name no request index.
+    """
+    return create_tasks(store, db, catalog, [(reg, req)], now, batch=False)[0]
+
+
+def create_tasks(
+    store: Store,
+    db: Database,
+    catalog: Catalog,
+    items: Sequence[tuple[RegisteredTask, TaskRequest]],
+    now: datetime,
+    *,
+    batch: bool = True,
+) -> list[Accepted]:
+    """Validate and store tasks (steps, edges, audit and outbox rows), all or none.
+
+    Every request is checked before anything is written; the new tasks are written by
+    one `Store.insert_tasks`. A request whose idempotency key names a stored task (or an
+    earlier request of the same call) is answered with that task, and stores nothing.
+
+    Args:
+        store: the hot writes.
+        db: the database (for the key and subject look-ups).
+        catalog: the named tasks and steps.
+        items: each request with its registered task.
+        now: the time of the change.
+        batch: whether the errors say which request they are about (`tag_request`).
+
+    Returns:
+        One `Accepted` per request, in order.
 
     Raises:
-        InvalidRequestError: see `check_request`.
-        IdempotencyConflictError: the key was used before with a different request.
+        InvalidRequestError: see `check_request`; two requests of the call use one key
+            for different requests, or ask for the same subject of a `one_per_subject`
+            task.
+        IdempotencyConflictError: a key was used before with a different request.
         sqlalchemy.exc.IntegrityError: the insert broke a constraint other than the
             idempotency key's (never reported as a key collision).
-        DuplicateTaskError: a `one_per_subject` task holds the subject (and the key,
+        DuplicateTaskError: a `one_per_subject` task holds a subject (and the key,
             if any, names no task).
     """
-    values = check_request(reg, req)
-    entry = catalog.entry(reg, now)
-    requested_at = as_utc(req.requested_at) if req.requested_at else now
-    steps = _initial_steps(reg, entry.named_step_ids, values, now)
-    row = {**values, "named_task_id": entry.named_task_id, "requested_at": requested_at}
+    checked = [_check(catalog, reg, req, now, i, batch) for i, (reg, req) in enumerate(items)]
+    repeat_of = _repeats_within(checked, batch)
+    firsts = [c for c in checked if c.index not in repeat_of]
     for _ in range(3):
-        if values["idempotency_key"] is not None:
-            with db.read() as conn:
-                existing = _by_key(conn, reg, req, values)
-            if existing is not None:
-                return existing
+        answered = _by_keys(db, firsts, batch)
+        todo = [c for c in firsts if c.index not in answered]
         try:
-            task_id, step_ids = store.insert_task(row, steps, _edges(reg), now)
+            stored = store.insert_tasks([c.new for c in todo], now) if todo else []
         except IntegrityError as exc:
             if is_subject_conflict(exc):
-                existing = _subject_conflict(db, reg, req, values)
-                if existing is not None:
-                    return existing
-                continue  # the holder became final meanwhile: the subject is free now
-            if values["idempotency_key"] is None or not is_key_taken(exc):
+                _raise_duplicate(db, todo, batch)
+                continue  # a key's task took the subject, or its holder became final
+            if all(c.key is None for c in todo) or not is_key_taken(exc):
                 raise
             continue  # a concurrent request with the same key won the insert: answer as it did
-        ids = dict(zip(reg.steps, step_ids, strict=True))
-        return Accepted(task_id, True, _new_view(reg, task_id, ids, values, requested_at, now))
+        for c, (task_id, step_ids) in zip(todo, stored, strict=True):
+            ids = dict(zip(c.reg.steps, step_ids, strict=True))
+            view = _new_view(c.reg, task_id, ids, c.values, c.requested_at, now)
+            answered[c.index] = Accepted(task_id, True, view)
+        for index, first in repeat_of.items():
+            answered[index] = Accepted(answered[first].task_id, False)
+        return [answered[c.index] for c in checked]
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
-def _subject_conflict(
-    db: Database, reg: RegisteredTask, req: TaskRequest, values: dict[str, Any]
-) -> Accepted | None:
-    """The insert hit the one-live-task-per-subject index.
+def _check(
+    catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime, index: int, batch: bool
+) -> _Checked:
+    try:
+        values = check_request(reg, req)
+    except InvalidRequestError as exc:
+        if batch:
+            tag_request(exc, index)
+        raise
+    entry = catalog.entry(reg, now)
+    requested_at = as_utc(req.requested_at) if req.requested_at else now
+    row = {
+        "request_digest": None,  # every row of a batch has the same columns
+        **values,
+        "named_task_id": entry.named_task_id,
+        "requested_at": requested_at,
+    }
+    steps = _initial_steps(reg, entry.named_step_ids, values, now)
+    return _Checked(index, reg, req, values, requested_at, NewTask(row, steps, _edges(reg)))
 
-    The idempotency key is checked first: a concurrent request with the same key may
-    have taken the subject, and answers as before. Else the holder is a duplicate.
 
-    Returns:
-        The key's task, or None when no task holds the subject any more.
+def _repeats_within(checked: Sequence[_Checked], batch: bool) -> dict[int, int]:
+    """Requests of one call that repeat an earlier one's key: index -> the first's index.
 
     Raises:
-        DuplicateTaskError: a task that is not final holds the subject.
-        IdempotencyConflictError: the key's task was made by a different request.
+        IdempotencyConflictError: two requests use one key for different requests.
+        InvalidRequestError: two requests ask for one subject of a `one_per_subject` task.
     """
-    if values["idempotency_key"] is not None:
-        with db.read() as conn:
-            existing = _by_key(conn, reg, req, values)
-        if existing is not None:
-            return existing
-    duplicate = duplicate_of(db, values)
-    if duplicate is not None:
-        raise duplicate
-    return None
+    first_by_key: dict[str, _Checked] = {}
+    subjects: dict[tuple[str, str], int] = {}
+    repeat_of: dict[int, int] = {}
+    for c in checked:
+        error: InvalidRequestError | None = None
+        if c.key is not None and c.key in first_by_key:
+            first = first_by_key[c.key]
+            # Resolved at the same time, both name the same version if they mean one.
+            if _resolved_digest(first) == _resolved_digest(c):
+                repeat_of[c.index] = first.index
+                continue
+            error = IdempotencyConflictError(
+                f"idempotency key {c.key!r} is used by requests {first.index} and {c.index} "
+                "with different requests"
+            )
+        scope, subject = c.values.get("subject_scope"), c.values.get("subject")
+        if error is None and scope is not None and subject is not None:
+            earlier = subjects.setdefault((scope, subject), c.index)
+            if earlier != c.index:
+                error = InvalidRequestError(
+                    f"requests {earlier} and {c.index} both ask for subject {subject!r} of "
+                    f"task {scope!r}, which allows one live task per subject (one_per_subject)"
+                )
+        if error is not None:
+            if batch:
+                tag_request(error, c.index)
+            raise error
+        if c.key is not None:
+            first_by_key[c.key] = c
+    return repeat_of
+
+
+def _resolved_digest(c: _Checked) -> str:
+    return request_digest(c.reg.name, c.reg.version, c.values)
+
+
+def _by_keys(db: Database, checked: Sequence[_Checked], batch: bool) -> dict[int, Accepted]:
+    """The stored tasks that answer requests with a key, by request index (one query).
+
+    Raises:
+        IdempotencyConflictError: a key was used with a different request.
+    """
+    keyed = [c for c in checked if c.key is not None]
+    if not keyed:
+        return {}
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                m.tasks.c.idempotency_key,
+                m.tasks.c.task_id,
+                m.tasks.c.request_digest,
+                m.named_tasks.c.version,
+            )
+            .join(m.named_tasks, m.tasks.c.named_task_id == m.named_tasks.c.named_task_id)
+            .where(m.tasks.c.idempotency_key.in_([c.key for c in keyed]))
+        ).all()
+    stored = {r.idempotency_key: r for r in rows}
+    answered: dict[int, Accepted] = {}
+    for c in keyed:
+        row = stored.get(c.key)
+        if row is None:
+            continue
+        try:
+            answered[c.index] = _same_request(c.reg, c.req, c.values, row)
+        except IdempotencyConflictError as exc:
+            if batch:
+                tag_request(exc, c.index)
+            raise
+    return answered
+
+
+def _raise_duplicate(db: Database, todo: Sequence[_Checked], batch: bool) -> None:
+    """The insert hit the one-live-task-per-subject index: raise for a request's holder.
+
+    The idempotency keys are checked first: a concurrent request with the same key may
+    have taken the subject, and answers as before (the caller tries again).
+
+    Raises:
+        DuplicateTaskError: a task that is not final holds a request's subject.
+        IdempotencyConflictError: a key's task was made by a different request.
+    """
+    if _by_keys(db, todo, batch):
+        return
+    for c in todo:
+        duplicate = duplicate_of(db, c.values)
+        if duplicate is not None:
+            if batch:
+                tag_request(duplicate, c.index)
+            raise duplicate
 
 
 #: The unique constraint of `tasks.idempotency_key` (named by the schema's convention).
@@ -256,10 +409,10 @@ def is_key_taken(exc: IntegrityError) -> bool:
     return f"UNIQUE constraint failed: {_KEY_COLUMN}" in str(exc.orig)
 
 
-def _by_key(
-    conn: Connection, reg: RegisteredTask, req: TaskRequest, values: dict[str, Any]
-) -> Accepted | None:
-    """The task stored under the request's key, if it was created by the same request.
+def _same_request(
+    reg: RegisteredTask, req: TaskRequest, values: dict[str, Any], row: Any
+) -> Accepted:
+    """The task stored under the request's key (`row`), if the same request created it.
 
     The same request is the same as sent. A version named by one and left out (None:
     the newest) by the other is the same too when both mean the stored task's version:
@@ -269,13 +422,6 @@ def _by_key(
     Raises:
         IdempotencyConflictError: the key was used with a different request.
     """
-    row = conn.execute(
-        sa.select(m.tasks.c.task_id, m.tasks.c.request_digest, m.named_tasks.c.version)
-        .join(m.named_tasks, m.tasks.c.named_task_id == m.named_tasks.c.named_task_id)
-        .where(m.tasks.c.idempotency_key == values["idempotency_key"])
-    ).first()
-    if row is None:
-        return None
     same = {values["request_digest"]}
     if req.version is not None and req.version == row.version:
         same.add(request_digest(reg.name, None, values))

@@ -1,13 +1,27 @@
-"""The sweeper (the in-time scheduler): re-sends what is due or abandoned.
+"""The sweeper (the in-time scheduler): re-sends what is due and lost.
 
 The database is the source of truth, so a lost message, a lost delay or a dead
-worker never strands a task: each sweep finds
-- outbox rows still there a grace period after they were due (the process that
-  wrote them died before sending, or the claim that fulfils them never came), and
-- live tasks that are due and not leased, or whose lease expired, and that no
-  sweep has re-sent within `lease_seconds` (a wiped queue, a killed worker),
-and sends a message for each. On PostgreSQL an advisory lock lets one sweeper
-at a time do this, however many workers run one.
+worker never strands a task. Each sweep (on PostgreSQL, by one worker at a time,
+elected by an advisory lock) looks at
+- outbox rows still there a grace period (`sweep_seconds`) after they were due:
+  the process that wrote them may have died before sending; they are deleted, and
+- live tasks due that long ago that are not leased, or whose lease expired, and that
+  no sweep has seen to within `lease_seconds` (a wiped queue, a killed worker),
+and sends a message only for the tasks whose message is lost:
+- a task whose lease expired was claimed, so its message was consumed: a worker
+  died mid-pass, and the task is re-sent;
+- any other task is re-sent only if the broker no longer holds a message for it
+  (`Dispatch.held`: waiting, delayed, or taken by a live worker and not yet acked).
+  Under a backlog most due tasks are merely queued: they are left alone, so an
+  overloaded system does not get a second copy of its queue. Dramatiq's own
+  recovery hands a dead worker's unacked messages back to the queue (the sweep
+  triggers it); a message older than `10 * lease_seconds` no longer counts as held,
+  so a broker that lost track of one strands nothing.
+Each sweep sees to at most `batch` due tasks, the most overdue first; a task seen to
+(re-sent, or found held) is looked at again after `lease_seconds`, so a backlog
+larger than a batch is walked through, sweep by sweep. A sweep costs two indexed
+queries (`deliver_at` on the outbox, the partial due index on tasks), one update of
+the tasks it saw to, and, if any were found, one round trip to the broker per kind.
 """
 
 from __future__ import annotations
@@ -48,7 +62,7 @@ def due_now(db: Database, now: datetime, limit: int = 1000) -> list[int]:
 
 
 class Sweeper:
-    """Finds due or abandoned tasks and sends them again."""
+    """Finds due or abandoned tasks whose message is lost, and sends them again."""
 
     def __init__(
         self,
@@ -59,15 +73,20 @@ class Sweeper:
         lease_seconds: float,
         batch: int = 500,
         chores: Callable[[], None] | None = None,
+        held: Callable[[Collection[int], float], set[int]] | None = None,
     ) -> None:
         self._db = db
         self._send = send
+        self._held = held  # the broker's `held`; None: it holds nothing (re-send all)
         self._clock = clock
         self._grace = timedelta(seconds=sweep_seconds)
         self._redispatch = timedelta(seconds=lease_seconds)
+        self._max_age = 10 * lease_seconds
         self._every = sweep_seconds
         self._batch = batch
         self._chores = chores  # run after each sweep: schedules, retention (never raises)
+        self.resent = 0  # messages re-sent by this sweeper
+        self.left_queued = 0  # due tasks seen whose message the broker still held
 
     def sweep(self) -> int:
         """One sweep; returns how many messages it sent."""
@@ -78,47 +97,61 @@ class Sweeper:
         with self._db.write() as conn:
             if not self._elected(conn):
                 return 0  # another worker's sweeper is at it
-            stale = (
+            stale = set(
                 conn.execute(
                     sa.delete(m.outbox)
                     .where(m.outbox.c.deliver_at <= overdue)
                     .returning(m.outbox.c.task_id)
-                )
-                .scalars()
-                .all()
+                ).scalars()
             )
-        sent = self._send_all(stale)  # before anything else can fail: the rows are gone
+        # A held task is covered by its message (and, should that be lost, by the due scan).
+        lost = stale - self._still_held(stale)
+        sent = self._send_all(lost)  # before anything else can fail: the rows are gone
         with self._db.write() as conn:
             if not self._elected(conn):
                 return sent
-            due = (
-                conn.execute(
-                    sa.select(T.c.task_id)
-                    .where(
-                        T.c.status.in_(_LIVE),
-                        T.c.next_run_at <= overdue,
-                        sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
-                        sa.or_(
-                            T.c.dispatched_at.is_(None), T.c.dispatched_at <= now - self._redispatch
-                        ),
-                    )
-                    .order_by(T.c.next_run_at)
-                    .limit(self._batch)
+            due = conn.execute(
+                sa.select(T.c.task_id, T.c.lease_owner)
+                .where(
+                    T.c.status.in_(_LIVE),
+                    T.c.next_run_at <= overdue,
+                    sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
+                    sa.or_(
+                        T.c.dispatched_at.is_(None), T.c.dispatched_at <= now - self._redispatch
+                    ),
                 )
-                .scalars()
-                .all()
-            )
+                .order_by(T.c.next_run_at)
+                .limit(self._batch)
+            ).all()
             if due:
-                conn.execute(sa.update(T).where(T.c.task_id.in_(due)).values(dispatched_at=now))
-        sent += self._send_all(set(due) - set(stale))  # one message per task a sweep
+                seen = [int(r.task_id) for r in due]
+                conn.execute(sa.update(T).where(T.c.task_id.in_(seen)).values(dispatched_at=now))
+        abandoned = {int(r.task_id) for r in due if r.lease_owner is not None}
+        unclaimed = {int(r.task_id) for r in due if r.lease_owner is None}
+        queued = self._still_held(unclaimed)
+        sent += self._send_all((abandoned | (unclaimed - queued)) - lost)
+        self.resent += sent
+        self.left_queued += len(queued)
         if sent:
             log.info(
-                "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned",
+                "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned; "
+                "%d due task(s) still queued",
                 sent,
-                len(stale),
-                len(due),
+                len(lost),
+                sent - len(lost),
+                len(queued),
             )
         return sent
+
+    def _still_held(self, task_ids: set[int]) -> set[int]:
+        """The tasks whose message the broker still holds; none if it cannot say."""
+        if self._held is None or not task_ids:
+            return set()
+        try:
+            return self._held(task_ids, self._max_age)
+        except Exception:
+            log.warning("could not ask the broker what it holds; re-sending", exc_info=True)
+            return set()
 
     def _send_all(self, task_ids: Collection[int]) -> int:
         ids = sorted({int(i) for i in task_ids})

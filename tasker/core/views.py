@@ -12,7 +12,11 @@ from typing import Any
 class StepView:
     """One step of a task, as stored.
 
-    `results` is None for a step that has not run or was skipped.
+    `depends_on` are the steps it waits for, from the task's stored edges (the DAG it
+    was created with). `inputs` are what its handler sees as `step.inputs`: the step's
+    own stored inputs, else the task's context. `results` is None for a step that has
+    not run or was skipped. Each field named like a `tasker_workflow_steps` column is
+    read from that column (`tasker.store.steps`).
     """
 
     workflow_step_id: int

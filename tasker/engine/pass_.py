@@ -517,7 +517,14 @@ class Engine:
         assert read is not None  # only a write that landed returns None
         task, rows = read
         fresh = views_of(rows)
-        p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
+        # A running step keeps the state this pass gave it (the columns the engine writes),
+        # and takes what steering may change meanwhile (its inputs, its retry limit).
+        p.views = {
+            n: (replace(v, **{c: getattr(p.views[n], c) for c in m.STEP_WRITE}))
+            if n in p.running
+            else v
+            for n, v in fresh.items()
+        }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
     def _read(self, task_id: int) -> tuple[Any, list[Any]]:
@@ -584,7 +591,10 @@ class Engine:
             done = Status.COMPLETE.value if o.ok else Status.ERROR.value
             seen = (o.results, None) if o.ok else (None, o.error)
             # The handler's copies (HandlerStep): what it mutates is not what is stored.
-            view = replace(p.views[o.name], status=done, results=seen[0], error=seen[1])
+            # It sees each step's inputs as the step's handler did (stored, else the context).
+            v = p.views[o.name]
+            shown = inputs_of(v, p.row["context"])
+            view = replace(v, status=done, results=seen[0], error=seen[1], inputs=shown)
             steps.append(HandlerStep(view))
         failure = self._call_update_annotations(p, htask, steps)
         if failure is None:

@@ -10,6 +10,7 @@ SQLAlchemy's exceptions (`DBAPIError` and its kinds), so callers handle errors o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -17,31 +18,42 @@ from tasker.store.db import Database
 from tasker.store.lease import Claimed, TaskWrite
 
 
+@dataclass(frozen=True)
+class NewTask:
+    """A task to insert, as `enqueue` decided it.
+
+    Attributes:
+        values: the task's columns (`named_task_id`, `context`, ..., `requested_at`).
+        steps: each step's first state in position order (`named_step_id`, `position`,
+            `status`, `retryable`, `retry_limit`, `skippable`, `processed_at`) and its
+            transition's `reason`.
+        edges: (parent, child) positions.
+    """
+
+    values: dict[str, Any]
+    steps: Sequence[dict[str, Any]]
+    edges: Sequence[tuple[int, int]]
+
+
 class Store(Protocol):
     """What the engine and `enqueue` need of the database for their hot writes."""
 
-    def insert_task(
-        self,
-        values: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[tuple[int, int]],
-        now: datetime,
-    ) -> tuple[int, list[int]]:
-        """Insert a task with its steps, edges, transitions and outbox row.
+    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+        """Insert tasks with their steps, edges, transitions and outbox rows, all or none.
+
+        On PostgreSQL one statement whatever the number of tasks; on SQLite one
+        transaction of a few statements.
 
         Args:
-            values: the task's columns (`named_task_id`, `context`, ..., `requested_at`).
-            steps: each step's first state in position order (`named_step_id`,
-                `position`, `status`, `retryable`, `retry_limit`, `skippable`,
-                `processed_at`) and its transition's `reason`.
-            edges: (parent, child) positions.
+            tasks: the tasks, in the order of the ids returned.
             now: the time of the change.
 
         Returns:
-            The task id and the step ids in position order.
+            Each task's id and its step ids in position order.
 
         Raises:
-            sqlalchemy.exc.IntegrityError: the idempotency key is taken.
+            sqlalchemy.exc.IntegrityError: a unique key (an idempotency key, a live
+                subject) is taken, or another constraint broke; nothing was stored.
         """
         ...
 

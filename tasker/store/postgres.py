@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql
 
 from tasker.core.views import StepView
 from tasker.store import schema as m
+from tasker.store.base import NewTask
 from tasker.store.db import Database
 from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
 from tasker.store.steps import PARENTS, STEP_COLUMNS
@@ -128,50 +129,83 @@ WHERE t.task_id = %(task_id)s::bigint
 """
 
 
+# Ids are drawn from the tables' sequences up front (in request and position order), so
+# the steps, edges and history of every task of a batch can refer to them in the same
+# statement. The sequences are the ones `serial`/identity columns get by default.
 _ENQUEUE = """
-WITH t AS (
+WITH x AS MATERIALIZED (
+    SELECT r.*, nextval('tasker_tasks_task_id_seq'::regclass) AS task_id
+    FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
+        n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
+        initiator text, source_system text, reason text, idempotency_key text,
+        request_digest text, requested_at timestamptz, subject text, subject_scope text)
+        ORDER BY n) AS r
+), y AS MATERIALIZED (
+    SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
+        AS workflow_step_id
+    FROM (SELECT r.*, x.task_id
+          FROM jsonb_to_recordset(%(steps)s::jsonb) AS r(
+              n integer, {step_record}, reason text)
+          JOIN x ON x.n = r.n
+          ORDER BY r.n, r.position) AS r
+), t AS (
     INSERT INTO tasker_tasks
-        (named_task_id, status, context, tags, bypass_steps, initiator, source_system, reason,
-         idempotency_key, request_digest, requested_at, created_at, updated_at, next_run_at,
-         subject, subject_scope)
-    VALUES (%(named_task_id)s::integer, 'pending', %(context)s::jsonb, %(tags)s::jsonb,
-            %(bypass_steps)s::jsonb, %(initiator)s::text, %(source_system)s::text,
-            %(reason)s::text, %(idempotency_key)s::text, %(request_digest)s::text,
-            %(requested_at)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz,
-            %(now)s::timestamptz, %(subject)s::text, %(subject_scope)s::text)
+        (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
+         source_system, reason, idempotency_key, request_digest, requested_at, created_at,
+         updated_at, next_run_at, subject, subject_scope)
+    SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
+           source_system, reason, idempotency_key, request_digest, requested_at,
+           %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
+           subject_scope
+    FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
     INSERT INTO tasker_workflow_steps
-        (task_id, {step_columns}, attempts, created_at, updated_at)
-    SELECT t.task_id, {step_values}, 0, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM t, jsonb_to_recordset(%(steps)s::jsonb) AS x({step_record})
-    ORDER BY x.position
-    RETURNING workflow_step_id, position, status
+        (workflow_step_id, task_id, {step_columns}, attempts, created_at, updated_at)
+    SELECT x.workflow_step_id, x.task_id, {step_values}, 0, %(now)s::timestamptz,
+           %(now)s::timestamptz
+    FROM y AS x ORDER BY x.workflow_step_id
 ), edges AS (
     INSERT INTO tasker_workflow_step_edges (from_step_id, to_step_id, task_id)
-    SELECT a.workflow_step_id, b.workflow_step_id, t.task_id
-    FROM t, jsonb_to_recordset(%(edges)s::jsonb) AS x(parent integer, child integer)
-    JOIN s AS a ON a.position = x.parent
-    JOIN s AS b ON b.position = x.child
+    SELECT a.workflow_step_id, b.workflow_step_id, a.task_id
+    FROM jsonb_to_recordset(%(edges)s::jsonb) AS e(n integer, parent integer, child integer)
+    JOIN y AS a ON a.n = e.n AND a.position = e.parent
+    JOIN y AS b ON b.n = e.n AND b.position = e.child
 ), task_change AS (
     INSERT INTO tasker_task_transitions
         (task_id, from_status, to_status, reason, tx_seq, created_at)
-    SELECT t.task_id, NULL, 'pending', %(task_reason)s::text, t.tx_seq, %(now)s::timestamptz
-    FROM t
+    SELECT t.task_id, NULL, 'pending', 'enqueued', t.tx_seq, %(now)s::timestamptz
+    FROM t ORDER BY t.task_id
 ), step_changes AS (
     INSERT INTO tasker_workflow_step_transitions
         (workflow_step_id, task_id, from_status, to_status, attempt, reason, tx_seq, created_at)
-    SELECT s.workflow_step_id, t.task_id, NULL, s.status, 0, x.reason, t.tx_seq,
+    SELECT y.workflow_step_id, y.task_id, NULL, y.status, 0, y.reason, t.tx_seq,
            %(now)s::timestamptz
-    FROM t, s JOIN jsonb_to_recordset(%(steps)s::jsonb) AS x(position integer, reason text)
-        ON x.position = s.position
-    ORDER BY s.position
+    FROM y JOIN t ON t.task_id = y.task_id
+    ORDER BY y.workflow_step_id
 ), outbox AS (
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
-    SELECT t.task_id, %(now)s::timestamptz, %(now)s::timestamptz FROM t
+    SELECT t.task_id, %(now)s::timestamptz, %(now)s::timestamptz FROM t ORDER BY t.task_id
 )
-SELECT t.task_id, s.position, s.workflow_step_id FROM t, s ORDER BY s.position
+SELECT x.n, x.task_id, y.workflow_step_id
+FROM x LEFT JOIN y ON y.n = x.n
+ORDER BY x.n, y.position
 """
+
+_TASK_FIELDS = (
+    "named_task_id",
+    "context",
+    "tags",
+    "bypass_steps",
+    "initiator",
+    "source_system",
+    "reason",
+    "idempotency_key",
+    "request_digest",
+    "requested_at",
+    "subject",
+    "subject_scope",
+)
 
 
 def _default(value: Any) -> Any:
@@ -193,7 +227,7 @@ APPLY = _APPLY.format(
     step_set=", ".join(f"{n} = x.{n}" for n in m.STEP_WRITE),
     step_record=_record(m.STEP_WRITE),
 )
-#: The enqueue (`Store.insert_task`), setting the `schema.STEP_CREATE` columns of steps.
+#: The enqueue (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns of steps.
 ENQUEUE = _ENQUEUE.format(
     step_columns=", ".join(m.STEP_CREATE),
     step_values=", ".join(f"x.{n}" for n in m.STEP_CREATE),
@@ -219,30 +253,28 @@ class PgStore:
             rows: list[Any] = cur.fetchall()
             return rows
 
-    def insert_task(
-        self,
-        values: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[tuple[int, int]],
-        now: datetime,
-    ) -> tuple[int, list[int]]:
-        """See `Store.insert_task`."""
+    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+        """See `Store.insert_tasks`: one statement for the whole batch."""
         params = {
-            "idempotency_key": None,
-            "request_digest": None,
-            "subject": None,
-            "subject_scope": None,
-            **values,
-            "context": dumps(values["context"]),
-            "tags": dumps(values["tags"]),
-            "bypass_steps": dumps(values["bypass_steps"]),
             "now": now,
-            "task_reason": "enqueued",
-            "steps": dumps(steps),
-            "edges": dumps([{"parent": a, "child": b} for a, b in edges]),
+            "tasks": dumps(
+                [
+                    {"n": n, **{f: t.values.get(f) for f in _TASK_FIELDS}}
+                    for n, t in enumerate(tasks)
+                ]
+            ),
+            "steps": dumps([{"n": n, **step} for n, t in enumerate(tasks) for step in t.steps]),
+            "edges": dumps(
+                [{"n": n, "parent": a, "child": b} for n, t in enumerate(tasks) for a, b in t.edges]
+            ),
         }
-        rows = self._run(ENQUEUE, params)
-        return int(rows[0].task_id), [int(r.workflow_step_id) for r in rows]
+        out: list[tuple[int, list[int]]] = [(0, []) for _ in tasks]
+        for row in self._run(ENQUEUE, params):
+            step_ids = out[row.n][1]
+            out[row.n] = (int(row.task_id), step_ids)
+            if row.workflow_step_id is not None:
+                step_ids.append(int(row.workflow_step_id))
+        return out
 
     def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
         """See `Store.claim`."""

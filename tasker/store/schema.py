@@ -188,7 +188,7 @@ workflow_steps = sa.Table(
 # the column above, its field in `StepView`, its migration and, if enqueue or the
 # engine set it, its name here.
 
-#: The step columns an enqueue sets, from each step's first state (`Store.insert_task`);
+#: The step columns an enqueue sets, from each step's first state (`Store.insert_tasks`);
 #: `task_id`, `attempts` (0), `created_at` and `updated_at` are set by the store.
 STEP_CREATE = (
     "named_step_id",
@@ -311,7 +311,7 @@ outbox = sa.Table(
     sa.Column("task_id", BigId, nullable=False),
     sa.Column("deliver_at", When, nullable=False),
     sa.Column("created_at", When, nullable=False),
-    sa.Index("ix_tasker_outbox_created_at", "created_at"),
+    sa.Index("ix_tasker_outbox_deliver_at", "deliver_at"),  # the sweeper's scan of stale rows
     sa.Index("ix_tasker_outbox_task_id", "task_id"),  # each claim deletes its task's rows
 )
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from tasker.core.states import TASK_LIVE, Status
 from tasker.store import schema as m
 from tasker.store.audit import task_change_row
+from tasker.store.base import NewTask
 from tasker.store.db import Database
 from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
 from tasker.store.steps import select_steps
@@ -95,7 +96,7 @@ _LEASE_OF = sa.select(T.c.lease_epoch, T.c.lease_owner, T.c.status).where(
 _STEPS_INSERT = m.workflow_steps.insert().returning(
     m.workflow_steps.c.workflow_step_id, sort_by_parameter_order=True
 )
-_TASK_INSERT = m.tasks.insert().returning(T.c.task_id, T.c.tx_seq)
+_TASK_INSERT = m.tasks.insert().returning(T.c.task_id, T.c.tx_seq, sort_by_parameter_order=True)
 _DELETE_OUTBOX = sa.delete(m.outbox).where(
     m.outbox.c.task_id == _p("task_id"), m.outbox.c.deliver_at <= _p("now", _When)
 )
@@ -107,26 +108,25 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert_task(
-        self,
-        values: dict[str, Any],
-        steps: Sequence[dict[str, Any]],
-        edges: Sequence[tuple[int, int]],
-        now: datetime,
-    ) -> tuple[int, list[int]]:
-        """See `Store.insert_task`."""
+    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+        """See `Store.insert_tasks`: one transaction, one statement per table."""
+        if not tasks:
+            return []
         with self._db.write() as conn:
-            row = conn.execute(
+            rows = conn.execute(
                 _TASK_INSERT,
-                {
-                    **values,
-                    "status": Status.PENDING.value,
-                    "created_at": now,
-                    "updated_at": now,
-                    "next_run_at": now,
-                },
-            ).one()
-            task_id, seq = int(row.task_id), int(row.tx_seq)
+                [
+                    {
+                        **t.values,
+                        "status": Status.PENDING.value,
+                        "created_at": now,
+                        "updated_at": now,
+                        "next_run_at": now,
+                    }
+                    for t in tasks
+                ],
+            ).all()
+            firsts = [(int(r.task_id), int(r.tx_seq)) for r in rows]
             inserted = conn.execute(
                 _STEPS_INSERT,
                 [
@@ -137,20 +137,29 @@ class SqlStore:
                         "updated_at": now,
                         **{n: step[n] for n in m.STEP_CREATE},
                     }
-                    for step in steps
+                    for (task_id, _), t in zip(firsts, tasks, strict=True)
+                    for step in t.steps
+                ],
+            ).all()
+            flat = iter(int(r[0]) for r in inserted)
+            ids = [[next(flat) for _ in t.steps] for t in tasks]
+            edges = [
+                {"from_step_id": steps[a], "to_step_id": steps[b], "task_id": task_id}
+                for (task_id, _), t, steps in zip(firsts, tasks, ids, strict=True)
+                for a, b in t.edges
+            ]
+            if edges:
+                conn.execute(m.step_edges.insert(), edges)
+            conn.execute(
+                _TASK_TRANSITIONS,
+                [
+                    {
+                        **task_change_row(task_id, None, Status.PENDING, "enqueued", now),
+                        "tx_seq": seq,
+                    }
+                    for task_id, seq in firsts
                 ],
             )
-            ids = [int(r[0]) for r in inserted]
-            if edges:
-                conn.execute(
-                    m.step_edges.insert(),
-                    [
-                        {"from_step_id": ids[a], "to_step_id": ids[b], "task_id": task_id}
-                        for a, b in edges
-                    ],
-                )
-            change = task_change_row(task_id, None, Status.PENDING, "enqueued", now)
-            conn.execute(_TASK_TRANSITIONS, {**change, "tx_seq": seq})
             conn.execute(
                 _STEP_TRANSITIONS,
                 [
@@ -165,11 +174,18 @@ class SqlStore:
                         "tx_seq": seq,
                         "created_at": now,
                     }
-                    for i, step in zip(ids, steps, strict=True)
+                    for (task_id, seq), t, steps in zip(firsts, tasks, ids, strict=True)
+                    for i, step in zip(steps, t.steps, strict=True)
                 ],
             )
-            conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": now, "created_at": now})
-        return task_id, ids
+            conn.execute(
+                _OUTBOX,
+                [
+                    {"task_id": task_id, "deliver_at": now, "created_at": now}
+                    for task_id, _ in firsts
+                ],
+            )
+        return [(task_id, steps) for (task_id, _), steps in zip(firsts, ids, strict=True)]
 
     def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
         """See `Store.claim`."""

@@ -10,7 +10,7 @@ a growing sleep, so a message is picked up at once without burning CPU when idle
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -34,10 +34,15 @@ _MAX_WAIT_SECONDS = 1.0
 
 
 def make_broker(url: str | None) -> Broker:
-    """A `WakingRedisBroker` for `redis://` URLs, else Dramatiq's in-process `StubBroker`."""
+    """A Redis broker for `redis://` URLs, else an in-process one; both know what they hold.
+
+    See `tasker.transport.held`: the sweeper re-sends only what they no longer hold.
+    """
+    from tasker.transport.held import InProcessBroker, TrackingRedisBroker
+
     if url is None:
-        return StubBroker(middleware=[])
-    return WakingRedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)  # type: ignore[no-untyped-call]
+        return InProcessBroker()
+    return TrackingRedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)
 
 
 def _is_delay_queue(queue_name: str) -> bool:
@@ -267,6 +272,18 @@ class Dispatch:
             finally:
                 consumer.close()
         return ids
+
+    def held(self, task_ids: Collection[int], max_age_seconds: float) -> set[int]:
+        """The tasks among `task_ids` whose newest message the broker still holds.
+
+        Held: waiting (delayed or not) or taken by a live worker and not yet acked.
+        A message sent longer than `max_age_seconds` ago never counts as held. A broker
+        that cannot tell holds nothing (so everything asked about is re-sent).
+        """
+        held = getattr(self.broker, "held", None)
+        if held is None or not task_ids:
+            return set()
+        return set(held(self.queue_name, task_ids, max_age_seconds))
 
     def close(self) -> None:
         """Close the broker's connections."""

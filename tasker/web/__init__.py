@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasker.errors import ConfigurationError
-from tasker.web import api, ops, problems
+from tasker.web import api, dashboard, ops, problems
 from tasker.web.auth import TokenBook
 
 if TYPE_CHECKING:
@@ -128,10 +128,7 @@ def create_app(
     problems.install(app)
     app.include_router(api.router)
     app.include_router(ops.router)
-    from tasker.web import dashboard
-
     app.include_router(dashboard.router)
-    dashboard.mount_static(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

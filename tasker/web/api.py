@@ -18,6 +18,7 @@ from tasker.definition.request import TaskRequest
 from tasker.errors import InvalidRequestError, StepNotFoundError
 from tasker.web import schemas as s
 from tasker.web.auth import Principal, TokenBook
+from tasker.web.graph import handler_edges
 from tasker.web.problems import ProblemError, responses
 
 _bearer = HTTPBearer(
@@ -98,11 +99,17 @@ def _storable(field: str, value: Any) -> None:
         raise InvalidRequestError(problem)
 
 
-def _cursor(task_id: int) -> str:
+def encode_cursor(task_id: int) -> str:
+    """The cursor of the page after the one that ended with `task_id`."""
     return base64.urlsafe_b64encode(f"before:{task_id}".encode()).decode().rstrip("=")
 
 
-def _before(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None) -> int | None:
+    """The task id a cursor continues before (None: the first page).
+
+    Raises:
+        ProblemError: 422 for a cursor this server did not issue.
+    """
     if cursor is None:
         return None
     try:
@@ -158,12 +165,12 @@ def list_tasks(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Any:
     """List tasks, newest first; `next_cursor` (if not null) fetches the next page."""
-    found = _app(request).list_tasks(status, name, limit + 1, subject, _before(cursor))
+    found = _app(request).list_tasks(status, name, limit + 1, subject, decode_cursor(cursor))
     page = found[:limit]
     more = len(found) > limit
     return {
         "items": [s.task_json(t) for t in page],
-        "next_cursor": _cursor(page[-1].task_id) if more else None,
+        "next_cursor": encode_cursor(page[-1].task_id) if more else None,
     }
 
 
@@ -356,7 +363,7 @@ def handler_json(reg: RegisteredTask) -> dict[str, Any]:
             }
             for t in reg.steps.values()
         ],
-        "edges": [(d, t.name) for t in reg.steps.values() for d in t.depends_on],
+        "edges": handler_edges(reg),
         "branches": [],
     }
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from sqlalchemy.engine import Connection
 
 from tasker.app import Tasker
 from tasker.core.states import TASK_LIVE
@@ -77,11 +78,7 @@ class DatabaseCollector(Collector):
         now = self.app.now()
         live = [s.value for s in TASK_LIVE]
         with self.app.db.read() as conn:
-            tasks = conn.execute(
-                sa.select(NT.c.name, T.c.status, sa.func.count())
-                .join(NT, T.c.named_task_id == NT.c.named_task_id)
-                .group_by(NT.c.name, T.c.status)
-            ).all()
+            tasks = task_counts(conn)
             steps = conn.execute(
                 sa.select(
                     NT.c.name, NS.c.name, S.c.status, sa.func.count(), sa.func.sum(S.c.attempts)
@@ -117,6 +114,17 @@ class DatabaseCollector(Collector):
         due.add_metric([], count_due or 0)
         age.add_metric([], _age(now, oldest))
         return [by_task, by_step, attempts, due, age]
+
+
+def task_counts(conn: Connection) -> list[tuple[str, str, int]]:
+    """How many tasks of each name are in each status: (name, status, count) rows."""
+    T, NT = m.tasks, m.named_tasks
+    rows = conn.execute(
+        sa.select(NT.c.name, T.c.status, sa.func.count())
+        .join(NT, T.c.named_task_id == NT.c.named_task_id)
+        .group_by(NT.c.name, T.c.status)
+    ).all()
+    return [(str(n), str(st), int(c)) for n, st, c in rows]
 
 
 def _age(now: Any, oldest: Any) -> float:

@@ -6,6 +6,8 @@ Each test reads Given / When / Then.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from integration_support import task_class
 from sqlalchemy.exc import IntegrityError
@@ -94,14 +96,15 @@ def test_a_database_error_other_than_the_key_is_raised_as_itself(backend, monkey
     then the database's IntegrityError is raised after one try, not reported as a key
     collision, and nothing is stored."""
     versions(backend, "1.0.0")
-    insert = backend.store.insert_task
+    insert = backend.store.insert_tasks
     calls = []
 
-    def broken_insert(values, steps, edges, now):
-        calls.append(values["idempotency_key"])
-        return insert({**values, "named_task_id": 10**9}, steps, edges, now)
+    def broken_insert(tasks, now):
+        calls.extend(t.values["idempotency_key"] for t in tasks)
+        broken = [replace(t, values={**t.values, "named_task_id": 10**9}) for t in tasks]
+        return insert(broken, now)
 
-    monkeypatch.setattr(backend.store, "insert_task", broken_insert)
+    monkeypatch.setattr(backend.store, "insert_tasks", broken_insert)
 
     with pytest.raises(IntegrityError) as raised:
         backend.enqueue(TaskRequest(name="idem", idempotency_key="k"))
@@ -119,15 +122,15 @@ def test_the_key_taken_between_the_check_and_the_insert_answers_with_the_winner(
     when the request is enqueued,
     then it answers with the winner's task, as a repeat would."""
     versions(backend, "1.0.0")
-    insert = backend.store.insert_task
+    insert = backend.store.insert_tasks
     winner = []
 
-    def racing_insert(values, steps, edges, now):
+    def racing_insert(tasks, now):
         if not winner:  # the other request commits first, with the same key and request
-            winner.append(insert(values, steps, edges, now)[0])
-        return insert(values, steps, edges, now)
+            winner.append(insert(tasks, now)[0][0])
+        return insert(tasks, now)
 
-    monkeypatch.setattr(backend.store, "insert_task", racing_insert)
+    monkeypatch.setattr(backend.store, "insert_tasks", racing_insert)
 
     task = backend.enqueue(TaskRequest(name="idem", idempotency_key="k"))
 

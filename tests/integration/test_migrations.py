@@ -140,17 +140,7 @@ def test_a_failing_migration_on_postgres_raises_its_own_error_and_leaves_no_lock
             conn.commit()
         with pytest.raises(sa.exc.ProgrammingError, match="already exists"):
             app.migrate()
-        with app.db.engine.connect() as conn:  # a pooled connection, maybe the migrator's
-            held = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
-                    " AND database ="
-                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ),
-                {"k": _MIGRATION_LOCK},
-            ).scalar()
-            conn.rollback()
-        assert held == 0
+        assert _migration_locks(app) == 0
         with app.db.engine.connect() as conn:
             conn.execute(sa.text("DROP TABLE tasker_outbox"))
             conn.commit()
@@ -165,7 +155,8 @@ def _migration_locks(app: Tasker) -> int:
         held = conn.execute(
             sa.text(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())"
             ),
             {"k": _MIGRATION_LOCK},
         ).scalar()

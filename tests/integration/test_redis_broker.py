@@ -167,3 +167,23 @@ def test_stop_sends_the_messages_the_relay_still_holds(app, client):
     threading.Timer(0.1, gate.set).start()
     app.stop()
     assert _messages(client, app) == 3
+
+
+def test_enqueue_many_sends_its_messages_in_one_pipeline(app, client):
+    """Given the Redis broker, when three tasks are enqueued at once, then the relay sends
+    their three messages in one call (one pipeline), and each task then runs."""
+    _noop_task(app, "bulk")
+    calls: list[int] = []
+    send_many = app.dispatch.broker.enqueue_many
+
+    def counting(messages):
+        calls.append(len(messages))
+        send_many(messages)
+
+    app.dispatch.broker.enqueue_many = counting
+    views = app.enqueue_many([TaskRequest(name="bulk") for _ in range(3)])
+    assert app.relay is not None and app.relay.flush()
+    assert calls == [3]
+    assert _messages(client, app) == 3
+    app.run_until_idle()
+    assert {app.get_task(v.task_id).status for v in views} == {"complete"}
