@@ -518,10 +518,12 @@ class Engine:
         task, rows = read
         fresh = views_of(rows)
         # A running step keeps the state this pass gave it (the columns the engine writes),
-        # and takes what steering may change meanwhile (its inputs, its retry limit).
+        # and takes what steering may change meanwhile (its inputs, its retry limit). A step
+        # whose attempt was abandoned (timed out, its thread still running) has its time-out
+        # recorded: what is stored is what steering made of it since, and it is taken whole.
         p.views = {
             n: (replace(v, **{c: getattr(p.views[n], c) for c in m.STEP_WRITE}))
-            if n in p.running
+            if n in p.running and not p.running[n].abandoned
             else v
             for n, v in fresh.items()
         }
@@ -642,8 +644,8 @@ class Engine:
         s = self._settings
         for o in outcomes:
             v = p.views[o.name]
-            if o.timed_out:
-                p.running[o.name].abandoned = True
+            if o.timed_out:  # a new object: a snapshot taken before keeps the old one
+                p.running[o.name] = replace(p.running[o.name], abandoned=True)
             else:
                 p.running.pop(o.name, None)
             if o.ok:
