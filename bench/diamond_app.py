@@ -3,7 +3,8 @@
 Run it as a worker with `tasker worker bench.diamond_app:app` (configured by the
 `TASKER_*` environment). `app` is built on first access, so importing the module
 has no side effect. When `BENCH_STATS_DIR` is set, each process writes the number of
-write transactions it committed (`app.db.commits`) to `commits-<pid>.json` on exit;
+write transactions it committed (`app.db.commits`), the task messages it sent
+(`app.dispatch.sent`) and those its sweeper re-sent to `commits-<pid>.json` on exit;
 when `BENCH_PROFILE_DIR` is set, every thread of the process runs under cProfile (timed
 by the CPU time of each thread) and
 the merged stats go to `profile-<pid>.pstats` on exit. `BENCH_NO_PRE_PING=1` turns
@@ -24,7 +25,13 @@ from tasker import StepTemplate, Tasker, TaskHandler
 TASK_NAME = "bench_diamond"
 
 
+#: `BENCH_STEP_SECONDS`: how long each step sleeps (0: a no-op), for the backlog run.
+STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "0") or 0)
+
+
 def noop(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+    if STEP_SECONDS:
+        time.sleep(STEP_SECONDS)
     return {}
 
 
@@ -83,7 +90,15 @@ def make_app(**settings: Any) -> Tasker:
         def _report() -> None:
             path = os.path.join(stats_dir, f"commits-{os.getpid()}.json")
             with open(path, "w", encoding="utf-8") as f:
-                json.dump({"pid": os.getpid(), "commits": app.db.commits}, f)
+                json.dump(
+                    {
+                        "pid": os.getpid(),
+                        "commits": app.db.commits,
+                        "messages": app.dispatch.sent,
+                        "resent": getattr(app.sweeper, "resent", None),
+                    },
+                    f,
+                )
 
         atexit.register(_report)
     return app

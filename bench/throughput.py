@@ -22,6 +22,13 @@ Reported (after a warm-up of 20 tasks):
 - CPU ms per task of this process, the workers, the PostgreSQL backends serving the
   benchmark's database, and Redis (from /proc).
 
+Backlog (`--backlog F`, production, batch): F x workers x threads tasks at once (10: ten
+times more than the workers can take at once), each step sleeping `--step-ms` (200), with
+`--sweep-seconds` 1 and `--lease-seconds` 4 for the workers so that a sweeper that re-sends
+queued work shows it within a short run; no warm-up. Reported for every production run:
+messages per task, every task message sent by any process (enqueue, engine, sweeper) over
+the tasks enqueued, and how many of them the sweepers re-sent.
+
 On PostgreSQL the benchmark learns of completed tasks by LISTEN/NOTIFY (a trigger it
 adds to its own database), not by polling; on SQLite it polls every 2 ms (serial) or
 20 ms (batch). Diagnostics: BENCH_KEEP=1 keeps the database and worker logs,
@@ -93,6 +100,8 @@ class Result:
     max_ms: float = 0.0
     cpu_ms_per_task: dict[str, float] = field(default_factory=dict)
     tasker_commits_per_step: float | None = None
+    messages_per_task: float | None = None
+    sweeper_resent: int | None = None
     pg_xact_commits_per_step: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -404,12 +413,17 @@ def run_production(
     pg: str,
     redis_url: str,
     profile: str | None,
+    backlog: dict[str, str] | None = None,
 ) -> Result:
-    result = Result("production (PostgreSQL + Redis)", mode, n, workers, threads, submitters)
+    setup = "production (PostgreSQL + Redis)" + (", backlog" if backlog else "")
+    result = Result(setup, mode, n, workers, threads, submitters)
     extra = {"BENCH_PROFILE_DIR": profile} if profile else {}
+    extra.update(backlog or {})
+    warmup = 0 if backlog else WARMUP
     with production_env(pg, redis_url, workers, threads, extra) as env:
         app, listener, db = env.app, env.listener, env.dbname
-        warm_up(app, listener)
+        if warmup:
+            warm_up(app, listener)
         xact_before = listener.xact_commit(db)
         own_before = listener.count
         backends = listener.backends(db)
@@ -437,10 +451,16 @@ def run_production(
         reports = list(env.folder.glob("commits-*.json"))
         if len(reports) != workers:
             result.notes.append(f"only {len(reports)} of {workers} workers reported commits")
-        worker_commits = sum(json.loads(f.read_text())["commits"] for f in reports)
+        stats = [json.loads(f.read_text()) for f in reports]
+        worker_commits = sum(r["commits"] for r in stats)
         result.tasker_commits_per_step = round(
-            (worker_commits + app.db.commits) / ((n + WARMUP) * STEPS_PER_TASK), 2
+            (worker_commits + app.db.commits) / ((n + warmup) * STEPS_PER_TASK), 2
         )
+        messages = sum(r.get("messages", 0) for r in stats) + app.dispatch.sent
+        result.messages_per_task = round(messages / (n + warmup), 3)
+        resent = [r.get("resent") for r in stats]
+        if all(isinstance(x, int) for x in resent):
+            result.sweeper_resent = sum(resent)
     return result
 
 
@@ -451,7 +471,8 @@ def table(results: list[Result]) -> str:
     head = (
         "| set-up | mode | N | procs x threads | submitters | tasks/s | steps/s | enqueue/s "
         "| p50 ms "
-        "| p95 ms | max ms | tasker commits/step | PG xact_commit/step | CPU ms/task |"
+        "| p95 ms | max ms | tasker commits/step | PG xact_commit/step | messages/task "
+        "| CPU ms/task |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -461,7 +482,7 @@ def table(results: list[Result]) -> str:
             f"| {r.setup} | {r.mode} | {r.n} | {r.workers} x {r.threads} | {r.submitters} "
             f"| {r.tasks_per_s} "
             f"| {r.steps_per_s} | {r.enqueue_per_s} | {r.p50_ms} | {r.p95_ms} | {r.max_ms} "
-            f"| {r.tasker_commits_per_step} | {xact} | {cpu} |"
+            f"| {r.tasker_commits_per_step} | {xact} | {r.messages_per_task or '-'} | {cpu} |"
         )
     return "\n".join(lines)
 
@@ -480,12 +501,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--profile", help="folder: cProfile every worker thread, dump stats there")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument(
+        "--backlog",
+        type=int,
+        metavar="F",
+        help="production batch run of F x workers x threads slow tasks (see above)",
+    )
+    p.add_argument("--step-ms", type=float, default=200.0, help="with --backlog: step time")
+    p.add_argument("--sweep-seconds", type=float, default=1.0, help="with --backlog")
+    p.add_argument("--lease-seconds", type=float, default=4.0, help="with --backlog")
     args = p.parse_args(argv)
     if args.profile:
         args.profile = os.path.abspath(args.profile)
         os.makedirs(args.profile, exist_ok=True)
         os.environ["BENCH_PROFILE_DIR"] = args.profile  # the embedded set-up profiles itself
 
+    if args.backlog:
+        r = run_production(
+            args.backlog * args.workers * args.threads,
+            "batch",
+            args.workers,
+            args.threads,
+            args.submitters,
+            args.pg,
+            args.redis_url,
+            args.profile,
+            backlog={
+                "BENCH_STEP_SECONDS": str(args.step_ms / 1000),
+                "TASKER_SWEEP_SECONDS": str(args.sweep_seconds),
+                "TASKER_LEASE_SECONDS": str(args.lease_seconds),
+            },
+        )
+        print(json.dumps(asdict(r)), flush=True)
+        print()
+        print(table([r]))
+        if args.json:
+            Path(args.json).write_text(json.dumps([asdict(r)], indent=2))
+        return 0
     modes = ["batch", "serial"] if args.mode == "both" else [args.mode]
     setups = ["embedded", "production"] if args.setup == "both" else [args.setup]
     results = []

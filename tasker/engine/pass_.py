@@ -375,7 +375,14 @@ class Engine:
             ).one()
             rows = conn.execute(select_steps([task_id])).all()
         fresh = views_of(rows)
-        p.views = {n: (p.views[n] if n in p.running else v) for n, v in fresh.items()}
+        # A running step keeps the state this pass gave it (the columns the engine writes),
+        # and takes what steering may change meanwhile (its inputs, its retry limit).
+        p.views = {
+            n: (replace(v, **{c: getattr(p.views[n], c) for c in m.STEP_WRITE}))
+            if n in p.running
+            else v
+            for n, v in fresh.items()
+        }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
     def _wait(self, p: _Pass) -> list[Outcome]:

@@ -8,8 +8,9 @@ only when the broker no longer holds a message for it (`held`):
 - On Redis, every send records, in a hash beside the queue (`<ns>:__tasks__.<queue>`),
   the Redis id of the task's newest message and when it was sent. A message is held
   while Dramatiq still has its data: waiting in the queue or the delay queue, or
-  fetched by a worker and not yet acked. Acking (or dead-lettering) it removes the
-  entry, if it still names that message, in the same round trip as the ack. Before
+  fetched by a worker and not yet acked. Once acked (or dead-lettered) it is gone
+  from Dramatiq's hashes, so it no longer counts; its consumer then forgets the entry
+  (if it still names that message), in batches, to bound the index's size. Before
   answering, `held` runs Dramatiq's maintenance on the queue and its delay queue, so
   the messages of a worker that died (no heartbeat for `heartbeat_timeout`) go back
   to their queue instead of counting as held by nobody for ever. A wiped Redis
@@ -39,14 +40,20 @@ from dramatiq.message import Message
 
 from tasker.transport.broker import ACTOR_NAME, WakingRedisBroker, _WakingConsumer
 
-# KEYS: index. ARGV: task id, Redis message id. Forgets the task's entry if it names the id.
+# KEYS: index. ARGV: task id, Redis message id, task id, ... Forgets each task's entry
+# if it still names that message.
 _FORGET = """
-local entry = redis.call("hget", KEYS[1], ARGV[1])
-if entry and string.sub(entry, 1, #ARGV[2] + 1) == ARGV[2] .. "|" then
-    redis.call("hdel", KEYS[1], ARGV[1])
+for i = 1, #ARGV, 2 do
+    local entry = redis.call("hget", KEYS[1], ARGV[i])
+    if entry and string.sub(entry, 1, #ARGV[i + 1] + 1) == ARGV[i + 1] .. "|" then
+        redis.call("hdel", KEYS[1], ARGV[i])
+    end
 end
 return 0
 """
+
+#: Consumed messages whose records a consumer forgets in one round trip.
+FORGET_BATCH = 64
 
 # KEYS: index, queue messages, delay queue messages. ARGV: oldest sent-at (ms), task ids.
 # Returns the task ids whose newest message is still held and not older than the limit.
@@ -121,14 +128,16 @@ class TrackingRedisBroker(WakingRedisBroker):
         for key, mapping in entries.items():
             self.client.hset(key, mapping=mapping)
 
-    def forget(self, queue_name: str, message: MessageProxy) -> None:
-        """Drop the record of `message` if it is still its task's newest (it was consumed)."""
-        task_id = task_of(message)
-        if task_id is not None:
-            self._forget(
-                keys=[self.index_key(queue_name)],
-                args=[task_id, message.options["redis_message_id"]],
-            )
+    def forget(self, queue_name: str, consumed: list[tuple[int, str]]) -> None:
+        """Drop the records of consumed messages where each is still its task's newest.
+
+        Args:
+            queue_name: the queue they were consumed from.
+            consumed: (task id, Redis message id) of each.
+        """
+        if consumed:
+            args = [x for pair in consumed for x in pair]
+            self._forget(keys=[self.index_key(queue_name)], args=args)
 
     def held(self, queue: str, task_ids: Collection[int], max_age_seconds: float) -> set[int]:
         """The tasks among `task_ids` whose newest message on `queue` is still held.
@@ -167,19 +176,46 @@ class TrackingRedisBroker(WakingRedisBroker):
 
 
 class _TrackingRedisConsumer(_WakingConsumer):
-    """A waking consumer that forgets a message's record once it is acked or nacked."""
+    """A waking consumer that forgets the records of the messages it acked or nacked.
+
+    Only to bound the index's size: an acked message is gone from Dramatiq's hashes,
+    so `held` already sees it as not held. The records are forgotten in batches of
+    `FORGET_BATCH` (and on close), so consuming costs no extra round trip per
+    message; a killed worker leaves at most a batch of stale records behind.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._consumed: list[tuple[int, str]] = []
+        self._consumed_lock = threading.Lock()
 
     def ack(self, message: MessageProxy) -> None:
         super().ack(message)  # type: ignore[no-untyped-call]
-        self._forget(message)
+        self._note(message)
 
     def nack(self, message: MessageProxy) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]
-        self._forget(message)
+        self._note(message)
 
-    def _forget(self, message: MessageProxy) -> None:
+    def close(self) -> None:
+        self._forget_consumed()
+        super().close()
+
+    def _note(self, message: MessageProxy) -> None:
+        task_id = task_of(message)
+        if task_id is None:
+            return
+        with self._consumed_lock:
+            self._consumed.append((task_id, message.options["redis_message_id"]))
+            full = len(self._consumed) >= FORGET_BATCH
+        if full:
+            self._forget_consumed()
+
+    def _forget_consumed(self) -> None:
+        with self._consumed_lock:
+            consumed, self._consumed = self._consumed, []
         try:
-            self.broker.forget(self.queue_name, message)
+            self.broker.forget(self.queue_name, consumed)
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
 

@@ -2,11 +2,18 @@
 
 One process runs `threads` engine passes at once. With `processes > 1` a small
 supervisor starts that many worker processes (fresh interpreters, so no state
-crosses a fork), forwards SIGTERM/SIGINT to them and restarts any that die.
+crosses a fork) and restarts any that die: at once if it had run for a while,
+else after a delay that doubles with each quick crash (0.5 s up to 30 s), so a
+worker that cannot start (a bad import, a missing setting) is retried calmly.
+SIGTERM/SIGINT stop it gracefully: every child is told at once, each lets its
+running attempts finish for up to the graceful timeout (by default the longest
+step timeout of the app's handlers), and the supervisor SIGKILLs whatever still
+runs `KILL_MARGIN_SECONDS` after that, all children together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import signal
@@ -49,13 +56,57 @@ def load_app(ref: str) -> Tasker:
     return found
 
 
-def run_one(ref: str, threads: int, stop: threading.Event | None = None) -> None:
+#: Seconds the supervisor waits, beyond the graceful timeout, before SIGKILLing a child.
+KILL_MARGIN_SECONDS = 10.0
+#: A child that ran at least this long before dying is restarted at once.
+STABLE_SECONDS = 30.0
+#: The first and the longest delay before restarting a child that keeps dying quickly.
+RESTART_DELAY_FIRST, RESTART_DELAY_MAX = 0.5, 30.0
+
+
+def longest_step_timeout(app: Tasker) -> float:
+    """The longest time limit of any step of any registered handler.
+
+    The default graceful timeout: a stop that waits that long lets every running
+    attempt finish.
+    """
+    limits = [
+        t.timeout if t.timeout is not None else app.settings.step_timeout
+        for reg in app.factory.registered()
+        for t in reg.steps.values()
+    ]
+    return max(limits, default=app.settings.step_timeout)
+
+
+def restart_delay(quick_crashes: int) -> float:
+    """Seconds before restarting a child that died after `quick_crashes` quick deaths.
+
+    0 quick crashes (it had run for `STABLE_SECONDS`): at once; then 0.5 s, doubling
+    with each quick crash in a row, up to `RESTART_DELAY_MAX`.
+    """
+    if quick_crashes <= 0:
+        return 0.0
+    return min(RESTART_DELAY_FIRST * 2.0 ** (quick_crashes - 1), RESTART_DELAY_MAX)
+
+
+def run_one(
+    ref: str,
+    threads: int,
+    stop: threading.Event | None = None,
+    graceful_timeout: float | None = None,
+) -> None:
     """Run one worker process until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
-    Graceful: running passes start no new steps, finish what is in flight within
-    the stop timeout, and hand their tasks back (released lease, due now).
+    Graceful: running passes start no new steps, let the attempts in flight finish for
+    up to `graceful_timeout` seconds (default: the app's longest step timeout), and
+    hand their tasks back (released lease, due now). An attempt still running then is
+    abandoned; its lease expires and it counts as a failed attempt ("worker lost").
+
+    Raises:
+        ConfigurationError: the app cannot be loaded.
     """
     app = load_app(ref)
+    grace = longest_step_timeout(app) if graceful_timeout is None else graceful_timeout
     stop = stop or threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -70,10 +121,17 @@ def run_one(ref: str, threads: int, stop: threading.Event | None = None) -> None
         app.close()
         return
     app.start(threads=threads)
-    log.info("worker %s: %d thread(s) on %s", app.owner(), threads, app.settings.queue_name)
+    log.info(
+        "worker %s: %d thread(s) on %s; a graceful stop waits up to %g s",
+        app.owner(),
+        threads,
+        app.settings.queue_name,
+        grace,
+    )
     try:
         stop.wait()
     finally:
+        app.stop(timeout=grace)
         app.close()
 
 
@@ -90,8 +148,54 @@ def _migrate_when_reachable(app: Tasker, stop: threading.Event) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def supervise(ref: str, processes: int, threads: int) -> int:
-    """Run `processes` worker processes, restarting any that die, until SIGTERM/SIGINT."""
+class _Child:
+    """One supervised worker process slot: its process and its recent crashes."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.cmd = cmd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.quick_crashes = 0
+        self.restart_at = 0.0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd)
+        self.started = time.monotonic()
+
+    def check(self, now: float) -> None:
+        """Notice a death (and schedule the restart), or restart when it is time."""
+        if self.proc is not None and self.proc.poll() is not None:
+            lived = now - self.started
+            self.quick_crashes = 0 if lived >= STABLE_SECONDS else self.quick_crashes + 1
+            delay = restart_delay(self.quick_crashes)
+            log.warning(
+                "worker process %d exited with %s after %.1f s; restarting it in %.1f s",
+                self.proc.pid,
+                self.proc.returncode,
+                lived,
+                delay,
+            )
+            self.proc, self.restart_at = None, now + delay
+        if self.proc is None and now >= self.restart_at:
+            self.start()
+
+
+def supervise(ref: str, processes: int, threads: int, graceful_timeout: float | None = None) -> int:
+    """Run `processes` worker processes, restarting any that die, until SIGTERM/SIGINT.
+
+    Args:
+        ref: the app, `MODULE[:ATTR]`.
+        processes: how many worker processes.
+        threads: engine passes per process.
+        graceful_timeout: how long a stop lets running attempts finish; default: the
+            app's longest step timeout (the supervisor loads the app to read it).
+
+    Returns:
+        0, once every child has stopped.
+
+    Raises:
+        ConfigurationError: no `graceful_timeout` and the app cannot be loaded.
+    """
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -99,31 +203,57 @@ def supervise(ref: str, processes: int, threads: int) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if graceful_timeout is None:
+        app = load_app(ref)
+        graceful_timeout = longest_step_timeout(app)
+        app.close()
+    verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
     cmd = [
         sys.executable,
         "-m",
         "tasker",
+        *verbose,  # the children log as the supervisor does
         "worker",
         ref,
         "--processes",
         "1",
         "--threads",
         str(threads),
+        "--graceful-timeout",
+        str(graceful_timeout),
     ]
-    children = [subprocess.Popen(cmd) for _ in range(processes)]
-    while not stopping.wait(0.5):
-        for i, child in enumerate(children):
-            if child.poll() is not None:
-                log.warning(
-                    "worker process %d exited with %s; restarting it", child.pid, child.returncode
-                )
-                time.sleep(0.5)
-                children[i] = subprocess.Popen(cmd)
+    children = [_Child(cmd) for _ in range(processes)]
     for child in children:
-        child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        child.start()
+    while not stopping.wait(0.2):
+        now = time.monotonic()
+        for child in children:
+            child.check(now)
+    stop_all([c.proc for c in children if c.proc is not None], graceful_timeout)
     return 0
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], graceful_timeout: float) -> None:
+    """SIGTERM every process at once, wait for all of them together, SIGKILL the rest.
+
+    The deadline is one for all: `graceful_timeout + KILL_MARGIN_SECONDS` from now.
+    """
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + graceful_timeout + KILL_MARGIN_SECONDS
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    late = [p for p in procs if p.poll() is None]
+    if late:
+        log.warning(
+            "killing %d worker process(es) still running %g s after the stop: %s",
+            len(late),
+            graceful_timeout + KILL_MARGIN_SECONDS,
+            ", ".join(str(p.pid) for p in late),
+        )
+        for proc in late:
+            proc.kill()
+        for proc in late:
+            proc.wait()

@@ -222,7 +222,12 @@ def task_page(
     if principal is None:
         return _login_redirect(request)
     app = _app(request)
-    task = app.get_task(task_id)
+    try:
+        task = app.get_task(task_id)
+    except TaskNotFoundError as exc:
+        page = _render(request, "missing.html", principal, message=str(exc), live=False)
+        page.status_code = 404
+        return page
     history = app.history(task_id)
     failed_for_good = any(
         s.status == "error" and s.next_attempt_at is None for s in task.steps.values()
