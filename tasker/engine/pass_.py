@@ -24,9 +24,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasker.core.backoff import backoff_seconds
+from tasker.core import writes
 from tasker.core.clock import as_utc
-from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.registry import HandlerFactory, RegisteredTask
@@ -43,7 +42,6 @@ from tasker.errors import (
 from tasker.settings import Settings
 from tasker.store import lease as leases
 from tasker.store import schema as m
-from tasker.store.audit import StepChange
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
@@ -106,25 +104,8 @@ class _Pass:
     notify_at: datetime | None = None  # a message to send once the transaction commits
     wake_at: datetime | None = None  # the app-clock time a waiting retry becomes due
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    # What the next write stores: the steps it changes, their transitions, how it ends.
-    dirty: dict[str, None] = field(default_factory=dict)
-    changes: list[StepChange] = field(default_factory=list)
-    finish: leases.Finish | None = None
     # time.monotonic() until which the lease is surely ours with a margin (see _keep).
     safe_until: float = 0.0
-
-    def states(self) -> dict[str, StepState]:
-        return {
-            name: StepState(
-                name=name,
-                status=Status(v.status),
-                attempts=v.attempts,
-                max_attempts=v.retry_limit if v.retryable else 1,
-                next_attempt_at=v.next_attempt_at,
-                depends_on=v.depends_on,
-            )
-            for name, v in self.views.items()
-        }
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -135,7 +116,7 @@ class _Pass:
     def restore(self, saved: _Snapshot) -> None:
         views, running, self.revision, annotations = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
-        self.dirty, self.changes, self.finish, self.notify_at = {}, [], None, None
+        self.notify_at = None
 
 
 _Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
@@ -165,6 +146,9 @@ class Engine:
         self._notify = notify
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
+        self._rules = writes.Rules(
+            settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
+        )
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -256,7 +240,8 @@ class Engine:
                 self._halt(p, f"the lease could not be renewed in time ({exc})")
                 return None
             log.warning("task %s: renewing the lease failed: %s", p.lease.task_id, exc)
-            return time.monotonic() + min(1.0, renew_every)
+            # Try again soon, and at the latest when the lease stops being safely ours.
+            return min(time.monotonic() + min(1.0, renew_every), p.safe_until)
 
     def _halt(self, p: _Pass, why: str) -> None:
         self.fail_stop(p.lease.task_id, f"{why}: {', '.join(p.running)}")
@@ -424,18 +409,6 @@ class Engine:
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
-    def _recover_lost_steps(self, p: _Pass, now: datetime) -> None:
-        """Steps left `in_progress` by a previous lease holder count as failed attempts."""
-        lost = [v for v in p.views.values() if v.status == Status.IN_PROGRESS.value]
-        if not lost:
-            return
-        error = {
-            "message": "worker lost: the step was in progress when its worker's lease expired",
-            "error_class": "tasker.errors.WorkerLostError",
-            "backtrace": "",
-        }
-        self._write_outcomes(p, [Outcome(v.name, None, ok=False, error=error) for v in lost], now)
-
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
@@ -474,19 +447,26 @@ class Engine:
         """
         before = p.snapshot()
         while True:
-            if recover:
-                self._recover_lost_steps(p, now)
-            self._write_outcomes(p, batch, now)
-            started = self._advance(p, now)
+            self._track(p, batch)
+            d = writes.decide(
+                p.views,
+                batch,
+                now,
+                self._rules,
+                running=p.running.keys(),
+                busy=sum(1 for r in p.running.values() if not r.abandoned),
+                stopping=self._stopping.is_set(),
+                recover=recover,
+            )
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
                 now,
                 now + timedelta(seconds=self._settings.lease_seconds),
-                steps=[p.views[n] for n in p.dirty],
-                step_changes=p.changes,
+                steps=list(d.steps.values()),
+                step_changes=d.changes,
                 annotations=p.annotations,
-                finish=p.finish,
+                finish=d.finish,
             )
             seq, sent = p.tx_seq + 1, time.monotonic()
             try:
@@ -503,8 +483,22 @@ class Engine:
                 continue
             p.tx_seq = seq if written is None else written
             p.safe_until = sent + self._keep_seconds()
-            p.dirty, p.changes, p.annotations, p.finish = {}, [], [], None
-            return started
+            p.views.update(d.steps)
+            p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
+            return [p.views[n] for n in d.started]
+
+    @staticmethod
+    def _track(p: _Pass, outcomes: list[Outcome]) -> None:
+        """Take the attempts that ended off `p.running`.
+
+        One past its time limit is abandoned instead: its thread runs on, and its step
+        is not started again meanwhile.
+        """
+        for o in outcomes:
+            if o.timed_out:  # a new object: a snapshot taken before keeps the old one
+                p.running[o.name] = replace(p.running[o.name], abandoned=True)
+            else:
+                p.running.pop(o.name, None)
 
     def _reload(self, p: _Pass) -> None:
         """Read the task's steps again after a steering call; ours in flight stay as known.
@@ -638,102 +632,6 @@ class Engine:
                 return done.get(timeout=min(left, renew_every))
             except queue.Empty:
                 self._renew(p)
-
-    def _write_outcomes(self, p: _Pass, outcomes: list[Outcome], now: datetime) -> None:
-        """Apply attempt outcomes to the pass's steps; the next write stores them."""
-        s = self._settings
-        for o in outcomes:
-            v = p.views[o.name]
-            if o.timed_out:  # a new object: a snapshot taken before keeps the old one
-                p.running[o.name] = replace(p.running[o.name], abandoned=True)
-            else:
-                p.running.pop(o.name, None)
-            if o.ok:
-                new = replace(
-                    v,
-                    status=Status.COMPLETE.value,
-                    results=o.results,
-                    error=None,
-                    next_attempt_at=None,
-                    processed_at=now,
-                )
-                reason = "succeeded"
-            else:
-                last = o.permanent or v.attempts >= (v.retry_limit if v.retryable else 1)
-                delay = backoff_seconds(v.attempts, s.backoff_base, s.backoff_max, o.retry_after)
-                new = replace(
-                    v,
-                    status=Status.ERROR.value,
-                    error=o.error,
-                    next_attempt_at=None if last else now + timedelta(seconds=delay),
-                    processed_at=now if last else None,
-                )
-                err = o.error or {}
-                reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
-            p.views[o.name] = new
-            p.dirty[o.name] = None
-            p.changes.append(
-                StepChange(
-                    v.workflow_step_id,
-                    v.name,
-                    Status(v.status),
-                    Status(new.status),
-                    v.attempts,
-                    reason,
-                    None if o.ok else o.error,
-                )
-            )
-
-    def _advance(self, p: _Pass, now: datetime) -> list[StepView]:
-        """Start what is ready (within the concurrency bound), or end the pass.
-
-        Decided in memory: the next write stores it.
-        """
-        decision = plan(p.states(), now, p.running.keys())
-        p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
-        if decision.verdict is Verdict.RUN:
-            busy = sum(1 for r in p.running.values() if not r.abandoned)
-            room = self._settings.max_concurrent_steps - busy
-            if self._stopping.is_set():
-                room = 0
-            chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
-            p.changes += [
-                StepChange(
-                    v.workflow_step_id,
-                    v.name,
-                    Status(v.status),
-                    Status.IN_PROGRESS,
-                    v.attempts + 1,
-                    "started",
-                )
-                for v in chosen
-            ]
-            started = []
-            for v in chosen:
-                p.views[v.name] = replace(
-                    v,
-                    status=Status.IN_PROGRESS.value,
-                    attempts=v.attempts + 1,
-                    last_attempted_at=now,
-                    next_attempt_at=None,
-                )
-                started.append(p.views[v.name])
-                p.dirty[v.name] = None
-            if not p.running and not started:
-                # Shutting down with nothing in flight: hand the task back, due now.
-                p.finish = leases.Finish(None, now, "worker shutting down")
-                p.notify_at = now
-            return started
-        if decision.verdict is Verdict.WAIT:
-            p.finish = leases.Finish(None, decision.wake_at, "waiting for a retry")
-            p.notify_at = decision.wake_at
-        elif decision.verdict is Verdict.COMPLETE:
-            p.finish = leases.Finish(Status.COMPLETE, None, "all steps done")
-        else:
-            failed = [n for n, v in p.views.items() if v.status == Status.ERROR.value]
-            reason = f"no attempt left for: {', '.join(failed)}"
-            p.finish = leases.Finish(Status.ERROR, None, reason)
-        return []
 
     def _launch(self, p: _Pass, started: list[StepView]) -> None:
         """After the commit: send what it scheduled, then start the steps' threads."""

@@ -381,7 +381,7 @@ def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> None:
 
 
 def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_first(real_app):
-    """Given a worker running a long step of a task (lease 1.5 s) when the database stops
+    """Given a worker running a long step of a task (lease 3 s) when the database stops
     taking its writes, and a second worker,
     when the lease cannot be renewed, then the first worker fail-stops (here: its attempt
     is ended, as ending the process would) while the lease is still its own, and only
@@ -392,8 +392,8 @@ def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_firs
     from tasker.core.clock import as_utc, utc_now
     from tasker.store import schema as m
 
-    old = real_app(lease_seconds=1.5, backoff_base=0)
-    new = real_app(lease_seconds=1.5, backoff_base=0)
+    old = real_app(lease_seconds=3, backoff_base=0)
+    new = real_app(lease_seconds=3, backoff_base=0)
     lock = threading.Lock()
     active, peak = [0], [0]
     started, killed = threading.Event(), threading.Event()
