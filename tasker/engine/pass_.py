@@ -28,6 +28,7 @@ from tasker.core import writes
 from tasker.core.clock import as_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
+from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -581,6 +582,21 @@ class Engine:
         `tasker.update_annotations_error` annotation, and the pass goes on.
         """
         wanted = [a for o in batch for a in o.annotations]
+        if type(p.reg.handler).update_annotations is not TaskHandler.update_annotations:
+            wanted += self._update_annotations(p, batch)
+        if not wanted:
+            return
+        now, task_id = self._now(), p.lease.task_id
+        ids = [
+            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
+            for t, _ in wanted
+        ]
+        p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
+
+    def _update_annotations(
+        self, p: _Pass, batch: list[Outcome]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The annotations the handler's `update_annotations` adds for `batch`."""
         htask = HandlerTask(p.row)
         steps = []
         for o in batch:
@@ -594,16 +610,9 @@ class Engine:
             steps.append(HandlerStep(view))
         failure = self._call_update_annotations(p, htask, steps)
         if failure is None:
-            wanted += htask.take_annotations()
-        else:
-            log.error("task %s: update_annotations failed: %s", p.lease.task_id, failure)
-            wanted.append(("tasker.update_annotations_error", describe(failure)))
-        now, task_id = self._now(), p.lease.task_id
-        ids = [
-            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
-            for t, _ in wanted
-        ]
-        p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
+            return htask.take_annotations()
+        log.error("task %s: update_annotations failed: %s", p.lease.task_id, failure)
+        return [("tasker.update_annotations_error", describe(failure))]
 
     def _call_update_annotations(
         self, p: _Pass, htask: HandlerTask, steps: list[HandlerStep]
@@ -650,8 +659,7 @@ class Engine:
                 p.outcomes.put(_no_handler(p, view.name, token))
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
-            shown = inputs_of(view, context)
-            hstep = HandlerStep(view if shown is view.inputs else replace(view, inputs=shown))
+            hstep = HandlerStep(view, inputs_of(view, context))
             self._threads.submit(
                 run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
             )

@@ -120,7 +120,8 @@ class HandlerStep:
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
         error: the previous attempt's error (None on the first attempt).
-        `inputs`, `results` and `error` are this handler's own copies: mutating them
+        `inputs` (the view's, unless given), `results` and `error` are this handler's
+        own copies: mutating them
         changes nothing another step sees, nor what is stored.
     """
 
@@ -128,7 +129,7 @@ class HandlerStep:
     results: _CopyOnRead[Any] = _CopyOnRead()
     error: _CopyOnRead[dict[str, Any] | None] = _CopyOnRead()
 
-    def __init__(self, view: StepView) -> None:
+    def __init__(self, view: StepView, inputs: Any = None) -> None:
         self.name = view.name
         self.workflow_step_id = view.workflow_step_id
         self.depends_on = view.depends_on
@@ -136,7 +137,7 @@ class HandlerStep:
         self.retry_limit = view.retry_limit
         self.retryable = view.retryable
         self.attempts = view.attempts
-        _share(self, "inputs", view.inputs)
+        _share(self, "inputs", view.inputs if inputs is None else inputs)
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)
