@@ -460,24 +460,30 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
-    def asgi(self, tokens: dict[str, str] | None = None, max_body: int | None = None) -> Any:
+    def asgi(
+        self,
+        tokens: dict[str, str] | None = None,
+        max_body: int | None = None,
+        *,
+        insecure_no_auth: bool = False,
+    ) -> Any:
         """The HTTP API, dashboard and metrics of this app, as an ASGI application.
 
         Args:
             tokens: bearer token -> scope (`"read"` or `"write"`); default: the
-                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`. With none,
-                every request is refused with 401 (`tasker serve --insecure-no-auth`
-                serves without tokens, on 127.0.0.1 only).
+                comma-separated `token:scope` pairs of `TASKER_API_TOKENS`.
             max_body: the largest request body in bytes (default `TASKER_API_MAX_BODY`,
-                else 1 MiB).
+                else 1 MiB); a larger one is answered 413.
+            insecure_no_auth: serve without tokens, every caller with the write scope
+                (`tasker serve --insecure-no-auth` binds it to 127.0.0.1 only).
 
         Raises:
-            ConfigurationError: a token's scope is neither read nor write, or the web
-                extras are not installed.
+            ConfigurationError: no tokens (and not `insecure_no_auth`), a scope that is
+                neither read nor write, or a bad body limit.
         """
         from tasker.web import create_app
 
-        return create_app(self, tokens=tokens, max_body=max_body)
+        return create_app(self, tokens, max_body, insecure_no_auth)
 
     # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
 

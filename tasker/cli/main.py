@@ -10,67 +10,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasker.app import Tasker
+from tasker.cli.output import print_json, print_task, progress, table
 from tasker.core.duration import parse_duration
-from tasker.core.views import TaskView
 from tasker.definition.request import TaskRequest
 from tasker.errors import TaskerError
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)).rstrip(), line]
-    out += [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells[1:]
-    ]
-    return "\n".join(out)
-
-
-def _short(value: Any, width: int = 48) -> str:
-    text = "" if value is None else json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def render_task(task: TaskView) -> str:
-    """A readable table of one task and its steps."""
-    head = (
-        f"task {task.task_id}  {task.name} v{task.version}  status={task.status}  "
-        f"requested {task.requested_at:%Y-%m-%d %H:%M:%S}Z"
-    )
-    rows = []
-    for s in task.steps.values():
-        shown = (
-            s.results if s.error is None or s.status != "error" else {"error": s.error["message"]}
-        )
-        rows.append(
-            (
-                s.name,
-                s.status,
-                f"{s.attempts}/{s.retry_limit if s.retryable else 1}",
-                s.dependent_system,
-                ",".join(s.depends_on) or "-",
-                _short(shown),
-            )
-        )
-    return head + "\n" + _table(("step", "status", "attempts", "system", "after", "results"), rows)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _app(args: argparse.Namespace) -> Tasker:
@@ -106,56 +54,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"enqueued {len(ids)} orders: tasks {ids}")
     app.start(threads=4)
     started, last, resolved = time.monotonic(), "", False
-    try:
-        while time.monotonic() - started < 60:
-            tasks = [app.get_task(i) for i in ids]
-            counts: dict[str, int] = {}
-            for t in tasks:
-                counts[t.status] = counts.get(t.status, 0) + 1
-            retrying = sum(
-                1
-                for t in tasks
-                for s in t.steps.values()
-                if s.status == "error" and s.next_attempt_at is not None
-            )
-            line = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-            line += f"; {retrying} step(s) waiting to retry" if retrying else ""
-            if line != last:
-                print(f"[{time.monotonic() - started:5.1f}s] {line}")
-                last = line
-            stuck = [t for t in tasks if t.status == "error"]
-            if stuck and not resolved:
-                for t in stuck:
-                    why = (t.steps["fraud_review"].error or {}).get("message")
-                    print(
-                        f"        task {t.task_id}: fraud_review failed for good ({why!r}); "
-                        "an operator resolves it"
-                    )
-                    app.resolve_step(t.task_id, "fraud_review", {"cleared": "by operator"})
-                resolved = True
-            if all(t.status == "complete" for t in tasks):
-                break
-            time.sleep(0.1)
-    finally:
-        app.stop()
+    with progress() as bar:
+        job = bar.add_task("orders complete", total=len(ids))
+        try:
+            while time.monotonic() - started < 60:
+                tasks = [app.get_task(i) for i in ids]
+                counts: dict[str, int] = {}
+                for t in tasks:
+                    counts[t.status] = counts.get(t.status, 0) + 1
+                bar.update(job, completed=counts.get("complete", 0))
+                retrying = sum(
+                    1
+                    for t in tasks
+                    for s in t.steps.values()
+                    if s.status == "error" and s.next_attempt_at is not None
+                )
+                line = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                line += f"; {retrying} step(s) waiting to retry" if retrying else ""
+                if line != last:
+                    bar.console.print(f"[{time.monotonic() - started:5.1f}s] {line}", markup=False)
+                    last = line
+                stuck = [t for t in tasks if t.status == "error"]
+                if stuck and not resolved:
+                    for t in stuck:
+                        why = (t.steps["fraud_review"].error or {}).get("message")
+                        bar.console.print(
+                            f"        task {t.task_id}: fraud_review failed for good ({why!r}); "
+                            "an operator resolves it",
+                            markup=False,
+                        )
+                        app.resolve_step(t.task_id, "fraud_review", {"cleared": "by operator"})
+                    resolved = True
+                if all(t.status == "complete" for t in tasks):
+                    break
+                time.sleep(0.1)
+        finally:
+            app.stop()
     print()
     for i in ids:
-        print(render_task(app.get_task(i)) + "\n")
+        print_task(app.get_task(i))
+        print()
     audits = app.annotations("order_audit")
     print("annotation report: order_audit")
-    print(
-        _table(
-            ("task", "order", "region", "total"),
-            [
-                (
-                    a.task_id,
-                    a.annotation["order_id"],
-                    a.annotation["region"],
-                    f"{a.annotation['total_cents'] / 100:.2f}",
-                )
-                for a in audits
-            ],
-        )
+    table(
+        ("task", "order", "region", "total"),
+        [
+            (
+                a.task_id,
+                a.annotation["order_id"],
+                a.annotation["region"],
+                f"{a.annotation['total_cents'] / 100:.2f}",
+            )
+            for a in audits
+        ],
     )
     eu = app.annotations("order_audit", contains={"region": "eu"})
     outages = app.annotations("tax_outage")
@@ -226,23 +177,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.task_id is None:
             tasks = app.list_tasks(status=args.status, name=args.name, limit=args.limit)
             if args.json:
-                print(json.dumps([_jsonable(asdict(t)) for t in tasks], indent=2))
+                print_json(tasks)
             else:
-                print(
-                    _table(
-                        ("task", "name", "version", "status", "requested", "completed"),
-                        [
-                            (
-                                t.task_id,
-                                t.name,
-                                t.version,
-                                t.status,
-                                f"{t.requested_at:%Y-%m-%d %H:%M:%S}",
-                                t.completed_at and f"{t.completed_at:%Y-%m-%d %H:%M:%S}",
-                            )
-                            for t in tasks
-                        ],
-                    )
+                table(
+                    ("task", "name", "version", "status", "requested", "completed"),
+                    [
+                        (
+                            t.task_id,
+                            t.name,
+                            t.version,
+                            t.status,
+                            f"{t.requested_at:%Y-%m-%d %H:%M:%S}",
+                            t.completed_at and f"{t.completed_at:%Y-%m-%d %H:%M:%S}",
+                        )
+                        for t in tasks
+                    ],
                 )
             return 0
         if getattr(args, "wait", False):
@@ -253,7 +202,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 return 4
         else:
             task = app.get_task(args.task_id)
-        print(json.dumps(_jsonable(asdict(task)), indent=2) if args.json else render_task(task))
+        print_json(task) if args.json else print_task(task)
         return 0 if task.status != "error" else 3
     finally:
         app.close()
@@ -267,7 +216,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     finally:
         app.close()
     if args.json:
-        print(json.dumps([_jsonable(asdict(s)) for s in found], indent=2, default=str))
+        print_json(found)
         return 0
     rows = [
         (
@@ -279,7 +228,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         )
         for s in found
     ]
-    print(_table(("schedule", "task", "when", "timezone", "next tick"), rows))
+    table(("schedule", "task", "when", "timezone", "next tick"), rows)
     return 0
 
 
@@ -329,6 +278,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Print a registered handler's DAG as Mermaid, DOT or SVG."""
+    from tasker.web import graph
+
+    if not args.app:
+        print("error: graph needs --app MODULE[:ATTR] (or $TASKER_APP)", file=sys.stderr)
+        return 2
+    app = _app(args)
+    try:
+        reg = app.factory.get(args.name, args.version)
+    finally:
+        app.close()
+    draw = {"mermaid": graph.mermaid, "dot": graph.dot, "svg": graph.handler_svg}[args.format]
+    print(draw(reg))
+    return 0
+
+
 def _web_commands(sub: Any) -> None:
     """The `serve` and `graph` subcommands."""
     sv = sub.add_parser("serve", help="serve the HTTP API, dashboard and metrics of MODULE[:ATTR]")
@@ -343,6 +309,17 @@ def _web_commands(sub: Any) -> None:
     sv.add_argument("--worker", action="store_true", help="also run a worker in this process")
     sv.add_argument("--threads", type=int, default=8, help="with --worker: engine threads")
     sv.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("graph", help="print a registered handler's DAG")
+    g.add_argument("name")
+    g.add_argument("--version", help="default: the newest registered")
+    g.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid")
+    g.add_argument(
+        "--app",
+        help="MODULE[:ATTR] of your Tasker (default: $TASKER_APP)",
+        default=os.environ.get("TASKER_APP"),
+    )
+    g.set_defaults(func=cmd_graph)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Any
 
-from tasker.cli.main import _app, _jsonable, _table, render_task
+from tasker.cli.main import _app
+from tasker.cli.output import print_json, print_task, table
 from tasker.core.views import TaskView
 from tasker.errors import InvalidRequestError
 
 
 def _show(task: TaskView, as_json: bool) -> int:
-    print(json.dumps(_jsonable(asdict(task)), indent=2) if as_json else render_task(task))
+    print_json(task) if as_json else print_task(task)
     return 0
 
 
@@ -68,23 +68,21 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         rows = app.history(args.task_id)
         if args.json:
-            print(json.dumps([_jsonable(asdict(h)) for h in rows], indent=2))
+            print_json(rows)
             return 0
-        print(
-            _table(
-                ("when", "step", "from", "to", "attempt", "reason"),
-                [
-                    (
-                        f"{h.created_at:%Y-%m-%d %H:%M:%S}",
-                        h.step or "(task)",
-                        h.from_status or "-",
-                        h.to_status,
-                        h.attempt,
-                        h.reason,
-                    )
-                    for h in rows
-                ],
-            )
+        table(
+            ("when", "step", "from", "to", "attempt", "reason"),
+            [
+                (
+                    f"{h.created_at:%Y-%m-%d %H:%M:%S}",
+                    h.step or "(task)",
+                    h.from_status or "-",
+                    h.to_status,
+                    h.attempt,
+                    h.reason,
+                )
+                for h in rows
+            ],
         )
         return 0
     finally:

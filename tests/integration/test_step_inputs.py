@@ -1,38 +1,23 @@
 """A step's stored `inputs` are what its handler sees as `step.inputs` (issue 8, defect 13).
 
 NULL (the default) means the task's context, as API.md says. A person may change the
-inputs of a step that has not completed (API.md part three, `PATCH .../steps/{name}`):
-the next attempt sees the new value. The change is made here as a steering call makes
-it: in one transaction that bumps the task's revision.
+inputs of a step that has not completed (`app.update_step`, behind API.md part three's
+`PATCH .../steps/{name}`): the next attempt sees the new value.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from integration_support import check_history, settle, task_class
 
 from tasker import StepTemplate, Tasker, TaskRequest
-from tasker.store import schema as m
-
-T, S, NS = m.tasks, m.workflow_steps, m.named_steps
+from tasker.errors import RetryableError
 
 
 def set_inputs(app: Tasker, task_id: int, step: str, inputs: Any) -> None:
-    """Store a step's inputs and bump the task's revision, as a steering call does."""
-    with app.db.write() as conn:
-        conn.execute(
-            sa.update(T)
-            .where(T.c.task_id == task_id)
-            .values(revision=T.c.revision + 1, tx_seq=T.c.tx_seq + 1)
-        )
-        step_id = conn.execute(
-            sa.select(S.c.workflow_step_id)
-            .join(NS, S.c.named_step_id == NS.c.named_step_id)
-            .where(S.c.task_id == task_id, NS.c.name == step)
-        ).scalar_one()
-        conn.execute(sa.update(S).where(S.c.workflow_step_id == step_id).values(inputs=inputs))
+    """Change a step's inputs by the steering call (`PATCH .../steps/{name}`)."""
+    app.update_step(task_id, step, inputs=inputs)
 
 
 def recording(seen: dict[str, list[Any]]):
@@ -156,3 +141,27 @@ def test_update_annotations_sees_the_inputs_the_handlers_saw(backend):
 
     assert backend.get_task(task.task_id).status == "complete"
     assert noted == {"a": {"order": 1}, "b": {"own": True}}
+
+
+def test_inputs_changed_during_an_attempt_reach_its_retry_in_the_same_pass(backend):
+    """Given a step that, while its first attempt runs, gets new inputs and then fails with
+    an immediate retry, when the same pass starts the retry, then the retry sees the new
+    inputs (the pass re-reads what steering changed, even of a step it was running)."""
+    seen: list[Any] = []
+
+    def flaky(task, sequence, step):
+        seen.append(dict(step.inputs))
+        if step.attempts == 1:
+            set_inputs(backend, task.task_id, "flaky", {"fixed": True})
+            raise RetryableError("try again with the new inputs", retry_after=0)
+        return {"ok": True}
+
+    backend.register(task_class("fixup", [StepTemplate(name="flaky", handler=flaky)]))
+    task = backend.enqueue(TaskRequest(name="fixup", context={"fixed": False}))
+
+    backend.run_until_idle()
+
+    done = backend.get_task(task.task_id)
+    assert done.status == "complete"
+    assert seen == [{"fixed": False}, {"fixed": True}]
+    check_history(backend, task.task_id)

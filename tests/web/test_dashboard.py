@@ -63,7 +63,7 @@ def test_login_sets_a_strict_httponly_cookie_that_the_api_ignores(server: Server
 def test_read_token_sees_no_write_buttons_and_cannot_post(server: Server, login) -> None:
     """Given a failed task, when a read token opens its page, then no write form is
     shown, and a forged POST with the read session's CSRF token is 403 and changes
-    nothing."""
+    nothing; an unknown task's page is a 404 page saying so."""
     with server.client() as api:
         tid = api.post("/api/v1/tasks", json={"name": "shipping"}).json()["task_id"]
         wait_for(api, tid, "error")
@@ -74,6 +74,8 @@ def test_read_token_sees_no_write_buttons_and_cannot_post(server: Server, login)
         r = reader.post(f"/tasks/{tid}/actions/retry", data={"csrf": _csrf(page.text)})
         assert r.status_code == 403
         assert api.get(f"/api/v1/tasks/{tid}").json()["status"] == "error"
+        missing = reader.get("/tasks/999999")
+        assert missing.status_code == 404 and "no task has id 999999" in missing.text
 
 
 def test_write_actions_need_the_csrf_token(server: Server, login) -> None:

@@ -1,0 +1,110 @@
+"""Every hot PostgreSQL statement can use an index: its cost stays flat as the database grows.
+
+The statements are not listed here: they are recorded while tasker does its hot work
+(enqueue, enqueue_many, a keyed repeat, the engine's claims and writes, `get_task`,
+`run_until_idle`'s due query, a sweep that re-sends stale outbox rows and due tasks),
+so a new or changed statement is checked without a change to this test. Each is then
+EXPLAINed with the parameters it ran with, against a database preloaded with finished
+tasks (`bench/preload.py`) and holding pending ones.
+
+Why `enable_seqscan = off`: on a test database of a few thousand rows a sequential
+scan is often the cheapest plan, and PostgreSQL rightly picks it; that says nothing about
+a database of millions. Turning sequential scans off makes them cost 10^10 more, so the
+planner picks an index whenever one can serve the statement: a Seq Scan on a tasker
+table that remains means that no index can, and the statement's cost grows with the
+table. (With sequential scans on, the test would depend on row counts and statistics.)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from tasker import TaskRequest
+from tasker.testing.clock import FakeClock
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.diamond_app import TASK_NAME, make_app
+from bench.preload import preload
+
+pytestmark = pytest.mark.postgres
+
+PRELOADED = 3000
+_PLANNABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+
+def _seq_scans(plan: Any) -> Iterator[str]:
+    """The tasker tables a plan (EXPLAIN's JSON) reads with a sequential scan."""
+    if isinstance(plan, dict):
+        if plan.get("Node Type") == "Seq Scan" and plan.get("Relation Name", "").startswith(
+            "tasker_"
+        ):
+            yield plan["Relation Name"]
+        for value in plan.values():
+            yield from _seq_scans(value)
+    elif isinstance(plan, list):
+        for item in plan:
+            yield from _seq_scans(item)
+
+
+def test_every_hot_statement_uses_an_index(pg_url: str, clean_env: None) -> None:
+    """Given a database with finished tasks preloaded and some pending ones, when the hot
+    statements of enqueue, the engine and the sweeper are recorded and EXPLAINed with
+    sequential scans off, then none reads a tasker table by a sequential scan."""
+    preload(pg_url, PRELOADED, chunk=1000)
+    clock = FakeClock()
+    app = make_app(database_url=pg_url, clock=clock)
+    recorded: dict[str, Any] = {}
+
+    def on_execute(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        recorded.setdefault(statement, params)
+
+    run = app.store._run  # type: ignore[attr-defined]
+
+    def recording_run(sql: str, params: dict[str, Any]) -> list[Any]:
+        recorded.setdefault(sql, params)
+        return run(sql, params)  # type: ignore[no-any-return]
+
+    try:
+        for i in range(20):  # pending tasks, and the catalog warmed up
+            app.enqueue(TaskRequest(name=TASK_NAME, context={"wf": f"p{i}"}))
+        app.store._run = recording_run  # type: ignore[attr-defined]
+        sa.event.listen(app.db.engine, "before_cursor_execute", on_execute)
+
+        app.enqueue(TaskRequest(name=TASK_NAME, context={"wf": "one"}))
+        app.enqueue(TaskRequest(name=TASK_NAME, context={"wf": "k"}, idempotency_key="k"))
+        app.enqueue(TaskRequest(name=TASK_NAME, context={"wf": "k"}, idempotency_key="k"))
+        app.enqueue_many([TaskRequest(name=TASK_NAME, context={"wf": f"m{i}"}) for i in range(3)])
+        app.run_until_idle()
+        app.get_task(PRELOADED // 2)
+        app.history(PRELOADED // 2)
+        for i in range(3):  # their messages are "lost": the sweeper finds them
+            app.enqueue(TaskRequest(name=TASK_NAME, context={"wf": f"s{i}"}))
+        app.dispatch.drain()
+        clock.advance(app.settings.sweep_seconds + 1)
+        assert app.sweeper.sweep() == 3
+    finally:
+        sa.event.remove(app.db.engine, "before_cursor_execute", on_execute)
+        app.close()
+
+    hot = {s: p for s, p in recorded.items() if s.lstrip().upper().startswith(_PLANNABLE)}
+    assert len(hot) >= 8, f"too few statements recorded: {list(hot)}"
+    failures = []
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("SET enable_seqscan = off")
+        for sql, recorded_params in hot.items():
+            params = recorded_params
+            if isinstance(params, list | tuple) and params and isinstance(params[0], dict):
+                params = params[0]  # an executemany: one row's parameters plan alike
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params or None).fetchone()
+            assert row is not None
+            scans = sorted(set(_seq_scans(row[0])))
+            if scans:
+                failures.append(f"{scans} in:\n{sql.strip()}")
+    assert not failures, "sequential scans on tasker tables:\n\n" + "\n\n".join(failures)
