@@ -101,6 +101,11 @@ class TrackingRedisBroker(WakingRedisBroker):
         """The class of this broker's consumers."""
         return _TrackingRedisConsumer
 
+    def close(self) -> None:
+        """Close the Redis connections (Dramatiq's Redis broker leaves them to the GC)."""
+        super().close()
+        self.client.connection_pool.disconnect()
+
     def index_key(self, queue_name: str) -> str:
         """The hash of task id -> `<Redis message id>|<sent at, ms>` of a queue."""
         return f"{self.namespace}:__tasks__.{q_name(queue_name)}"
