@@ -12,7 +12,8 @@ only when the broker no longer holds a message for it (`held`):
   from Dramatiq's hashes, so it no longer counts; its consumer then forgets the entry
   (if it still names that message), in batches, to bound the index's size. Before
   answering, `held` runs Dramatiq's maintenance on the queue and its delay queue, so
-  the messages of a worker that died (no heartbeat for `heartbeat_timeout`) go back
+  the messages of a worker that died (no heartbeat for `heartbeat_timeout`: the app
+  uses `lease_seconds`, at most 30 s; a live worker sends several a second) go back
   to their queue instead of counting as held by nobody for ever. A wiped Redis
   loses the index with the messages: every task then counts as lost, as it is.
 - In process (`InProcessBroker`), a count of messages per task: up on enqueue, down on
