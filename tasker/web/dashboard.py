@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -25,12 +25,12 @@ from tasker.core.states import TASK_FINAL, Status
 from tasker.core.views import StepView, TaskView, TransitionView
 from tasker.errors import TaskerError, TaskNotFoundError
 from tasker.web import graph
-from tasker.web.api import decode_cursor, encode_cursor
+from tasker.web.api import TaskId, clean_request, decode_cursor, encode_cursor
 from tasker.web.auth import SESSION_COOKIE, Principal, TokenBook, bearer
 from tasker.web.ops import task_counts
 from tasker.web.problems import ProblemError
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(clean_request)])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 #: The statuses a task can have (`skipped` is for steps only).
@@ -215,7 +215,7 @@ def _json(value: Any) -> str:
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 def task_page(
-    request: Request, task_id: int, notice: str | None = None, error: str | None = None
+    request: Request, task_id: TaskId, notice: str | None = None, error: str | None = None
 ) -> Response:
     """One task: its DAG, steps (inputs, results, errors, history) and the write actions."""
     principal = who(request)
@@ -288,7 +288,7 @@ class _Refused(Exception):
 
 
 @router.post("/tasks/{task_id}/actions/{action}")
-async def task_action(request: Request, task_id: int, action: str) -> Response:
+async def task_action(request: Request, task_id: TaskId, action: str) -> Response:
     """Run a write action (cancel, retry, resume, resolve, signal) and go back to the page."""
     _, form = await _checked_form(request)
     app = _app(request)
