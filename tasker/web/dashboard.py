@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tasker.app import Tasker
-from tasker.core.states import TASK_FINAL, Status
+from tasker.core.states import TASK_FINAL, TASK_LIVE, Status
 from tasker.core.views import StepView, TaskView, TransitionView
 from tasker.errors import TaskerError, TaskNotFoundError
 from tasker.web import graph
@@ -36,6 +36,8 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 #: The statuses a task can have (`skipped` is for steps only).
 STATUSES = [s.value for s in Status if s is not Status.SKIPPED]
 _FINAL = {s.value for s in TASK_FINAL}
+#: A page showing a task in one of these refreshes itself (the engine works on it).
+_LIVE = {s.value for s in TASK_LIVE}
 PAGE_SIZE = 50
 
 
@@ -170,7 +172,7 @@ def task_list(
         names=app.factory.names(),
         filters=filters,
         older=older,
-        live=any(t.status not in _FINAL and t.status != "error" for t in tasks),
+        live=any(t.status in _LIVE for t in tasks),
     )
 
 
@@ -246,7 +248,7 @@ def task_page(
         notice=notice,
         error=error,
         as_json=_json,
-        live=task.status not in _FINAL and task.status != "error",
+        live=task.status in _LIVE,
         final=task.status in _FINAL,
         can_retry=failed_for_good and task.status not in _FINAL,
         can_resume=task.status == "paused" and hasattr(app, "resume"),
