@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker.core.states import TASK_FINAL, Status
+from tasker.core.states import TASK_FINAL, TASK_HALTED, Status
 from tasker.errors import TaskNotFoundError
 from tasker.store import schema as m
 from tasker.store.db import Database
@@ -26,7 +26,7 @@ from tasker.store.triggers import DONE_CHANNEL
 log = logging.getLogger("tasker.wait")
 
 #: The statuses `wait` returns on: the task finished, or it needs a person.
-STOPPED = frozenset({*TASK_FINAL, Status.ERROR})
+STOPPED = frozenset({*TASK_FINAL, *TASK_HALTED})
 
 _FIRST_POLL, _MAX_POLL = 0.005, 0.1
 _SAFETY_POLL = 1.0  # PostgreSQL: read at least this often, notification or not

@@ -12,7 +12,7 @@ from tasker.errors import InvalidTransitionError
 
 
 class Status(str, Enum):
-    """Statuses shared by tasks and steps (`skipped` is for steps only)."""
+    """Statuses shared by tasks and steps (`skipped` is for steps only, `paused` for tasks)."""
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
@@ -21,6 +21,7 @@ class Status(str, Enum):
     CANCELLED = "cancelled"
     RESOLVED_MANUALLY = "resolved_manually"
     SKIPPED = "skipped"
+    PAUSED = "paused"
 
     def __str__(self) -> str:
         return self.value
@@ -35,6 +36,10 @@ TASK_FINAL = frozenset({Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUA
 #: A task in one of these is live: the engine and the sweeper work on it.
 TASK_LIVE = frozenset({Status.PENDING, Status.IN_PROGRESS})
 
+#: A task in one of these has stopped and waits for a person (`paused` keeps its steps
+#: as they are until `resume`, `retry`, `resolve_step` or `cancel`).
+TASK_HALTED = frozenset({Status.ERROR, Status.PAUSED})
+
 # `None` is the state before the row exists.
 STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING, Status.SKIPPED}),
@@ -42,10 +47,20 @@ STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
         {Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY, Status.SKIPPED}
     ),
     # in_progress -> error also covers "worker lost" and "timed out".
-    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED}),
+    # in_progress -> pending: the run asked for a reattempt, or paused the task.
+    # in_progress -> skipped: `step.skip()`, `run_if` false, or `on_failure="skip"`.
+    Status.IN_PROGRESS: frozenset(
+        {Status.COMPLETE, Status.ERROR, Status.CANCELLED, Status.PENDING, Status.SKIPPED}
+    ),
     # error -> in_progress is a retry; error -> pending is `retry()` with a fresh budget.
     Status.ERROR: frozenset(
-        {Status.IN_PROGRESS, Status.PENDING, Status.CANCELLED, Status.RESOLVED_MANUALLY}
+        {
+            Status.IN_PROGRESS,
+            Status.PENDING,
+            Status.CANCELLED,
+            Status.RESOLVED_MANUALLY,
+            Status.SKIPPED,
+        }
     ),
     Status.COMPLETE: frozenset(),
     Status.SKIPPED: frozenset(),
@@ -57,9 +72,12 @@ TASK_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING}),
     # -> resolved_manually: `resolve_task`, by a person (never while the engine works on it).
     Status.PENDING: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
-    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED}),
+    # -> paused: `task.pause()` or `on_failure="pause"`, once the pass's running steps ended.
+    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED, Status.PAUSED}),
     # error -> in_progress: resumed by resolve_step or retry.
     Status.ERROR: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
+    # paused -> in_progress: `resume`, `retry` or `resolve_step`.
+    Status.PAUSED: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
     Status.COMPLETE: frozenset(),
     Status.CANCELLED: frozenset(),
     Status.RESOLVED_MANUALLY: frozenset(),
@@ -68,12 +86,12 @@ TASK_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
 
 def can_step(from_status: Status | None, to_status: Status) -> bool:
     """Tell whether a step may move from `from_status` to `to_status`."""
-    return to_status in STEP_TRANSITIONS[from_status]
+    return to_status in STEP_TRANSITIONS.get(from_status, frozenset())
 
 
 def can_task(from_status: Status | None, to_status: Status) -> bool:
     """Tell whether a task may move from `from_status` to `to_status`."""
-    return to_status in TASK_TRANSITIONS[from_status]
+    return to_status in TASK_TRANSITIONS.get(from_status, frozenset())
 
 
 def check_step(name: str, from_status: Status | None, to_status: Status) -> None:

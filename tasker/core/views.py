@@ -12,6 +12,12 @@ from typing import Any
 class StepView:
     """One step of a task, as stored.
 
+    `reattempts` counts the runs that asked to run again later (`step.reattempt`); they
+    are not `attempts`. `waiting_for` says why a live step is not running now (None,
+    "dependencies", "time" (see `next_attempt_at`) or "paused"; `tasker.core.waits`).
+    `idempotency_key` is the same for every attempt of the step and differs between
+    steps and tasks.
+
     `depends_on` are the steps it waits for, from the task's stored edges (the DAG it
     was created with). `inputs` are what its handler sees as `step.inputs`: the step's
     own stored inputs, else the task's context. `results` is None for a step that has
@@ -34,6 +40,17 @@ class StepView:
     last_attempted_at: datetime | None
     next_attempt_at: datetime | None
     processed_at: datetime | None = None
+    reattempts: int = 0
+    waiting_for: str | None = None
+    idempotency_key: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "idempotency_key", step_idempotency_key(self.workflow_step_id))
+
+
+def step_idempotency_key(workflow_step_id: int) -> str:
+    """The key of every attempt of one step of one task (for external APIs)."""
+    return f"tasker-step-{workflow_step_id}"
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ CLAIM_FIELDS = (
     "source_system",
     "reason",
     "requested_at",
+    "created_at",
     "revision",
     "tx_seq",
     "lease_epoch",

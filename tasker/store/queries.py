@@ -14,6 +14,7 @@ from tasker.core.jsonvalue import contains as json_contains
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
+from tasker.core.waits import with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.store import schema as m
 from tasker.store.db import Database
@@ -45,6 +46,7 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
 
 def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
     steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
+    steps = with_waiting_for(steps, row.status)
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,

@@ -174,10 +174,14 @@ workflow_steps = sa.Table(
     sa.Column("results", Json, nullable=True),
     sa.Column("error", Json, nullable=True),
     sa.Column("last_attempted_at", When, nullable=True),
-    sa.Column("next_attempt_at", When, nullable=True),  # NULL in `error`: no attempt left
+    # The step's "not before" time. In `error`: its next attempt's (NULL: no attempt
+    # left); in `pending`: a wait's, or a reattempt's (NULL: it may start once ready).
+    sa.Column("next_attempt_at", When, nullable=True),
     sa.Column("processed_at", When, nullable=True),
     sa.Column("created_at", When, nullable=False),
     sa.Column("updated_at", When, nullable=False),
+    # Runs that asked to run again later (`step.reattempt`): never counted in `attempts`.
+    sa.Column("reattempts", sa.Integer, nullable=False, server_default="0"),
     _status(),
     sa.UniqueConstraint("task_id", "position"),
 )
@@ -209,6 +213,7 @@ STEP_WRITE = (
     "last_attempted_at",
     "next_attempt_at",
     "processed_at",
+    "reattempts",
 )
 
 step_edges = sa.Table(

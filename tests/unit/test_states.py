@@ -20,7 +20,7 @@ from tasker.core.states import (
 )
 from tasker.errors import InvalidTransitionError
 
-P, R, C, E, X, M, S = (
+P, R, C, E, X, M, S, Z = (
     Status.PENDING,
     Status.IN_PROGRESS,
     Status.COMPLETE,
@@ -28,14 +28,17 @@ P, R, C, E, X, M, S = (
     Status.CANCELLED,
     Status.RESOLVED_MANUALLY,
     Status.SKIPPED,
+    Status.PAUSED,
 )
 
 # The specification, written out independently of tasker.core.states.
 STEP_ALLOWED = {
     None: {P, S},  # created pending, or skipped by bypass_steps
     P: {R, X, M, S},
-    R: {C, E, X},  # error also covers "worker lost" and "timed out"
-    E: {R, P, X, M},  # retry attempt, retry() with a fresh budget, cancel, resolve
+    # error also covers "worker lost" and "timed out"; pending: a reattempt or a pause;
+    # skipped: step.skip(), run_if false, on_failure="skip"
+    R: {C, E, X, P, S},
+    E: {R, P, X, M, S},  # retry attempt, retry() with a fresh budget, cancel, resolve, skip
     C: set(),
     S: set(),
     M: set(),
@@ -44,17 +47,19 @@ STEP_ALLOWED = {
 TASK_ALLOWED = {
     None: {P},
     P: {R, X, M},  # claimed, cancelled, or resolved by hand (resolve_task) before it ran
-    R: {C, E, X},  # not resolved by hand while the engine works on it
+    R: {C, E, X, Z},  # not resolved by hand while the engine works on it; paused
     E: {R, X, M},  # resumed by resolve_step/retry, cancelled, resolved by hand (resolve_task)
+    Z: {R, X, M},  # resumed (resume, retry, resolve_step), cancelled, resolved by hand
     C: set(),
     X: set(),
     M: set(),
 }
 TASK_STATUSES = [s for s in Status if s is not S]
+STEP_STATUSES = [s for s in Status if s is not Z]
 
 
 @pytest.mark.parametrize(
-    ("before", "after"), list(itertools.product([None, *Status], list(Status)))
+    ("before", "after"), list(itertools.product([None, *STEP_STATUSES], list(Status)))
 )
 def test_every_step_transition_is_allowed_or_forbidden_as_specified(before, after):
     """Given any (from, to) pair of step statuses, the state machine answers as the spec."""
@@ -105,6 +110,16 @@ def test_a_task_is_never_skipped():
     assert not any(can_task(frm, S) for frm in [None, *TASK_STATUSES])
 
 
+def test_a_step_is_never_paused_only_its_task():
+    assert not any(can_step(frm, Z) for frm in [None, *STEP_STATUSES])
+
+
+def test_a_paused_task_is_neither_live_nor_final_and_can_go_on_or_be_cancelled():
+    assert Z not in TASK_LIVE and Z not in TASK_FINAL
+    assert can_task(Z, R) and can_task(Z, X)
+    assert can_task(R, Z) and not can_task(P, Z)
+
+
 def test_only_complete_resolved_and_skipped_steps_satisfy_their_dependents():
     assert frozenset({C, M, S}) == SATISFIED
 
@@ -134,7 +149,7 @@ def test_status_is_a_string_enum_that_prints_its_value():
 
 
 def test_resolving_a_task_by_hand_resolves_exactly_the_steps_it_may_have_unfinished():
-    """resolve_task moves a pending or failed task to resolved_manually and its pending
+    """resolve_task moves a pending, failed or paused task to resolved_manually and its pending
     and failed steps with it; a task or step in progress is never resolved by hand."""
-    assert {f for f in TASK_STATUSES if can_task(f, M)} == {P, E}
+    assert {f for f in TASK_STATUSES if can_task(f, M)} == {P, E, Z}
     assert {f for f in Status if can_step(f, M)} == {P, E}

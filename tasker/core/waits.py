@@ -1,0 +1,85 @@
+"""Time on pending steps, decided once: due times of waits and why a live step waits.
+
+A step's "not before" time is its `next_attempt_at`: on a failed step the backoff of its
+next attempt, on a pending step the due time of a `wait=`/`after=` or of a reattempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from tasker.core.states import SATISFIED, Status
+from tasker.core.views import StepView
+
+_OPEN = (Status.PENDING.value, Status.ERROR.value)
+_SATISFIED = frozenset(s.value for s in SATISFIED)
+
+
+def satisfied_at(done_at: Iterable[datetime | None], created_at: datetime) -> datetime:
+    """When the last of a step's dependencies was satisfied.
+
+    Args:
+        done_at: the `processed_at` of each dependency (all satisfied).
+        created_at: when the task was created (the answer for a step with no dependencies).
+    """
+    times = [t for t in done_at if t is not None]
+    return max(times, default=created_at)
+
+
+def wait_due(
+    wait: float | None, after: float | None, since: datetime, created_at: datetime
+) -> datetime | None:
+    """When a step with `wait=` and `after=` (seconds) may start; the later time wins.
+
+    Args:
+        since: when its last dependency was satisfied (`satisfied_at`).
+        created_at: when the task was created.
+
+    Returns:
+        None when the step has neither.
+    """
+    times = []
+    if wait is not None:
+        times.append(since + timedelta(seconds=wait))
+    if after is not None:
+        times.append(created_at + timedelta(seconds=after))
+    return max(times, default=None)
+
+
+def waiting_for(
+    status: str, deps_satisfied: bool, next_attempt_at: datetime | None, task_status: str
+) -> str | None:
+    """Why a live step is not running now, or None.
+
+    Returns:
+        "paused" (its task is paused), "dependencies" (a step it depends on is not
+        satisfied), "time" (a wait, a backoff or a reattempt is due at
+        `next_attempt_at`), or None (running, finished, failed for good, or ready).
+    """
+    if status not in _OPEN:
+        return None
+    if status == Status.ERROR.value and next_attempt_at is None:
+        return None
+    if task_status == Status.PAUSED.value:
+        return "paused"
+    if not deps_satisfied:
+        return "dependencies"
+    if next_attempt_at is not None:
+        return "time"
+    return None
+
+
+def with_waiting_for(steps: Mapping[str, StepView], task_status: str) -> dict[str, StepView]:
+    """The views of one task's steps with their `waiting_for` filled in."""
+    done = {n for n, v in steps.items() if v.status in _SATISFIED}
+    return {
+        n: replace(
+            v,
+            waiting_for=waiting_for(
+                v.status, all(d in done for d in v.depends_on), v.next_attempt_at, task_status
+            ),
+        )
+        for n, v in steps.items()
+    }
