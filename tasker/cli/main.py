@@ -253,7 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from tasker.transport.worker import load_app
-    from tasker.web import create_app
+    from tasker.web import create_app, serving
 
     host = args.host
     if args.insecure_no_auth:
@@ -261,18 +261,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("error: --insecure-no-auth serves on 127.0.0.1 only", file=sys.stderr)
             return 2
         host = "127.0.0.1"
+    host = host or "127.0.0.1"
+    if args.workers < 1:
+        print(f"error: --workers must be 1 or more, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.worker:
+        print(
+            "error: --worker runs the engine inside a single serving process; "
+            "with --workers N run `tasker worker` beside it",
+            file=sys.stderr,
+        )
+        return 2
     app = load_app(args.app_ref)
     try:
+        # Built here even for --workers N, so a bad configuration fails before any fork.
         asgi = create_app(app, insecure_no_auth=args.insecure_no_auth)
     except TaskerError:
         app.close()
         raise
+    where = f"http://{host}:{args.port}"
+    procs = f" ({args.workers} processes)" if args.workers > 1 else ""
+    print(f"tasker serve: dashboard {where}/ api {where}/api/v1 metrics {where}/metrics{procs}")
+    sys.stdout.flush()
+    if args.workers > 1:
+        app.close()
+        serving.run_workers(args.app_ref, host, args.port, args.workers, args.insecure_no_auth)
+        return 0
     if args.worker:
         app.start(threads=args.threads)
-    where = f"http://{host or '127.0.0.1'}:{args.port}"
-    print(f"tasker serve: dashboard {where}/ api {where}/api/v1 metrics {where}/metrics")
     try:
-        uvicorn.run(asgi, host=host or "127.0.0.1", port=args.port, log_level="warning")
+        uvicorn.run(asgi, host=host, port=args.port, log_level="warning")
     finally:
         app.close()
     return 0
@@ -305,6 +323,12 @@ def _web_commands(sub: Any) -> None:
         "--insecure-no-auth",
         action="store_true",
         help="serve without tokens (every caller may write), on 127.0.0.1 only",
+    )
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes serving HTTP (default 1); each loads the app itself",
     )
     sv.add_argument("--worker", action="store_true", help="also run a worker in this process")
     sv.add_argument("--threads", type=int, default=8, help="with --worker: engine threads")
