@@ -88,8 +88,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 if all(t.status == "complete" for t in tasks):
                     break
                 time.sleep(0.1)
-        finally:
+        except BaseException:
             app.stop()
+            raise
+    try:
+        if not args.serve:
+            app.stop()
+        _demo_report(app, ids)
+        ok = all(app.get_task(i).status == "complete" for i in ids)
+        if args.serve:  # the worker keeps running, for the dashboard's retry and resolve
+            from tasker.web import serving
+
+            serving.serve_one_off(app, args.port)
+    finally:
+        app.stop()
+        app.close()
+    return 0 if ok else 1
+
+
+def _demo_report(app: Tasker, ids: list[int]) -> None:
+    """Print the demo's tasks and its annotation report."""
     print()
     for i in ids:
         print_task(app.get_task(i))
@@ -114,9 +132,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"\n{len(eu)} EU order(s) shipped; {len(outages)} tax-service outage(s) retried ({retried})"
     )
-    ok = all(app.get_task(i).status == "complete" for i in ids)
-    app.close()
-    return 0 if ok else 1
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -313,6 +328,19 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_command(sub: Any) -> None:
+    """The `demo` subcommand."""
+    d = sub.add_parser("demo", help="run the bundled example workflows on the embedded default")
+    d.add_argument("--dir", help="folder for the demo's SQLite file (default: a new temp folder)")
+    d.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve the dashboard on the demo's database (127.0.0.1, a one-off token)",
+    )
+    d.add_argument("--port", type=int, default=8000, help="with --serve (default 8000)")
+    d.set_defaults(func=cmd_demo)
+
+
 def _web_commands(sub: Any) -> None:
     """The `serve` and `graph` subcommands."""
     sv = sub.add_parser("serve", help="serve the HTTP API, dashboard and metrics of MODULE[:ATTR]")
@@ -352,9 +380,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the bundled example workflows on the embedded default")
-    d.add_argument("--dir", help="folder for the demo's SQLite file (default: a new temp folder)")
-    d.set_defaults(func=cmd_demo)
+    _demo_command(sub)
 
     w = sub.add_parser("worker", help="run a worker (and the sweeper) for MODULE[:ATTR]")
     w.add_argument("app_ref", metavar="MODULE[:ATTR]")

@@ -1,4 +1,4 @@
-"""Running the ASGI app under uvicorn: one process, or `--workers N` processes.
+"""Running the ASGI app under uvicorn: `--workers N` processes, and the demo's server.
 
 uvicorn starts each of several worker processes from an import string, so the app
 to serve travels to them in the environment: `tasker serve` sets `TASKER_SERVE_APP`
@@ -9,10 +9,15 @@ imports the user's app itself and builds its own ASGI app (its own database pool
 from __future__ import annotations
 
 import os
+import signal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from fastapi import FastAPI
+
+    from tasker.app import Tasker
 
 #: The `MODULE[:ATTR]` that each worker process serves.
 APP_ENV = "TASKER_SERVE_APP"
@@ -60,3 +65,45 @@ def run_workers(app_ref: str, host: str, port: int, workers: int, insecure: bool
         workers=workers,
         log_level="warning",
     )
+
+
+def serve_one_off(tasker: Tasker, port: int) -> None:
+    """Serve `tasker` on 127.0.0.1 with a fresh write token until SIGINT or SIGTERM.
+
+    For `tasker demo --serve`: the token is random, printed once and valid only for this
+    process, so other local users and web pages (DNS rebinding) cannot write through it,
+    unlike `--insecure-no-auth`.
+    """
+    import secrets
+
+    import uvicorn
+
+    from tasker.web import create_app
+
+    token = secrets.token_urlsafe(24)
+    asgi = create_app(tasker, tokens={token: "write"})
+    where = f"http://127.0.0.1:{port}"
+    print(
+        f"\ndashboard: {where}/  (log in at {where}/login with the one-off write token below;\n"
+        f"the API takes it as 'Authorization: Bearer <token>'; Ctrl-C stops the server)\n"
+        f"token: {token}",
+        flush=True,
+    )
+
+    def stopped(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped
+
+    # uvicorn shuts down on SIGINT or SIGTERM, then raises the signal again: end quietly
+    # on either, not with a traceback or the default SIGTERM death.
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        uvicorn.run(asgi, host="127.0.0.1", port=port, log_level="warning")
+    except (_Stopped, KeyboardInterrupt):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print("dashboard stopped", flush=True)
+
+
+class _Stopped(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt, so nothing swallows it)."""
