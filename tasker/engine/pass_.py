@@ -494,7 +494,9 @@ class Engine:
             return
         now, task_id = self._now(), p.lease.task_id
         ids = [
-            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
+            self._retrying(
+                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+            )
             for t, _ in wanted
         ]
         p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
