@@ -395,6 +395,18 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
+    def resume(self, task_id: int) -> TaskView:
+        """Let a paused task go on; its steps that ran out of attempts get a fresh budget.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidStateError: the task is not paused (it is left as it is).
+        """
+        tid = queries.task_id_of(task_id)
+        steering.resume(self.db, tid, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
     def retry(self, task_id: int) -> TaskView:
         """Give steps in final error a fresh attempt budget, due at once; the task resumes.
 

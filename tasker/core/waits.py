@@ -83,3 +83,39 @@ def with_waiting_for(steps: Mapping[str, StepView], task_status: str) -> dict[st
         )
         for n, v in steps.items()
     }
+
+
+def since(view: StepView, steps: Mapping[str, StepView], created_at: datetime) -> datetime:
+    """When step `view`'s dependencies were satisfied (see `satisfied_at`)."""
+    return satisfied_at((steps[d].processed_at for d in view.depends_on), created_at)
+
+
+def due_waits(
+    steps: Mapping[str, StepView],
+    waits: Mapping[str, tuple[float | None, float | None]],
+    created_at: datetime,
+    now: datetime,
+) -> dict[str, datetime]:
+    """The due times to store on pending steps whose `wait=`/`after=` has not passed.
+
+    Args:
+        steps: every step of the task.
+        waits: (wait, after) in seconds of the steps that have either.
+        created_at: when the task was created.
+        now: the app's clock.
+
+    Returns:
+        Step name -> due time, for each pending step with its dependencies satisfied,
+        no due time stored yet, and a wait that ends after `now`.
+    """
+    due = {}
+    for name, (wait, after) in waits.items():
+        v = steps.get(name)
+        if v is None or v.status != Status.PENDING.value or v.next_attempt_at is not None:
+            continue
+        if not all(steps[d].status in _SATISFIED for d in v.depends_on):
+            continue
+        at = wait_due(wait, after, since(v, steps, created_at), created_at)
+        if at is not None and at > now:
+            due[name] = at
+    return due

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasker.core.backoff import backoff_seconds
+from tasker.core import flow, waits
 from tasker.core.clock import as_utc
 from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
@@ -88,6 +88,10 @@ class _Pass:
     dirty: dict[str, None] = field(default_factory=dict)
     changes: list[StepChange] = field(default_factory=list)
     finish: leases.Finish | None = None
+    # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
+    # starts; a pause ends the pass once the running steps are recorded.
+    halt: tuple[str, str] | None = None
+    ended: bool = False  # a write ended the pass (finished or released the task)
 
     def states(self) -> dict[str, StepState]:
         return {
@@ -106,15 +110,27 @@ class _Pass:
         return StepSequence(self.views.get, tuple(self.views))
 
     def snapshot(self) -> _Snapshot:
-        return dict(self.views), dict(self.running), self.revision, list(self.annotations)
+        return (
+            dict(self.views),
+            dict(self.running),
+            self.revision,
+            list(self.annotations),
+            self.halt,
+        )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations = saved
+        views, running, self.revision, annotations, self.halt = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
         self.dirty, self.changes, self.finish, self.notify_at = {}, [], None, None
 
 
-_Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
+_Snapshot = tuple[
+    dict[str, StepView],
+    dict[str, "_Running"],
+    int,
+    list[tuple[int, dict[str, Any]]],
+    tuple[str, str] | None,
+]
 
 
 class Engine:
@@ -303,7 +319,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
-        while p.running:
+        while p.running and not p.ended:
             batch = self._wait(p)
             now = self._now()
             if batch:
@@ -363,6 +379,7 @@ class Engine:
                 before = p.snapshot()
                 continue
             p.tx_seq = seq if written is None else written
+            p.ended = p.finish is not None
             p.dirty, p.changes, p.annotations, p.finish = {}, [], [], None
             return started
 
@@ -447,36 +464,25 @@ class Engine:
         p.annotations = [(self._catalog.annotation_type_id(t, now), a) for t, a in wanted]
 
     def _write_outcomes(self, p: _Pass, outcomes: list[Outcome], now: datetime) -> None:
-        """Apply attempt outcomes to the pass's steps; the next write stores them."""
+        """Apply attempt outcomes to the pass's steps; the next write stores them.
+
+        What each outcome makes of its step is decided by `tasker.core.flow.record_outcome`.
+        """
         s = self._settings
+        created = as_utc(p.row["created_at"])
         for o in outcomes:
             v = p.views[o.name]
             if o.timed_out:
                 p.running[o.name].abandoned = True
             else:
                 p.running.pop(o.name, None)
-            if o.ok:
-                new = replace(
-                    v,
-                    status=Status.COMPLETE.value,
-                    results=o.results,
-                    error=None,
-                    next_attempt_at=None,
-                    processed_at=now,
-                )
-                reason = "succeeded"
-            else:
-                last = o.permanent or v.attempts >= (v.retry_limit if v.retryable else 1)
-                delay = backoff_seconds(v.attempts, s.backoff_base, s.backoff_max, o.retry_after)
-                new = replace(
-                    v,
-                    status=Status.ERROR.value,
-                    error=o.error,
-                    next_attempt_at=None if last else now + timedelta(seconds=delay),
-                    processed_at=now if last else None,
-                )
-                err = o.error or {}
-                reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
+            since = waits.since(v, p.views, created)
+            rec = flow.record_outcome(
+                v, o.attempt(), _rules(p, v), now, since, (s.backoff_base, s.backoff_max)
+            )
+            new = rec.view
+            if rec.halt is not None and (p.halt is None or rec.halt == flow.CANCEL):
+                p.halt = (rec.halt, rec.task_reason)
             p.views[o.name] = new
             p.dirty[o.name] = None
             p.changes.append(
@@ -486,8 +492,8 @@ class Engine:
                     Status(v.status),
                     Status(new.status),
                     v.attempts,
-                    reason,
-                    None if o.ok else o.error,
+                    rec.reason,
+                    rec.details,
                 )
             )
 
@@ -496,6 +502,9 @@ class Engine:
 
         Decided in memory: the next write stores it.
         """
+        if p.halt is not None:
+            return self._halt(p)
+        self._store_waits(p, now)
         decision = plan(p.states(), now, p.running.keys())
         p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
         if decision.verdict is Verdict.RUN:
@@ -542,6 +551,49 @@ class Engine:
             p.finish = leases.Finish(Status.ERROR, None, reason)
         return []
 
+    def _store_waits(self, p: _Pass, now: datetime) -> None:
+        """Give pending steps that just became ready their `wait=`/`after=` due time."""
+        spec = {
+            n: t.timing()[:2]
+            for n, t in p.reg.steps.items()
+            if t.wait is not None or t.after is not None
+        }
+        if not spec:
+            return
+        created = as_utc(p.row["created_at"])
+        for name, at in waits.due_waits(p.views, spec, created, now).items():
+            p.views[name] = replace(p.views[name], next_attempt_at=at)
+            p.dirty[name] = None
+
+    def _halt(self, p: _Pass) -> list[StepView]:
+        """A step asked to pause or cancel the task: start nothing, and end the pass.
+
+        A cancel ends it now (its unfinished steps are cancelled, running ones too: their
+        outcomes no longer count); a pause once the running steps have been recorded.
+        """
+        assert p.halt is not None
+        kind, reason = p.halt
+        p.wake_at = None
+        if kind == flow.CANCEL:
+            for name, v in p.views.items():
+                if flow.unfinished(v):
+                    p.views[name] = replace(v, status=Status.CANCELLED.value, next_attempt_at=None)
+                    p.dirty[name] = None
+                    p.changes.append(
+                        StepChange(
+                            v.workflow_step_id,
+                            name,
+                            Status(v.status),
+                            Status.CANCELLED,
+                            v.attempts,
+                            reason,
+                        )
+                    )
+            p.finish = leases.Finish(Status.CANCELLED, None, reason)
+        elif not any(not r.abandoned for r in p.running.values()):
+            p.finish = leases.Finish(Status.PAUSED, None, reason)
+        return []
+
     def _launch(self, p: _Pass, started: list[StepView]) -> None:
         """After the commit: send what it scheduled, then start the steps' threads."""
         if p.notify_at is not None:
@@ -562,7 +614,14 @@ class Engine:
             shown = inputs_of(view, context)
             hstep = HandlerStep(view if shown is view.inputs else replace(view, inputs=shown))
             self._threads.submit(
-                run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
+                run_handler,
+                tpl,
+                HandlerTask(p.row),
+                sequence,
+                hstep,
+                token,
+                p.outcomes.put,
+                getattr(p.reg.handler, "cancel_if", None),
             )
 
     def _limit(self, p: _Pass, name: str) -> float:
@@ -572,6 +631,20 @@ class Engine:
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _rules(p: _Pass, v: StepView) -> flow.Rules:
+    """The failure and reattempt rules of step `v`: its stored budget, its template's rest."""
+    tpl = p.reg.steps.get(v.name)
+    if tpl is None:
+        return flow.Rules(v.retry_limit, v.retryable)
+    return flow.Rules(
+        v.retry_limit,
+        v.retryable,
+        tpl.max_reattempts,
+        tpl.on_failure,
+        tpl.wait_timeout,  # type: ignore[arg-type]
+    )
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:
