@@ -295,7 +295,7 @@ def check_task_fields(reason: Any, tags: Any) -> None:
 
     Raises:
         InvalidRequestError: `reason` is not a string of 1 to 255 characters, or `tags`
-            is not a list of strings.
+            is not a list of strings, or either holds a character no column can store.
     """
     if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 255):
         raise InvalidRequestError(f"reason must be a string of 1 to 255 characters: {reason!r}")
@@ -303,6 +303,9 @@ def check_task_fields(reason: Any, tags: Any) -> None:
         not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
     ):
         raise InvalidRequestError(f"tags must be a list of strings, got {tags!r}")
+    problem = json_problem([reason, tags])
+    if problem:  # NUL or a lone surrogate: no database column can hold it
+        raise InvalidRequestError(f"reason or tags cannot be stored: {problem}")
 
 
 def update_task(

@@ -119,6 +119,7 @@ class HandlerFactory:
 
     def __init__(self) -> None:
         self._tasks: dict[str, dict[str, RegisteredTask]] = {}
+        self._newest: dict[str, RegisteredTask] = {}  # each enqueue without a version asks
         self._lock = threading.Lock()
 
     def register(self, handler_cls: type[TaskHandler]) -> type[TaskHandler]:
@@ -141,6 +142,7 @@ class HandlerFactory:
                     f"by {type(existing.handler).__qualname__}"
                 )
             versions[compiled.version] = compiled
+            self._newest[compiled.name] = versions[max(versions, key=version_key)]
         return handler_cls
 
     def get(self, name: str, version: str | None = None) -> RegisteredTask:
@@ -157,6 +159,8 @@ class HandlerFactory:
             raise UnknownTaskError(
                 f"task {name!r}: a version is a string, not {type(version).__name__} {version!r}"
             )
+        if version is None and name in self._newest:
+            return self._newest[name]
         versions = self._tasks.get(name)
         if not versions:
             known = ", ".join(sorted(self._tasks)) or "none"

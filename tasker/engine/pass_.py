@@ -11,6 +11,7 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,6 +37,7 @@ from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
     StaleRevisionError,
+    StepTimeoutError,
     UnknownTaskError,
 )
 from tasker.settings import Settings
@@ -58,6 +60,26 @@ def _transient(exc: DBAPIError) -> bool:
 
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
+
+#: Called when a pass can no longer keep the lease of a task whose attempts still run
+#: in this process: (task_id, why). It must end them (the default ends the process).
+FailStop = Callable[[int, str], None]
+
+#: The exit status of a process ended by `halt_process` (EX_TEMPFAIL: start it again).
+EXIT_LEASE_LOST = 75
+
+
+def halt_process(task_id: int, why: str) -> None:
+    """End this process at once (the default `FailStop`).
+
+    Python cannot end a step's thread, and another worker is about to own (or owns)
+    the task whose step that thread runs.
+    """
+    log.critical(
+        "task %s: %s; ending this process so that no step runs twice at once", task_id, why
+    )
+    logging.shutdown()
+    os._exit(EXIT_LEASE_LOST)
 
 
 @dataclass
@@ -90,8 +112,10 @@ class _Pass:
     finish: leases.Finish | None = None
     # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
     # starts; a pause ends the pass once the running steps are recorded.
-    halt: tuple[str, str] | None = None
+    asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    # time.monotonic() until which the lease is surely ours with a margin (see _keep).
+    safe_until: float = 0.0
 
     def states(self) -> dict[str, StepState]:
         return {
@@ -115,11 +139,11 @@ class _Pass:
             dict(self.running),
             self.revision,
             list(self.annotations),
-            self.halt,
+            self.asked,
         )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations, self.halt = saved
+        views, running, self.revision, annotations, self.asked = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
         self.dirty, self.changes, self.finish, self.notify_at = {}, [], None, None
 
@@ -157,6 +181,8 @@ class Engine:
         self._notify = notify
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
+        #: What to do when a lease cannot be kept while attempts run (tests replace it).
+        self.fail_stop: FailStop = halt_process
 
     def stop(self) -> None:
         """Ask running passes to start no new steps and hand their tasks back."""
@@ -200,23 +226,127 @@ class Engine:
         return True
 
     def _wait_out(self, p: _Pass) -> None:
-        """Wait for this pass's step threads before returning.
+        """Wait for this pass's step threads before returning, keeping the lease meanwhile.
 
-        A new owner must not start a step while the old attempt is alive; each
-        attempt ends by its time limit at the latest.
+        A new owner must not start a step while the old attempt is alive (each attempt
+        ends by its time limit, but an abandoned thread may run on). So the lease is
+        renewed, retrying through a database outage; if it cannot be renewed in time,
+        or another worker took it, `fail_stop` ends the attempts (by default, the
+        process). A task cancelled meanwhile is left alone: no one runs it again.
         """
-        while p.running:
-            batch = self._wait(p)
-            for o in batch:
-                p.running.pop(o.name, None)
+        renew_at: float | None = time.monotonic()
+        while self._still_running(p):
+            if renew_at is not None and time.monotonic() >= renew_at:
+                renew_at = self._keep(p)
+            at_most = None if renew_at is None else max(0.0, renew_at - time.monotonic())
+            self._still_running(p, at_most)
 
-    def _write(
-        self, task_id: int, body: Callable[[], _T], stamp: tuple[int, int] | None = None
+    def _still_running(self, p: _Pass, at_most: float | None = 0.0) -> bool:
+        """Take the outcomes that arrived (waiting `at_most` seconds); is any thread alive?
+
+        An attempt past its time limit still counts: its thread lives until it returns.
+        """
+        for o in self._wait(p, at_most):
+            if o.timed_out:
+                p.running[o.name].abandoned = True
+            else:
+                p.running.pop(o.name, None)
+        return bool(p.running)
+
+    def _keep(self, p: _Pass) -> float | None:
+        """Try once to renew the lease while attempts run; fail-stop when it is too late.
+
+        Returns:
+            When to try again, or None to stop renewing.
+        """
+        renew_every = self._settings.lease_seconds / 3
+        try:
+            self._renew(p, once=True)
+            return time.monotonic() + renew_every
+        except LeaseLostError:
+            if self._taken_over(p) and self._still_running(p):
+                self._halt(p, "another worker took the lease while an attempt runs here")
+            return None
+        except Exception as exc:  # the database is away (or worse): retry until too late
+            if time.monotonic() >= p.safe_until and self._still_running(p):
+                self._halt(p, f"the lease could not be renewed in time ({exc})")
+                return None
+            log.warning("task %s: renewing the lease failed: %s", p.lease.task_id, exc)
+            return time.monotonic() + min(1.0, renew_every)
+
+    def _halt(self, p: _Pass, why: str) -> None:
+        self.fail_stop(p.lease.task_id, f"{why}: {', '.join(p.running)}")
+
+    def _taken_over(self, p: _Pass) -> bool:
+        """Whether the task is live under someone else's lease (assumed if it cannot be read)."""
+        try:
+            with self._db.read() as conn:
+                row = conn.execute(
+                    sa.select(m.tasks.c.status, m.tasks.c.lease_owner, m.tasks.c.lease_epoch).where(
+                        m.tasks.c.task_id == p.lease.task_id
+                    )
+                ).one()
+        except Exception:
+            return True
+        mine = row.lease_owner == p.lease.owner and row.lease_epoch == p.lease.epoch
+        return row.status == Status.IN_PROGRESS.value and not mine
+
+    def _keep_seconds(self) -> float:
+        """How long after a renewal is sent the lease still counts as ours.
+
+        Two thirds of it, leaving a third as margin for clocks and a thread short of the GIL.
+        """
+        return self._settings.lease_seconds * 2 / 3
+
+    def _until(self, p: _Pass) -> float | None:
+        """How long a write of the pass may retry (a `time.monotonic()`, or None).
+
+        While attempts run, only while the lease is safely ours (then `_wait_out`
+        decides); else a lease period.
+        """
+        return p.safe_until if p.running else None
+
+    def _renew(self, p: _Pass, *, once: bool = False) -> None:
+        """Renew the lease, and nothing else (a steering call meanwhile: read again).
+
+        Args:
+            once: try once, and let a database error through (else retry, see `_retrying`).
+        """
+        while True:
+            now, sent = self._now(), time.monotonic()
+            w = leases.TaskWrite(
+                p.lease, p.revision, now, now + timedelta(seconds=self._settings.lease_seconds)
+            )
+            seq = p.tx_seq + 1
+            try:
+                if once:
+                    written: int | None = self._store.apply(w)
+                else:
+                    written = self._retrying(
+                        p.lease.task_id,
+                        partial(self._store.apply, w),
+                        (seq, p.revision),
+                        self._until(p),
+                    )
+            except StaleRevisionError:
+                self._reload(p)
+                continue
+            p.tx_seq = seq if written is None else written
+            p.safe_until = sent + self._keep_seconds()
+            return
+
+    def _retrying(
+        self,
+        task_id: int,
+        body: Callable[[], _T],
+        stamp: tuple[int, int] | None = None,
+        until: float | None = None,
     ) -> _T | None:
-        """Run `body`, one short write, retrying while the database is away.
+        """Run `body`, one short write or read, retrying while the database is away.
 
         Retries last at most one lease period: after that the lease may be someone
-        else's, and the fence in the write would refuse it anyway. A write that
+        else's, and the fence in the write would refuse it anyway; with `until` (a
+        `time.monotonic()`), until then if sooner. A write that
         failed after it was sent may have landed: with a `stamp` (the `tx_seq` the
         write gives the task, and the revision it expects) the task row tells, and a
         write that landed returns None instead of being applied twice. Without one
@@ -224,6 +354,8 @@ class Engine:
         retry a no-op, and its lease expires for the sweeper to hand the task on.
         """
         give_up = time.monotonic() + self._settings.lease_seconds
+        if until is not None:
+            give_up = min(give_up, until)
         delay = 0.05
         while True:
             try:
@@ -279,11 +411,14 @@ class Engine:
         s = self._settings
         owner = self._owner()
         expires = now + timedelta(seconds=s.lease_seconds)
-        claimed = self._write(task_id, partial(self._store.claim, task_id, owner, now, expires))
+        sent = time.monotonic()
+        claimed = self._retrying(task_id, partial(self._store.claim, task_id, owner, now, expires))
         if claimed is None:
             return None
         row = claimed.task
-        row["name"], row["version"] = self._catalog.task_name(row["named_task_id"])
+        name = self._retrying(task_id, partial(self._catalog.task_name, row["named_task_id"]))
+        assert name is not None  # only a write that landed returns None
+        row["name"], row["version"] = name
         try:
             reg = self._factory.get(row["name"], row["version"])
         except UnknownTaskError as exc:
@@ -297,10 +432,11 @@ class Engine:
                 now,
                 finish=leases.Finish(None, later, "handler not registered here"),
             )
-            self._write(task_id, partial(self._store.apply, release))
+            self._retrying(task_id, partial(self._store.apply, release))
             return None
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        p.safe_until = sent + self._keep_seconds()
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
@@ -321,9 +457,9 @@ class Engine:
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
             batch = self._wait(p)
-            now = self._now()
             if batch:
-                self._annotate(p, batch, now)
+                self._annotate(p, batch)
+            now = self._now()  # after update_annotations, which may take a while
             try:
                 started = self._commit(p, batch, now)
             except BaseException:
@@ -368,10 +504,13 @@ class Engine:
                 annotations=p.annotations,
                 finish=p.finish,
             )
-            seq = p.tx_seq + 1
+            seq, sent = p.tx_seq + 1, time.monotonic()
             try:
-                written = self._write(
-                    p.lease.task_id, partial(self._store.apply, w), (seq, p.revision)
+                written = self._retrying(
+                    p.lease.task_id,
+                    partial(self._store.apply, w),
+                    (seq, p.revision),
+                    self._until(p),
                 )
             except StaleRevisionError:
                 p.restore(before)
@@ -380,17 +519,20 @@ class Engine:
                 continue
             p.tx_seq = seq if written is None else written
             p.ended = p.finish is not None
+            p.safe_until = sent + self._keep_seconds()
             p.dirty, p.changes, p.annotations, p.finish = {}, [], [], None
             return started
 
     def _reload(self, p: _Pass) -> None:
-        """Read the task's steps again after a steering call; ours in flight stay as known."""
-        task_id = p.lease.task_id
-        with self._db.read() as conn:
-            task = conn.execute(
-                sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
-            ).one()
-            rows = conn.execute(select_steps([task_id])).all()
+        """Read the task's steps again after a steering call; ours in flight stay as known.
+
+        The read is retried while the database is away, as writes are.
+        """
+        read = self._retrying(
+            p.lease.task_id, partial(self._read, p.lease.task_id), None, self._until(p)
+        )
+        assert read is not None  # only a write that landed returns None
+        task, rows = read
         fresh = views_of(rows)
         # A running step keeps the state this pass gave it (the columns the engine writes),
         # and takes what steering may change meanwhile (its inputs, its retry limit).
@@ -402,16 +544,27 @@ class Engine:
         }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
 
-    def _wait(self, p: _Pass) -> list[Outcome]:
+    def _read(self, task_id: int) -> tuple[Any, list[Any]]:
+        """The task's revision and transaction number, and its step rows."""
+        with self._db.read() as conn:
+            task = conn.execute(
+                sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
+            ).one()
+            return task, list(conn.execute(select_steps([task_id])).all())
+
+    def _wait(self, p: _Pass, at_most: float | None = None) -> list[Outcome]:
         """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
 
         An abandoned attempt whose thread ended leaves `p.running` (its step may be
         planned again); the write that follows any wake-up plans again.
 
+        Args:
+            at_most: seconds to wait at most (default: until the next renewal is due).
+
         Returns:
             The outcomes to record.
         """
-        renew_every = self._settings.lease_seconds / 3
+        renew_every = self._settings.lease_seconds / 3 if at_most is None else at_most
         deadlines = [r.deadline for r in p.running.values() if not r.abandoned]
         clock = time.monotonic()
         if p.wake_at is not None:  # a retry due while siblings run: start it on time
@@ -441,8 +594,13 @@ class Engine:
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
-    def _annotate(self, p: _Pass, batch: list[Outcome], now: datetime) -> None:
-        """Call `update_annotations` with the steps just processed, outside any transaction."""
+    def _annotate(self, p: _Pass, batch: list[Outcome]) -> None:
+        """Call `update_annotations` with the steps just processed, outside any transaction.
+
+        It runs on a thread of its own under the `step_timeout` time limit, the pass
+        renewing the lease meanwhile; a failure or a time-out is recorded as a
+        `tasker.update_annotations_error` annotation, and the pass goes on.
+        """
         wanted = [a for o in batch for a in o.annotations]
         htask = HandlerTask(p.row)
         steps = []
@@ -455,13 +613,46 @@ class Engine:
             shown = inputs_of(v, p.row["context"])
             view = replace(v, status=done, results=seen[0], error=seen[1], inputs=shown)
             steps.append(HandlerStep(view))
-        try:
-            p.reg.handler.update_annotations(htask, p.sequence(), steps)
+        failure = self._call_update_annotations(p, htask, steps)
+        if failure is None:
             wanted += htask.take_annotations()
-        except Exception as exc:
-            log.exception("task %s: update_annotations failed", p.lease.task_id)
-            wanted.append(("tasker.update_annotations_error", describe(exc)))
-        p.annotations = [(self._catalog.annotation_type_id(t, now), a) for t, a in wanted]
+        else:
+            log.error("task %s: update_annotations failed: %s", p.lease.task_id, failure)
+            wanted.append(("tasker.update_annotations_error", describe(failure)))
+        now, task_id = self._now(), p.lease.task_id
+        ids = [
+            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
+            for t, _ in wanted
+        ]
+        p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
+
+    def _call_update_annotations(
+        self, p: _Pass, htask: HandlerTask, steps: list[HandlerStep]
+    ) -> BaseException | None:
+        """Run the handler's `update_annotations`; returns what it raised, or None."""
+        done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+        sequence = p.sequence()
+
+        def call() -> None:
+            try:
+                p.reg.handler.update_annotations(htask, sequence, steps)
+                done.put(None)
+            except BaseException as exc:
+                done.put(exc)
+
+        self._threads.submit(call)
+        limit = self._settings.step_timeout
+        end, renew_every = time.monotonic() + limit, self._settings.lease_seconds / 3
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return StepTimeoutError(
+                    f"update_annotations ran past its time limit of {limit:g} s"
+                )
+            try:
+                return done.get(timeout=min(left, renew_every))
+            except queue.Empty:
+                self._renew(p)
 
     def _write_outcomes(self, p: _Pass, outcomes: list[Outcome], now: datetime) -> None:
         """Apply attempt outcomes to the pass's steps; the next write stores them.
@@ -481,8 +672,8 @@ class Engine:
                 v, o.attempt(), _rules(p, v), now, since, (s.backoff_base, s.backoff_max)
             )
             new = rec.view
-            if rec.halt is not None and (p.halt is None or rec.halt == flow.CANCEL):
-                p.halt = (rec.halt, rec.task_reason)
+            if rec.halt is not None and (p.asked is None or rec.halt == flow.CANCEL):
+                p.asked = (rec.halt, rec.task_reason)
             p.views[o.name] = new
             p.dirty[o.name] = None
             p.changes.append(
@@ -502,8 +693,8 @@ class Engine:
 
         Decided in memory: the next write stores it.
         """
-        if p.halt is not None:
-            return self._halt(p)
+        if p.asked is not None:
+            return self._end_as_asked(p)
         self._store_waits(p, now)
         decision = plan(p.states(), now, p.running.keys())
         p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
@@ -565,14 +756,14 @@ class Engine:
             p.views[name] = replace(p.views[name], next_attempt_at=at)
             p.dirty[name] = None
 
-    def _halt(self, p: _Pass) -> list[StepView]:
+    def _end_as_asked(self, p: _Pass) -> list[StepView]:
         """A step asked to pause or cancel the task: start nothing, and end the pass.
 
         A cancel ends it now (its unfinished steps are cancelled, running ones too: their
         outcomes no longer count); a pause once the running steps have been recorded.
         """
-        assert p.halt is not None
-        kind, reason = p.halt
+        assert p.asked is not None
+        kind, reason = p.asked
         p.wake_at = None
         if kind == flow.CANCEL:
             for name, v in p.views.items():

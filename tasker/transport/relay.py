@@ -26,6 +26,9 @@ log = logging.getLogger("tasker")
 
 #: Most task ids sent in one broker round trip.
 BATCH = 500
+#: Seconds the thread waits for more before it ends (the next `submit` starts another),
+#: so an app that is dropped without `close()` does not keep a thread for ever.
+IDLE_SECONDS = 10.0
 
 
 class Relay:
@@ -34,11 +37,18 @@ class Relay:
     Args:
         send_many: sends a message for each task id, in one round trip.
         batch: most ids per call of `send_many`.
+        idle_seconds: how long the thread waits for more before it ends.
     """
 
-    def __init__(self, send_many: Callable[[list[int]], None], batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        send_many: Callable[[list[int]], None],
+        batch: int = BATCH,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
         self._send_many = send_many
         self._batch = batch
+        self._idle = idle_seconds
         self._cond = threading.Condition()
         self._pending: list[int] = []
         self._in_flight = 0
@@ -92,9 +102,9 @@ class Relay:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
-                    self._cond.wait()
-                if not self._pending:  # stopping, and everything was sent
+                if not self._pending and not self._stopping:
+                    self._cond.wait_for(lambda: self._pending or self._stopping, self._idle)
+                if not self._pending:  # stopping or idle, and everything was sent
                     self._thread = None  # under the lock: a later submit starts another
                     self._cond.notify_all()
                     return

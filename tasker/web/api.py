@@ -227,7 +227,8 @@ def resume_task(request: Request, task_id: TaskId, _who: Writer) -> Any:
     resume = getattr(_app(request), "resume", None)
     if resume is None:
         raise _missing("pausing and resuming tasks (app.resume)")
-    return s.task_json(resume(task_id))
+    resume(task_id)
+    return s.task_json(_app(request).get_task(task_id))
 
 
 @router.post(

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 
 from tasker.app import Tasker
 from tasker.core.states import TASK_FINAL, Status
-from tasker.core.views import StepView, TaskView
+from tasker.core.views import StepView, TaskView, TransitionView
 from tasker.errors import TaskerError, TaskNotFoundError
 from tasker.web import graph
 from tasker.web.api import decode_cursor, encode_cursor
@@ -228,7 +228,9 @@ def task_page(
         page = _render(request, "missing.html", principal, message=str(exc), live=False)
         page.status_code = 404
         return page
-    history = app.history(task_id)
+    by_step: dict[str | None, list[TransitionView]] = {}
+    for entry in app.history(task_id):
+        by_step.setdefault(entry.step, []).append(entry)
     failed_for_good = any(
         s.status == "error" and s.next_attempt_at is None for s in task.steps.values()
     )
@@ -239,8 +241,8 @@ def task_page(
         task=task,
         svg=dag_svg(task),
         steps=list(task.steps.values()),
-        history=history,
-        step_history={name: [h for h in history if h.step == name] for name in task.steps},
+        task_history=by_step.get(None, []),
+        step_history=by_step,
         notice=notice,
         error=error,
         as_json=_json,

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Connection
 
 from tasker.app import Tasker
-from tasker.core.states import TASK_LIVE
+from tasker.core.states import TASK_LIVE, Status
 from tasker.store import schema as m
 from tasker.web.schemas import Health
 
@@ -101,8 +101,14 @@ class DatabaseCollector(Collector):
             _gauge("tasker_steps"),
             _gauge("tasker_step_attempts"),
         )
+        # Every registered name in every status, 0 when none: an alert on a series
+        # finds it even before the first task of that status exists.
+        counts = {(n, st.value): 0 for n in self.app.factory.names() for st in Status}
         for name, status, count in tasks:
-            by_task.add_metric([name, status], count)
+            counts[(name, status)] = count
+        for (name, status), count in sorted(counts.items()):
+            if status != Status.SKIPPED.value:
+                by_task.add_metric([name, status], count)
         totals: dict[tuple[str, str], int] = {}
         for task, step, status, count, tried in steps:
             by_step.add_metric([task, step, status], count)

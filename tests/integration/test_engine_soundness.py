@@ -10,9 +10,11 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
 from integration_support import check_history, task_class
+from sqlalchemy.exc import OperationalError
 
 from tasker import StepTemplate, Tasker, TaskRequest, errors
 
@@ -244,3 +246,209 @@ def test_every_datetime_a_handler_sees_is_aware_utc(backend_url, clock, clean_en
             assert_utc(value)
     finally:
         app.close()
+
+
+# -- defect 6: database errors and a hanging update_annotations do not stall the pass ---
+
+
+def _down(times: int, real: Callable[..., Any]) -> Callable[..., Any]:
+    """`real`, failing with an OperationalError (a database that is away) `times` times."""
+    left = [times]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    flaky.left = left  # type: ignore[attr-defined]
+    return flaky
+
+
+def test_a_database_error_recording_annotations_is_retried(backend):
+    """Given a step that annotates and a database that fails the first two times the
+    annotation type is looked up, when the task runs, then the look-up is retried and
+    the task completes with its annotation in the same pass."""
+    backend.register(
+        task_class(
+            "annotates",
+            [StepTemplate(name="s", handler=lambda t, q, s: t.annotate("note", {"k": 1}))],
+        )
+    )
+    flaky = _down(2, backend.catalog.annotation_type_id)
+    backend.catalog.annotation_type_id = flaky  # type: ignore[method-assign]
+    task = backend.enqueue(TaskRequest(name="annotates"))
+    runner = _in_background(backend.run_until_idle)
+    runner.join(20)
+
+    assert not runner.is_alive(), "the pass stalls on the database error"
+    assert flaky.left == [0]
+    assert backend.get_task(task.task_id).status == "complete"
+    assert [a.annotation for a in backend.annotations("note")] == [{"k": 1}]
+
+
+def test_reading_the_steps_again_after_a_steering_call_is_retried(backend, release):
+    """Given a pass running a slow step while a sibling failed for good, and a database
+    that fails the first two reads of the steps, when the failed step is resolved by hand
+    meanwhile, then the pass's read of the steered steps is retried and the task completes."""
+    from tasker.engine import pass_
+
+    started = threading.Event()
+
+    def slow(task, sequence, step):
+        started.set()
+        release.wait(30)
+        return {}
+
+    def doomed(task, sequence, step):
+        raise errors.PermanentError("down")
+
+    backend.register(
+        task_class(
+            "steered_flaky",
+            [
+                StepTemplate(name="slow", handler=slow),
+                StepTemplate(name="doomed", handler=doomed),
+                StepTemplate(name="after", handler=lambda t, q, s: {}, depends_on=["doomed"]),
+            ],
+        )
+    )
+    flaky = _down(2, pass_.select_steps)
+    task = backend.enqueue(TaskRequest(name="steered_flaky"))
+    runner = _in_background(backend.run_until_idle)
+    try:
+        assert started.wait(10)
+        _wait_for(lambda: backend.get_task(task.task_id).steps["doomed"].status == "error")
+        with mock.patch.object(pass_, "select_steps", flaky):
+            backend.resolve_step(task.task_id, "doomed", results={"by": "ops"})
+            release.set()
+            runner.join(30)
+    finally:
+        release.set()
+        runner.join(30)
+    assert flaky.left == [0]
+    done = backend.get_task(task.task_id)
+    assert done.status == "complete"
+    assert done.steps["after"].status == "complete"
+
+
+def test_a_hanging_update_annotations_is_cut_at_its_time_limit(make_app, release):
+    """Given step_timeout=0.5 and an update_annotations that hangs the first time,
+    when the task runs, then the hang is recorded as an update_annotations_error
+    (StepTimeoutError) and the task completes while update_annotations still hangs."""
+    app = make_app(step_timeout=0.5)
+    calls = []
+
+    def annotate(self, task, sequence, steps):
+        calls.append([s.name for s in steps])
+        if len(calls) == 1:
+            release.wait(30)
+
+    app.register(
+        task_class(
+            "slow_annotations",
+            [
+                StepTemplate(name="a", handler=lambda t, q, s: {}, timeout=10),
+                StepTemplate(name="b", handler=lambda t, q, s: {}, depends_on=["a"], timeout=10),
+            ],
+            annotate=annotate,
+        )
+    )
+    task = app.enqueue(TaskRequest(name="slow_annotations"))
+    runner = _in_background(app.run_until_idle)
+    runner.join(20)
+    try:
+        assert not runner.is_alive(), "the pass waits for update_annotations"
+        assert app.get_task(task.task_id).status == "complete"
+        (error,) = app.annotations("tasker.update_annotations_error")
+        assert error.annotation["error_class"].endswith("StepTimeoutError")
+        assert "time limit of 0.5 s" in error.annotation["message"]
+        assert calls == [["a"], ["b"]]
+    finally:
+        release.set()
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> None:
+    done = threading.Event()
+    for _ in range(int(seconds / 0.05)):
+        if predicate():
+            return
+        done.wait(0.05)
+    raise AssertionError("the condition never came true")
+
+
+# -- defect 7: a lease that cannot be kept while an attempt runs fail-stops -------------
+
+
+def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_first(real_app):
+    """Given a worker running a long step of a task (lease 1.5 s) when the database stops
+    taking its writes, and a second worker,
+    when the lease cannot be renewed, then the first worker fail-stops (here: its attempt
+    is ended, as ending the process would) while the lease is still its own, and only
+    after the lease expired does the second worker run the step again: the two attempts
+    never overlap, and the task completes."""
+    import sqlalchemy as sa
+
+    from tasker.core.clock import as_utc, utc_now
+    from tasker.store import schema as m
+
+    old = real_app(lease_seconds=1.5, backoff_base=0)
+    new = real_app(lease_seconds=1.5, backoff_base=0)
+    lock = threading.Lock()
+    active, peak = [0], [0]
+    started, killed = threading.Event(), threading.Event()
+    stops: list[tuple[str, bool]] = []
+
+    def long_step(task, sequence, step):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            if step.attempts == 1:
+                started.set()
+                killed.wait(30)  # the first worker's attempt: it ends when its process does
+            return {"attempt": step.attempts}
+        finally:
+            with lock:
+                active[0] -= 1
+
+    def lease_expires() -> Any:
+        with new.db.read() as conn:
+            value = conn.execute(sa.select(m.tasks.c.lease_expires_at)).scalar_one()
+        return None if value is None else as_utc(value)
+
+    def fail_stop(task_id: int, why: str) -> None:
+        expires = lease_expires()
+        stops.append((why, expires is not None and expires > utc_now()))
+        killed.set()  # what ending the process does to its step threads
+
+    cls = task_class("outlived", [StepTemplate(name="s", handler=long_step, retry_limit=2)])
+    old.register(cls)
+    new.register(cls)
+    old.engine.fail_stop = fail_stop
+    task = old.enqueue(TaskRequest(name="outlived"))
+    runner = _in_background(old.run_until_idle)
+    try:
+        assert started.wait(10)
+        down = OperationalError("UPDATE tasks", {}, Exception("the database is away"))
+        with mock.patch.object(old.store, "apply", side_effect=down):
+            _wait_for(lambda: bool(stops), 20)
+            runner.join(30)
+        _wait_for(lambda: (lease_expires() or utc_now()) < utc_now())
+        for _ in range(20):
+            new.run_until_idle()
+            if new.get_task(task.task_id).status == "complete":
+                break
+            killed.wait(0.2)
+    finally:
+        killed.set()
+        runner.join(30)
+
+    (why, lease_still_ours), *_ = stops
+    assert lease_still_ours, "the first worker fail-stopped only after its lease had expired"
+    assert "renewed" in why and "s" in why
+    assert peak[0] == 1, "the second worker ran the step while the first attempt still ran"
+    done = new.get_task(task.task_id)
+    assert done.status == "complete"
+    assert (done.steps["s"].attempts, done.steps["s"].results) == (2, {"attempt": 2})
+    check_history(new, task.task_id)

@@ -47,7 +47,14 @@ def test_update_task_changes_reason_and_tags_only(backend):
         "pending",
     )
 
-    for bad in ({"reason": ""}, {"reason": "x" * 256}, {"tags": "vip"}, {"tags": [1]}):
+    for bad in (
+        {"reason": ""},
+        {"reason": "x" * 256},
+        {"tags": "vip"},
+        {"tags": [1]},
+        {"reason": "a\x00b"},  # PostgreSQL cannot store NUL: refused, not a DataError
+        {"tags": ["a\x00b"]},
+    ):
         with pytest.raises(errors.InvalidRequestError):
             backend.update_task(tid, **bad)
     with pytest.raises(errors.TaskNotFoundError):

@@ -92,3 +92,20 @@ def test_flush_without_anything_submitted_returns_at_once():
     relay = Relay(Recorder())
     assert relay.flush(timeout=0)
     relay.stop()
+
+
+def test_an_idle_relay_ends_its_thread_and_a_later_submit_starts_another():
+    """Given a relay with a short idle time, when it has sent everything and stays idle,
+    then its thread ends; a later submit is still sent, by a new thread."""
+    sent = Recorder()
+    relay = Relay(sent, idle_seconds=0.01)
+    relay.submit([1])
+    assert relay.flush()
+    thread = relay._thread
+    if thread is not None:  # (it may have ended already)
+        thread.join(5)
+        assert not thread.is_alive()
+    relay.submit([2])
+    assert relay.flush()
+    assert sent.batches == [[1], [2]]
+    relay.stop()

@@ -158,7 +158,7 @@ def test_resume_and_events_answer_501_until_the_engine_has_them(server: Server) 
 def test_handlers_annotations_health_and_metrics(server: Server) -> None:
     """Given the served app, then /handlers lists every version with its DAG edges,
     /annotations filters, /health checks the database and broker, and /metrics counts
-    tasks by name and status from the database."""
+    tasks by name and status from the database (0 for a registered name with none)."""
     with server.client() as c:
         handlers = c.get("/api/v1/handlers").json()["items"]
         shipping = next(h for h in handlers if h["name"] == "shipping")
@@ -177,6 +177,7 @@ def test_handlers_annotations_health_and_metrics(server: Server) -> None:
         assert health == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
         text = c.get("/metrics").text
         assert 'tasker_tasks{name="greet",status="complete"} 1.0' in text
+        assert 'tasker_tasks{name="shipping",status="error"} 0.0' in text  # zeros are there
         assert 'tasker_steps{status="complete",step="say",task="greet"} 1.0' in text or (
             'tasker_steps{task="greet",step="say",status="complete"} 1.0' in text
         )

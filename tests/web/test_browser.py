@@ -9,6 +9,7 @@ TASKER_SCREENSHOTS=1 (else beside each test's files).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,4 +123,32 @@ def test_a_read_token_sees_no_write_buttons(server: Server, browser: Any) -> Non
     assert page.locator("button[data-action]").count() == 0
     assert page.locator("form[action*='/actions/']").count() == 0
     assert "read token" in page.locator("header").inner_text()
+    page.close()
+
+
+def test_a_running_task_page_updates_itself_without_a_reload(server: Server, browser: Any) -> None:
+    """Given a task whose first step is running, when its page is open and the step then
+    finishes, then the page shows the task complete by itself: the DAG node goes from
+    in progress to complete, with no navigation (a value set in the page survives)."""
+    with server.client() as api:
+        tid = api.post("/api/v1/tasks", json={"name": "gated"}).json()["task_id"]
+        deadline = time.monotonic() + 30
+        while api.get(f"/api/v1/tasks/{tid}").json()["steps"]["wait_for_gate"]["status"] != (
+            "in_progress"
+        ):
+            assert time.monotonic() < deadline, "the gated step never started"
+            time.sleep(0.05)
+    page = _log_in(browser, server, READ_TOKEN)
+    page.goto(f"{server.url}/tasks/{tid}")
+    node = 'svg.dag g[data-step="wait_for_gate"]'
+    assert page.locator(node).get_attribute("data-status") == "in_progress"
+    assert page.locator("#live").get_attribute("data-live") == "1"
+    page.evaluate("window.sameDocument = 'yes'")
+
+    (server.folder / "marks" / f"{tid}.open").write_text("go")
+
+    page.wait_for_selector("h1 .badge.status-complete", timeout=30_000)
+    assert page.locator(node).get_attribute("data-status") == "complete"
+    assert page.evaluate("window.sameDocument") == "yes"
+    assert page.locator("#live").get_attribute("data-live") == "0"  # it stops refreshing
     page.close()

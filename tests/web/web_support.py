@@ -22,10 +22,12 @@ TOKENS = f"{WRITE_TOKEN}:write,{READ_TOKEN}:read"
 
 #: The app the server serves: `greet` (one step), `shipping` (a DAG whose `charge` step
 #: fails for good on its first attempt of each task, and succeeds once retried) and
-#: `wide` (50 steps in layers, for the dashboard's layout).
+#: `wide` (50 steps in layers, for the dashboard's layout) and `gated` (its first step runs
+#: until the file `marks/<task_id>.open` exists).
 APP_MODULE = textwrap.dedent(
     """
     import os
+    import time
     from pathlib import Path
     from tasker import PermanentError, StepTemplate, TaskHandler, Tasker
 
@@ -43,6 +45,15 @@ APP_MODULE = textwrap.dedent(
             mark.write_text("failed once")
             raise PermanentError("card declined (first attempt of every task fails)")
         return {"charged_cents": task.context.get("total_cents", 0)}
+
+    def gated(task, sequence, step):
+        # Runs until the test opens the gate (a file), so a page can watch it run.
+        gate = MARKS / f"{task.task_id}.open"
+        for _ in range(1200):
+            if gate.exists():
+                return {"gate": "opened"}
+            time.sleep(0.05)
+        raise PermanentError("the gate was never opened")
 
     class Greet(TaskHandler):
         name = "greet"
@@ -64,6 +75,13 @@ APP_MODULE = textwrap.dedent(
             StepTemplate(name="ship", handler=ok, depends_on=["charge", "pack"]),
         ]
 
+    class Gated(TaskHandler):
+        name = "gated"
+        step_templates = [
+            StepTemplate(name="wait_for_gate", handler=gated),
+            StepTemplate(name="after", handler=ok, depends_on=["wait_for_gate"]),
+        ]
+
     class Wide(TaskHandler):
         name = "wide"
         step_templates = [StepTemplate(name="s00", handler=ok)] + [
@@ -75,6 +93,7 @@ APP_MODULE = textwrap.dedent(
     app.register(Greet)
     app.register(Shipping)
     app.register(Wide)
+    app.register(Gated)
     app.migrate()
     """
 )
