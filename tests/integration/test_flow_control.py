@@ -11,7 +11,7 @@ from integration_support import task_class
 
 from tasker import StepTemplate, TaskRequest, testing
 from tasker.core.clock import as_utc
-from tasker.errors import InvalidStateError, SpeedrunError
+from tasker.errors import InvalidStateError, PermanentError, SpeedrunError
 
 
 def _ok(task, sequence, step):  # type: ignore[no-untyped-def]
@@ -218,3 +218,81 @@ def test_speedrun_drives_a_task_through_its_waits_and_stops_at_a_pause(backend, 
     f = backend.enqueue(TaskRequest(name="forever"))
     with pytest.raises(SpeedrunError, match="max_steps=5"):
         testing.speedrun(backend, f.task_id, max_steps=5)
+
+
+def _broken(task, sequence, step):  # type: ignore[no-untyped-def]
+    raise PermanentError(f"{step.name} is broken")
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "task_status", "step_status", "next_status"),
+    [
+        ("error", "error", "error", "pending"),
+        ("skip", "complete", "skipped", "complete"),
+        ("cancel", "cancelled", "cancelled", "cancelled"),
+        ("pause", "paused", "error", "pending"),
+    ],
+)
+def test_on_failure_says_what_a_step_with_no_attempt_left_does(
+    backend, on_failure, task_status, step_status, next_status
+):
+    """Given a step that fails for good with each on_failure, Then the task's, the step's and
+    its dependent's statuses; the error is kept on the failed step."""
+    steps = [
+        StepTemplate(name="a", handler=_broken, on_failure=on_failure),
+        StepTemplate(name="b", handler=_ok, depends_on=["a"]),
+    ]
+    backend.register(task_class(f"fails_{on_failure}", steps))
+    t = backend.enqueue(TaskRequest(name=f"fails_{on_failure}"))
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert (view.status, view.steps["a"].status, view.steps["b"].status) == (
+        task_status,
+        step_status,
+        next_status,
+    )
+    assert view.steps["a"].error is not None
+    assert view.steps["a"].error["message"] == "a is broken"
+
+
+def test_a_paused_task_stays_paused_when_a_step_is_cancelled_and_goes_on_on_resolve(backend):
+    """Given a task paused by on_failure, When a person cancels another step, Then it stays
+    paused; When the failed step is resolved by hand, Then the task goes on and completes."""
+    steps = [
+        StepTemplate(name="a", handler=_broken, on_failure="pause"),
+        StepTemplate(name="side", handler=_ok, depends_on=["a"]),
+        StepTemplate(name="b", handler=_ok, depends_on=["a"]),
+    ]
+    backend.register(task_class("held", steps))
+    t = backend.enqueue(TaskRequest(name="held"))
+    backend.run_until_idle()
+    backend.cancel_step(t.task_id, "side")
+    backend.run_until_idle()
+    assert backend.get_task(t.task_id).status == "paused"
+    backend.resolve_step(t.task_id, "a", {"by": "hand"})
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert (view.steps["b"].status, view.steps["side"].status) == ("complete", "cancelled")
+    assert view.status == "error"  # a cancelled step is not done: cancel_step's rule
+
+
+def test_run_if_and_cancel_if_are_recorded_with_their_reasons(backend):
+    """Given a step whose run_if is False and a task whose cancel_if is True, Then the step
+    is skipped and the other task cancelled, each with its reason in the history."""
+    steps = [
+        StepTemplate(name="gate", handler=_ok, run_if=lambda task, seq: task.context["go"]),
+        StepTemplate(name="after", handler=_ok, depends_on=["gate"]),
+    ]
+    handler = task_class("conditional", steps)
+    handler.cancel_if = lambda self, task, seq: task.context.get("stop", False)  # type: ignore[attr-defined]
+    backend.register(handler)
+    skipped = backend.enqueue(TaskRequest(name="conditional", context={"go": False}))
+    stopped = backend.enqueue(TaskRequest(name="conditional", context={"go": True, "stop": True}))
+    backend.run_until_idle()
+    view = backend.get_task(skipped.task_id)
+    assert (view.status, view.steps["gate"].status) == ("complete", "skipped")
+    assert view.steps["gate"].attempts == 0
+    assert any("run_if" in h.reason for h in backend.history(skipped.task_id))
+    assert backend.get_task(stopped.task_id).status == "cancelled"
+    last = [h for h in backend.history(stopped.task_id) if h.step is None][-1]
+    assert "cancel_if" in last.reason
