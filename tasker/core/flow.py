@@ -21,6 +21,13 @@ from tasker.core.views import StepView
 from tasker.errors import InvalidStateError, ReattemptLimitError, WaitTimeoutError
 
 REATTEMPT, SKIP, PAUSE, CANCEL = "reattempt", "skip", "pause", "cancel"
+#: The status each flow-control request leaves its step in.
+LEAVES = {
+    REATTEMPT: Status.PENDING.value,
+    SKIP: Status.SKIPPED.value,
+    PAUSE: Status.PENDING.value,
+    CANCEL: Status.CANCELLED.value,
+}
 _FINISHED = frozenset({Status.COMPLETE.value, Status.SKIPPED.value, Status.RESOLVED_MANUALLY.value})
 
 

@@ -102,7 +102,9 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
         return Plan(ready, Verdict.RUN, wake_at=min(due, default=None))
     if all(s.status in SATISFIED for s in steps.values()):
         return Plan([], Verdict.COMPLETE)
-    waits = [d for s in steps.values() if (d := s.due_at) is not None]
+    # Only steps that may start at their due time: one whose dependencies cannot be
+    # satisfied any more would wake the task for nothing.
+    waits = [d for s in steps.values() if (d := s.due_at) is not None and deps_satisfied(s, steps)]
     if waits:
         return Plan([], Verdict.WAIT, wake_at=min(waits))
     return Plan([], Verdict.ERROR)

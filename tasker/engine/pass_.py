@@ -606,6 +606,7 @@ class Engine:
         steps = []
         for o in batch:
             done = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            done = flow.LEAVES.get(o.flow or "", done)  # a flow request: where it leaves it
             seen = (o.results, None) if o.ok else (None, o.error)
             # The handler's copies (HandlerStep): what it mutates is not what is stored.
             # It sees each step's inputs as the step's handler did (stored, else the context).

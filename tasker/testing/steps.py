@@ -116,7 +116,7 @@ def run_step(
         outcomes.append,
     )
     (outcome,) = outcomes
-    status = _FLOW_STATUS.get(outcome.flow or "", "complete" if outcome.ok else "error")
+    status = flow.LEAVES.get(outcome.flow or "", "complete" if outcome.ok else "error")
     return StepRun(
         status=status,
         results=outcome.results if outcome.ok else None,
@@ -126,15 +126,6 @@ def run_step(
         reason=outcome.reason,
         annotations=tuple(outcome.annotations),
     )
-
-
-#: The status a step is left in by each flow-control request.
-_FLOW_STATUS = {
-    flow.REATTEMPT: "pending",
-    flow.SKIP: "skipped",
-    flow.PAUSE: "pending",
-    flow.CANCEL: "cancelled",
-}
 
 
 def _view(step_id: int, template: StepTemplate, results: Any, complete: bool) -> StepView:
