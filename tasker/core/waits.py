@@ -119,3 +119,36 @@ def due_waits(
         if at is not None and at > now:
             due[name] = at
     return due
+
+
+def after_problems(
+    order: Iterable[str],
+    depends_on: Mapping[str, Iterable[str]],
+    timing: Mapping[str, tuple[float | None, float | None]],
+) -> list[str]:
+    """The steps whose `after=` is earlier than their dependencies' waits allow.
+
+    Each step's earliest start (seconds after the task's creation, were every step
+    instant) is the later of its dependencies' earliest starts plus its `wait`, and its
+    `after`; an `after` below the dependencies' earliest start would never matter.
+
+    Args:
+        order: the step names, in topological order.
+        depends_on: each step's dependencies.
+        timing: each step's (wait, after) in seconds.
+
+    Returns:
+        One message per such step (empty: none).
+    """
+    earliest: dict[str, float] = {}
+    problems = []
+    for name in order:
+        wait, after = timing.get(name, (None, None))
+        floor = max((earliest[d] for d in depends_on.get(name, ())), default=0.0)
+        if after is not None and after < floor:
+            problems.append(
+                f"step {name!r}: after={after:g} s is earlier than its dependencies allow "
+                f"(their waits put it at least {floor:g} s after the task's creation)"
+            )
+        earliest[name] = max(floor + (wait or 0.0), after or 0.0)
+    return problems
