@@ -410,9 +410,12 @@ class Tasker:
     def retry(self, task_id: int) -> TaskView:
         """Give steps in final error a fresh attempt budget, due at once; the task resumes.
 
+        A paused task goes on, also when none of its steps is in final error.
+
         Raises:
             TaskNotFoundError: no task has that id.
-            InvalidTransitionError: the task is finished or has no step in final error.
+            InvalidTransitionError: the task is finished, or (not paused) has no step in
+                final error.
         """
         tid = queries.task_id_of(task_id)
         steering.retry(self.db, tid, self.now())

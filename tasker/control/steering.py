@@ -184,19 +184,22 @@ def resume(db: Database, task_id: int, now: datetime) -> list[str]:
 def retry(db: Database, task_id: int, now: datetime) -> list[str]:
     """Give every step in final error a fresh attempt budget, due at once.
 
+    A paused task goes on (as with `resume`), also when no step is in final error.
+
     Returns:
         The names of the steps that will be retried.
 
     Raises:
         TaskNotFoundError: no task has that id.
-        InvalidTransitionError: the task is finished, or no step is in final error.
+        InvalidTransitionError: the task is finished, or (not paused) no step is in final
+            error.
     """
     with db.write() as conn:
         status = _lock(conn, task_id)
         if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
             raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
         names = _fresh_budget(conn, task_id, "retry requested: fresh attempt budget", now)
-        if not names:
+        if not names and status is not Status.PAUSED:  # a paused task goes on all the same
             raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
         _resume(conn, task_id, status, "retry requested", now)
     return names

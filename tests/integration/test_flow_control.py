@@ -296,3 +296,23 @@ def test_run_if_and_cancel_if_are_recorded_with_their_reasons(backend):
     assert backend.get_task(stopped.task_id).status == "cancelled"
     last = [h for h in backend.history(stopped.task_id) if h.step is None][-1]
     assert "cancel_if" in last.reason
+
+
+def test_retry_lets_a_task_paused_by_a_handler_go_on(backend):
+    """Given a task paused by task.pause() (no step failed), When retried, Then it goes on."""
+    calls: list[int] = []
+
+    def once(task, sequence, step):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:
+            task.pause()
+        return {}
+
+    backend.register(task_class("pause_once", [StepTemplate(name="s", handler=once)]))
+    t = backend.enqueue(TaskRequest(name="pause_once"))
+    backend.run_until_idle()
+    assert backend.get_task(t.task_id).status == "paused"
+    backend.retry(t.task_id)
+    backend.run_until_idle()
+    assert backend.get_task(t.task_id).status == "complete"
+    assert len(calls) == 2
