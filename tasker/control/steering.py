@@ -138,6 +138,8 @@ def resolve_step(
 def _fresh_budget(conn: Connection, task_id: int, reason: str, now: datetime) -> list[str]:
     """Give every step of the task in final error a fresh attempt budget, due at once.
 
+    The budget is fresh for reattempts too (`max_reattempts` counts again from 0).
+
     Returns:
         The names of those steps.
     """
@@ -153,6 +155,7 @@ def _fresh_budget(conn: Connection, task_id: int, reason: str, now: datetime) ->
             .values(
                 status=Status.PENDING.value,
                 attempts=0,
+                reattempts=0,
                 next_attempt_at=None,
                 processed_at=None,
                 updated_at=now,

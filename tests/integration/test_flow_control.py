@@ -316,3 +316,29 @@ def test_retry_lets_a_task_paused_by_a_handler_go_on(backend):
     backend.run_until_idle()
     assert backend.get_task(t.task_id).status == "complete"
     assert len(calls) == 2
+
+
+def test_resume_after_the_reattempt_limit_gives_a_fresh_reattempt_budget(backend, clock):
+    """Given a polling step that hit max_reattempts with on_failure=pause, When resumed,
+    Then it may reattempt again up to the limit before it pauses the task again."""
+    calls: list[int] = []
+
+    def poll(task, sequence, step):  # type: ignore[no-untyped-def]
+        calls.append(step.reattempts)
+        step.reattempt(10)
+
+    steps = [StepTemplate(name="p", handler=poll, max_reattempts=1, on_failure="pause")]
+    backend.register(task_class("limited", steps))
+    t = backend.enqueue(TaskRequest(name="limited"))
+    for _ in range(3):
+        backend.run_until_idle()
+        clock.advance(11)
+    view = backend.get_task(t.task_id)
+    assert view.status == "paused" and view.steps["p"].status == "error"
+    assert calls == [0, 1]
+    backend.resume(t.task_id)
+    for _ in range(3):
+        backend.run_until_idle()
+        clock.advance(11)
+    assert calls == [0, 1, 0, 1]
+    assert backend.get_task(t.task_id).status == "paused"
