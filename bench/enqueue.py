@@ -9,6 +9,8 @@ up in a fresh database and Redis db, both dropped at the end). Reported:
   * `inline`: the message sent on the caller's path (the relay turned off), as before
     the relay existed;
   * `enqueue_many([one])`, for comparison;
+- the time from calling `enqueue` until its message is in Redis (relay and inline): what
+  a worker waits for;
 - a submission of `--batch` tasks (default 1000) done one `enqueue` at a time (relay
   and inline) and by one `enqueue_many` call: the time until the calls returned and
   until every message was in Redis (`relay.flush()`), and the client CPU.
@@ -74,6 +76,20 @@ def _single(app: Tasker, n: int, call: Callable[[TaskRequest], Any]) -> dict[str
     }
 
 
+def _delivery(app: Tasker, client: redis.Redis, n: int) -> dict[str, float]:
+    """`n` single enqueues, each followed by waiting until its message is in Redis."""
+    key = f"dramatiq:{app.settings.queue_name}.msgs"
+    times = []
+    for i in range(n):
+        before = client.hlen(key)
+        began = time.perf_counter()
+        app.enqueue(_request(i))
+        while client.hlen(key) == before:
+            pass
+        times.append((time.perf_counter() - began) * 1000)
+    return {"p50_ms": _percentile(times, 0.5), "p99_ms": _percentile(times, 0.99)}
+
+
 def _submission(app: Tasker, n: int, bulk: bool) -> dict[str, float]:
     """`n` tasks one by one or in one `enqueue_many`; seconds until returned and sent."""
     requests = [_request(i) for i in range(n)]
@@ -126,6 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "enqueue (relay)": lambda: _single(app, args.n, app.enqueue),
             "enqueue (inline send)": lambda: inline(lambda: _single(app, args.n, app.enqueue)),
             "enqueue_many([one])": lambda: _single(app, args.n, lambda r: app.enqueue_many([r])),
+            "enqueue to message in Redis (relay)": lambda: _delivery(app, client, args.n // 4),
+            "enqueue to message in Redis (inline send)": lambda: inline(
+                lambda: _delivery(app, client, args.n // 4)
+            ),
             f"{args.batch} one by one (relay)": lambda: _submission(app, args.batch, False),
             f"{args.batch} one by one (inline send)": lambda: inline(
                 lambda: _submission(app, args.batch, False)
@@ -167,7 +187,7 @@ def main() -> None:
     result = run(args)
     for way, m in result["medians"].items():
         figures = ", ".join(f"{k} {v:.3f}" for k, v in m.items())
-        print(f"{way:32} {figures}")
+        print(f"{way:42} {figures}")
     print(f"load average at the end: {result['machine']['load_average']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")

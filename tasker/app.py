@@ -75,7 +75,9 @@ class Tasker:
         self.store = make_store(self.db)
         self._owner: tuple[int, str] | None = None
         self.dispatch = Dispatch(
-            make_broker(self.settings.broker_url),
+            # A worker silent for a lease period has lost its leases too: its fetched
+            # messages go back to the queue then (`tasker.transport.held`).
+            make_broker(self.settings.broker_url, min(30.0, self.settings.lease_seconds)),
             self.settings.queue_name,
             self._run_message,
             self.now,

@@ -18,6 +18,7 @@ from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import StepView, TaskView
+from tasker.core.waits import with_waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
@@ -82,7 +83,7 @@ def _new_view(
         completed_at=None,
         idempotency_key=values["idempotency_key"],
         next_run_at=now,
-        steps=steps,
+        steps=with_waiting_for(steps, Status.PENDING.value),
         bypass_steps=values["bypass_steps"],
         subject=values["subject"],
         created_at=now,

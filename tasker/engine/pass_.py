@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasker.core import flow, waits
+from tasker.core import flow, writes
 from tasker.core.clock import as_utc
-from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
 from tasker.core.views import StepView
+from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -43,7 +43,6 @@ from tasker.errors import (
 from tasker.settings import Settings
 from tasker.store import lease as leases
 from tasker.store import schema as m
-from tasker.store.audit import StepChange
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
@@ -106,29 +105,12 @@ class _Pass:
     notify_at: datetime | None = None  # a message to send once the transaction commits
     wake_at: datetime | None = None  # the app-clock time a waiting retry becomes due
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    # What the next write stores: the steps it changes, their transitions, how it ends.
-    dirty: dict[str, None] = field(default_factory=dict)
-    changes: list[StepChange] = field(default_factory=list)
-    finish: leases.Finish | None = None
-    # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
-    # starts; a pause ends the pass once the running steps are recorded.
-    asked: tuple[str, str] | None = None
-    ended: bool = False  # a write ended the pass (finished or released the task)
     # time.monotonic() until which the lease is surely ours with a margin (see _keep).
     safe_until: float = 0.0
-
-    def states(self) -> dict[str, StepState]:
-        return {
-            name: StepState(
-                name=name,
-                status=Status(v.status),
-                attempts=v.attempts,
-                max_attempts=v.retry_limit if v.retryable else 1,
-                next_attempt_at=v.next_attempt_at,
-                depends_on=v.depends_on,
-            )
-            for name, v in self.views.items()
-        }
+    # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
+    # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
+    asked: tuple[str, str] | None = None
+    ended: bool = False  # a write ended the pass (finished or released the task)
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -145,7 +127,7 @@ class _Pass:
     def restore(self, saved: _Snapshot) -> None:
         views, running, self.revision, annotations, self.asked = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
-        self.dirty, self.changes, self.finish, self.notify_at = {}, [], None, None
+        self.notify_at = None
 
 
 _Snapshot = tuple[
@@ -181,6 +163,9 @@ class Engine:
         self._notify = notify
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
+        self._rules = writes.Rules(
+            settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
+        )
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -272,7 +257,8 @@ class Engine:
                 self._halt(p, f"the lease could not be renewed in time ({exc})")
                 return None
             log.warning("task %s: renewing the lease failed: %s", p.lease.task_id, exc)
-            return time.monotonic() + min(1.0, renew_every)
+            # Try again soon, and at the latest when the lease stops being safely ours.
+            return min(time.monotonic() + min(1.0, renew_every), p.safe_until)
 
     def _halt(self, p: _Pass, why: str) -> None:
         self.fail_stop(p.lease.task_id, f"{why}: {', '.join(p.running)}")
@@ -440,18 +426,6 @@ class Engine:
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
-    def _recover_lost_steps(self, p: _Pass, now: datetime) -> None:
-        """Steps left `in_progress` by a previous lease holder count as failed attempts."""
-        lost = [v for v in p.views.values() if v.status == Status.IN_PROGRESS.value]
-        if not lost:
-            return
-        error = {
-            "message": "worker lost: the step was in progress when its worker's lease expired",
-            "error_class": "tasker.errors.WorkerLostError",
-            "backtrace": "",
-        }
-        self._write_outcomes(p, [Outcome(v.name, None, ok=False, error=error) for v in lost], now)
-
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
@@ -490,19 +464,29 @@ class Engine:
         """
         before = p.snapshot()
         while True:
-            if recover:
-                self._recover_lost_steps(p, now)
-            self._write_outcomes(p, batch, now)
-            started = self._advance(p, now)
+            self._track(p, batch)
+            d = writes.decide(
+                p.views,
+                batch,
+                now,
+                self._rules,
+                running=p.running.keys(),
+                busy=sum(1 for r in p.running.values() if not r.abandoned),
+                stopping=self._stopping.is_set(),
+                recover=recover,
+                steps=p.reg.steps,
+                created_at=as_utc(p.row["created_at"]),
+                asked=p.asked,
+            )
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
                 now,
                 now + timedelta(seconds=self._settings.lease_seconds),
-                steps=[p.views[n] for n in p.dirty],
-                step_changes=p.changes,
+                steps=list(d.steps.values()),
+                step_changes=d.changes,
                 annotations=p.annotations,
-                finish=p.finish,
+                finish=d.finish,
             )
             seq, sent = p.tx_seq + 1, time.monotonic()
             try:
@@ -518,10 +502,24 @@ class Engine:
                 before = p.snapshot()
                 continue
             p.tx_seq = seq if written is None else written
-            p.ended = p.finish is not None
             p.safe_until = sent + self._keep_seconds()
-            p.dirty, p.changes, p.annotations, p.finish = {}, [], [], None
-            return started
+            p.views.update(d.steps)
+            p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
+            p.asked, p.ended = d.asked, d.finish is not None
+            return [p.views[n] for n in d.started]
+
+    @staticmethod
+    def _track(p: _Pass, outcomes: list[Outcome]) -> None:
+        """Take the attempts that ended off `p.running`.
+
+        One past its time limit is abandoned instead: its thread runs on, and its step
+        is not started again meanwhile.
+        """
+        for o in outcomes:
+            if o.timed_out:  # a new object: a snapshot taken before keeps the old one
+                p.running[o.name] = replace(p.running[o.name], abandoned=True)
+            else:
+                p.running.pop(o.name, None)
 
     def _reload(self, p: _Pass) -> None:
         """Read the task's steps again after a steering call; ours in flight stay as known.
@@ -535,10 +533,12 @@ class Engine:
         task, rows = read
         fresh = views_of(rows)
         # A running step keeps the state this pass gave it (the columns the engine writes),
-        # and takes what steering may change meanwhile (its inputs, its retry limit).
+        # and takes what steering may change meanwhile (its inputs, its retry limit). A step
+        # whose attempt was abandoned (timed out, its thread still running) has its time-out
+        # recorded: what is stored is what steering made of it since, and it is taken whole.
         p.views = {
             n: (replace(v, **{c: getattr(p.views[n], c) for c in m.STEP_WRITE}))
-            if n in p.running
+            if n in p.running and not p.running[n].abandoned
             else v
             for n, v in fresh.items()
         }
@@ -602,6 +602,21 @@ class Engine:
         `tasker.update_annotations_error` annotation, and the pass goes on.
         """
         wanted = [a for o in batch for a in o.annotations]
+        if type(p.reg.handler).update_annotations is not TaskHandler.update_annotations:
+            wanted += self._update_annotations(p, batch)
+        if not wanted:
+            return
+        now, task_id = self._now(), p.lease.task_id
+        ids = [
+            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
+            for t, _ in wanted
+        ]
+        p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
+
+    def _update_annotations(
+        self, p: _Pass, batch: list[Outcome]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The annotations the handler's `update_annotations` adds for `batch`."""
         htask = HandlerTask(p.row)
         steps = []
         for o in batch:
@@ -616,16 +631,9 @@ class Engine:
             steps.append(HandlerStep(view))
         failure = self._call_update_annotations(p, htask, steps)
         if failure is None:
-            wanted += htask.take_annotations()
-        else:
-            log.error("task %s: update_annotations failed: %s", p.lease.task_id, failure)
-            wanted.append(("tasker.update_annotations_error", describe(failure)))
-        now, task_id = self._now(), p.lease.task_id
-        ids = [
-            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
-            for t, _ in wanted
-        ]
-        p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
+            return htask.take_annotations()
+        log.error("task %s: update_annotations failed: %s", p.lease.task_id, failure)
+        return [("tasker.update_annotations_error", describe(failure))]
 
     def _call_update_annotations(
         self, p: _Pass, htask: HandlerTask, steps: list[HandlerStep]
@@ -655,137 +663,6 @@ class Engine:
             except queue.Empty:
                 self._renew(p)
 
-    def _write_outcomes(self, p: _Pass, outcomes: list[Outcome], now: datetime) -> None:
-        """Apply attempt outcomes to the pass's steps; the next write stores them.
-
-        What each outcome makes of its step is decided by `tasker.core.flow.record_outcome`.
-        """
-        s = self._settings
-        created = as_utc(p.row["created_at"])
-        for o in outcomes:
-            v = p.views[o.name]
-            if o.timed_out:
-                p.running[o.name].abandoned = True
-            else:
-                p.running.pop(o.name, None)
-            since = waits.since(v, p.views, created)
-            rec = flow.record_outcome(
-                v, o.attempt(), _rules(p, v), now, since, (s.backoff_base, s.backoff_max)
-            )
-            new = rec.view
-            if rec.halt is not None and (p.asked is None or rec.halt == flow.CANCEL):
-                p.asked = (rec.halt, rec.task_reason)
-            p.views[o.name] = new
-            p.dirty[o.name] = None
-            p.changes.append(
-                StepChange(
-                    v.workflow_step_id,
-                    v.name,
-                    Status(v.status),
-                    Status(new.status),
-                    v.attempts,
-                    rec.reason,
-                    rec.details,
-                )
-            )
-
-    def _advance(self, p: _Pass, now: datetime) -> list[StepView]:
-        """Start what is ready (within the concurrency bound), or end the pass.
-
-        Decided in memory: the next write stores it.
-        """
-        if p.asked is not None:
-            return self._end_as_asked(p)
-        self._store_waits(p, now)
-        decision = plan(p.states(), now, p.running.keys())
-        p.wake_at = decision.wake_at if decision.verdict is Verdict.RUN else None
-        if decision.verdict is Verdict.RUN:
-            busy = sum(1 for r in p.running.values() if not r.abandoned)
-            room = self._settings.max_concurrent_steps - busy
-            if self._stopping.is_set():
-                room = 0
-            chosen = [p.views[n] for n in decision.ready[: max(room, 0)]]
-            p.changes += [
-                StepChange(
-                    v.workflow_step_id,
-                    v.name,
-                    Status(v.status),
-                    Status.IN_PROGRESS,
-                    v.attempts + 1,
-                    "started",
-                )
-                for v in chosen
-            ]
-            started = []
-            for v in chosen:
-                p.views[v.name] = replace(
-                    v,
-                    status=Status.IN_PROGRESS.value,
-                    attempts=v.attempts + 1,
-                    last_attempted_at=now,
-                    next_attempt_at=None,
-                )
-                started.append(p.views[v.name])
-                p.dirty[v.name] = None
-            if not p.running and not started:
-                # Shutting down with nothing in flight: hand the task back, due now.
-                p.finish = leases.Finish(None, now, "worker shutting down")
-                p.notify_at = now
-            return started
-        if decision.verdict is Verdict.WAIT:
-            p.finish = leases.Finish(None, decision.wake_at, "waiting for a retry")
-            p.notify_at = decision.wake_at
-        elif decision.verdict is Verdict.COMPLETE:
-            p.finish = leases.Finish(Status.COMPLETE, None, "all steps done")
-        else:
-            failed = [n for n, v in p.views.items() if v.status == Status.ERROR.value]
-            reason = f"no attempt left for: {', '.join(failed)}"
-            p.finish = leases.Finish(Status.ERROR, None, reason)
-        return []
-
-    def _store_waits(self, p: _Pass, now: datetime) -> None:
-        """Give pending steps that just became ready their `wait=`/`after=` due time."""
-        spec = {
-            n: t.timing()[:2]
-            for n, t in p.reg.steps.items()
-            if t.wait is not None or t.after is not None
-        }
-        if not spec:
-            return
-        created = as_utc(p.row["created_at"])
-        for name, at in waits.due_waits(p.views, spec, created, now).items():
-            p.views[name] = replace(p.views[name], next_attempt_at=at)
-            p.dirty[name] = None
-
-    def _end_as_asked(self, p: _Pass) -> list[StepView]:
-        """A step asked to pause or cancel the task: start nothing, and end the pass.
-
-        A cancel ends it now (its unfinished steps are cancelled, running ones too: their
-        outcomes no longer count); a pause once the running steps have been recorded.
-        """
-        assert p.asked is not None
-        kind, reason = p.asked
-        p.wake_at = None
-        if kind == flow.CANCEL:
-            for name, v in p.views.items():
-                if flow.unfinished(v):
-                    p.views[name] = replace(v, status=Status.CANCELLED.value, next_attempt_at=None)
-                    p.dirty[name] = None
-                    p.changes.append(
-                        StepChange(
-                            v.workflow_step_id,
-                            name,
-                            Status(v.status),
-                            Status.CANCELLED,
-                            v.attempts,
-                            reason,
-                        )
-                    )
-            p.finish = leases.Finish(Status.CANCELLED, None, reason)
-        elif not any(not r.abandoned for r in p.running.values()):
-            p.finish = leases.Finish(Status.PAUSED, None, reason)
-        return []
-
     def _launch(self, p: _Pass, started: list[StepView]) -> None:
         """After the commit: send what it scheduled, then start the steps' threads."""
         if p.notify_at is not None:
@@ -803,8 +680,7 @@ class Engine:
                 p.outcomes.put(_no_handler(p, view.name, token))
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
-            shown = inputs_of(view, context)
-            hstep = HandlerStep(view if shown is view.inputs else replace(view, inputs=shown))
+            hstep = HandlerStep(view, inputs_of(view, context))
             self._threads.submit(
                 run_handler,
                 tpl,
@@ -823,20 +699,6 @@ class Engine:
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
-
-
-def _rules(p: _Pass, v: StepView) -> flow.Rules:
-    """The failure and reattempt rules of step `v`: its stored budget, its template's rest."""
-    tpl = p.reg.steps.get(v.name)
-    if tpl is None:
-        return flow.Rules(v.retry_limit, v.retryable)
-    return flow.Rules(
-        v.retry_limit,
-        v.retryable,
-        tpl.max_reattempts,
-        tpl.on_failure,
-        tpl.wait_timeout,  # type: ignore[arg-type]
-    )
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:

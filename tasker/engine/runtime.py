@@ -144,7 +144,8 @@ class HandlerStep(flow.FlowControl):
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
         error: the previous attempt's error (None on the first attempt).
-        `inputs`, `results` and `error` are this handler's own copies: mutating them
+        `inputs` (the view's, unless given), `results` and `error` are this handler's
+        own copies: mutating them
         changes nothing another step sees, nor what is stored.
     """
 
@@ -152,7 +153,7 @@ class HandlerStep(flow.FlowControl):
     results: _CopyOnRead[Any] = _CopyOnRead()
     error: _CopyOnRead[dict[str, Any] | None] = _CopyOnRead()
 
-    def __init__(self, view: StepView) -> None:
+    def __init__(self, view: StepView, inputs: Any = None) -> None:
         self.name = view.name
         self.workflow_step_id = view.workflow_step_id
         self.depends_on = view.depends_on
@@ -162,7 +163,7 @@ class HandlerStep(flow.FlowControl):
         self.attempts = view.attempts
         self.reattempts = view.reattempts
         self.idempotency_key = view.idempotency_key
-        _share(self, "inputs", view.inputs)
+        _share(self, "inputs", view.inputs if inputs is None else inputs)
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)

@@ -33,16 +33,24 @@ WAKE_TOKENS_KEPT = 8
 _MAX_WAIT_SECONDS = 1.0
 
 
-def make_broker(url: str | None) -> Broker:
+def make_broker(url: str | None, heartbeat_seconds: float = 30.0) -> Broker:
     """A Redis broker for `redis://` URLs, else an in-process one; both know what they hold.
 
     See `tasker.transport.held`: the sweeper re-sends only what they no longer hold.
+
+    Args:
+        url: the Redis URL, or None for the in-process broker.
+        heartbeat_seconds: on Redis, how long a worker may go without a heartbeat (every
+            worker process sends several a second) before it is presumed dead and the
+            messages it had fetched go back to the queue.
     """
     from tasker.transport.held import InProcessBroker, TrackingRedisBroker
 
     if url is None:
         return InProcessBroker()
-    return TrackingRedisBroker(url=url, middleware=[], heartbeat_timeout=30_000)
+    return TrackingRedisBroker(
+        url=url, middleware=[], heartbeat_timeout=int(heartbeat_seconds * 1000)
+    )
 
 
 def _is_delay_queue(queue_name: str) -> bool:

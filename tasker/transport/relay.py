@@ -59,15 +59,22 @@ class Relay:
 
     def submit(self, task_ids: Iterable[int]) -> None:
         """Queue a message for each task id; the relay thread sends them soon."""
+        ids = list(task_ids)
         with self._cond:
             if self._pid != os.getpid():  # a forked child: the parent's ids and thread are not ours
                 self._pending, self._in_flight, self._thread = [], 0, None
                 self._pid = os.getpid()
-            self._pending.extend(task_ids)
+            self._pending.extend(ids)
             if self._thread is None:
                 self._stopping = False
-                self._thread = threading.Thread(target=self._run, name="tasker-relay", daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="tasker-relay", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # the interpreter is shutting down: no new threads
+                    log.warning("could not start the relay; the sweeper will send %s", ids)
+                    self._pending.clear()
+                    return
+                self._thread = thread
             self._cond.notify()
 
     def flush(self, timeout: float = 10.0) -> bool:

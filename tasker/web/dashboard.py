@@ -16,26 +16,28 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tasker.app import Tasker
-from tasker.core.states import TASK_FINAL, Status
+from tasker.core.states import TASK_FINAL, TASK_LIVE, Status
 from tasker.core.views import StepView, TaskView, TransitionView
 from tasker.errors import TaskerError, TaskNotFoundError
 from tasker.web import graph
-from tasker.web.api import decode_cursor, encode_cursor
+from tasker.web.api import TaskId, clean_request, decode_cursor, encode_cursor
 from tasker.web.auth import SESSION_COOKIE, Principal, TokenBook, bearer
 from tasker.web.ops import task_counts
 from tasker.web.problems import ProblemError
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(clean_request)])
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 #: The statuses a task can have (`skipped` is for steps only).
 STATUSES = [s.value for s in Status if s is not Status.SKIPPED]
 _FINAL = {s.value for s in TASK_FINAL}
+#: A page showing a task in one of these refreshes itself (the engine works on it).
+_LIVE = {s.value for s in TASK_LIVE}
 PAGE_SIZE = 50
 
 
@@ -170,7 +172,7 @@ def task_list(
         names=app.factory.names(),
         filters=filters,
         older=older,
-        live=any(t.status not in _FINAL and t.status != "error" for t in tasks),
+        live=any(t.status in _LIVE for t in tasks),
     )
 
 
@@ -215,7 +217,7 @@ def _json(value: Any) -> str:
 
 @router.get("/tasks/{task_id}", response_class=HTMLResponse)
 def task_page(
-    request: Request, task_id: int, notice: str | None = None, error: str | None = None
+    request: Request, task_id: TaskId, notice: str | None = None, error: str | None = None
 ) -> Response:
     """One task: its DAG, steps (inputs, results, errors, history) and the write actions."""
     principal = who(request)
@@ -246,7 +248,7 @@ def task_page(
         notice=notice,
         error=error,
         as_json=_json,
-        live=task.status not in _FINAL and task.status != "error",
+        live=task.status in _LIVE,
         final=task.status in _FINAL,
         can_retry=failed_for_good and task.status not in _FINAL,
         can_resume=task.status == "paused" and hasattr(app, "resume"),
@@ -288,7 +290,7 @@ class _Refused(Exception):
 
 
 @router.post("/tasks/{task_id}/actions/{action}")
-async def task_action(request: Request, task_id: int, action: str) -> Response:
+async def task_action(request: Request, task_id: TaskId, action: str) -> Response:
     """Run a write action (cancel, retry, resume, resolve, signal) and go back to the page."""
     _, form = await _checked_form(request)
     app = _app(request)

@@ -73,6 +73,12 @@ class StepOut(BaseModel):
     last_attempted_at: datetime | None = None
     next_attempt_at: datetime | None = None
     processed_at: datetime | None = None
+    reattempts: int = 0
+    waiting_for: str | None = Field(
+        default=None,
+        description="why a live step is not running now: dependencies, time, event:<name>, "
+        "children, items, limit or paused (None when it runs or has finished)",
+    )
 
 
 class AnnotationOut(BaseModel):

@@ -381,7 +381,7 @@ def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> None:
 
 
 def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_first(real_app):
-    """Given a worker running a long step of a task (lease 1.5 s) when the database stops
+    """Given a worker running a long step of a task (lease 3 s) when the database stops
     taking its writes, and a second worker,
     when the lease cannot be renewed, then the first worker fail-stops (here: its attempt
     is ended, as ending the process would) while the lease is still its own, and only
@@ -392,8 +392,8 @@ def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_firs
     from tasker.core.clock import as_utc, utc_now
     from tasker.store import schema as m
 
-    old = real_app(lease_seconds=1.5, backoff_base=0)
-    new = real_app(lease_seconds=1.5, backoff_base=0)
+    old = real_app(lease_seconds=3, backoff_base=0)
+    new = real_app(lease_seconds=3, backoff_base=0)
     lock = threading.Lock()
     active, peak = [0], [0]
     started, killed = threading.Event(), threading.Event()
@@ -452,3 +452,159 @@ def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_firs
     assert done.status == "complete"
     assert (done.steps["s"].attempts, done.steps["s"].results) == (2, {"attempt": 2})
     check_history(new, task.task_id)
+
+
+# -- defect 2: steering while a timed-out attempt's thread still runs ------------------
+
+
+def _tx_seq(app: Tasker, task_id: int) -> int:
+    import sqlalchemy as sa
+
+    from tasker.store import schema as m
+
+    with app.db.read() as conn:
+        return int(
+            conn.execute(
+                sa.select(m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
+            ).scalar_one()
+        )
+
+
+def _steer(app: Tasker, how: str, task_id: int) -> None:
+    if how == "resolve":
+        app.resolve_step(task_id, "stuck", results={"by": "ops"})
+    elif how == "retry":
+        app.retry(task_id)
+    else:
+        app.cancel(task_id)
+
+
+@pytest.mark.parametrize(
+    ("how", "attempts", "status", "stuck_status", "calls"),
+    [
+        ("resolve", 2, "complete", "resolved_manually", [1]),
+        ("resolve", 1, "complete", "resolved_manually", [1]),
+        ("retry", 1, "complete", "complete", [1, 1]),
+        ("cancel", 2, "cancelled", "cancelled", [1]),
+        ("cancel", 1, "cancelled", "cancelled", [1]),
+    ],
+)
+def test_steering_while_a_timed_out_attempt_still_runs_is_never_written_over(
+    make_app, clock, release, how, attempts, status, stuck_status, calls
+):
+    """Given a step whose first attempt ran past its 0.5 s time limit (recorded) while its
+    thread runs on, with or without attempts left, and a sibling that completed,
+    when it is resolved, retried or cancelled, the pass then renews its lease (re-reading
+    the steered steps) and the retry falls due, and only then the thread ends,
+    then the steered state stands: a resolved step is not run again and the task
+    completes, a retried step runs again and completes, a cancelled task stays so."""
+    app = make_app(lease_seconds=1.5)
+    seen: list[int] = []
+
+    def stuck(task, sequence, step):
+        seen.append(step.attempts)
+        if len(seen) == 1:
+            release.wait(30)
+        return {"attempt": step.attempts}
+
+    app.register(
+        task_class(
+            "abandoned",
+            [
+                StepTemplate(name="stuck", handler=stuck, timeout=0.5, retry_limit=attempts),
+                StepTemplate(name="sibling", handler=lambda t, q, s: {}),
+            ],
+        )
+    )
+    task = app.enqueue(TaskRequest(name="abandoned"))
+    runner = _in_background(app.run_until_idle)
+    try:
+        _wait_for(lambda: app.get_task(task.task_id).steps["stuck"].status == "error")
+        _steer(app, how, task.task_id)
+        steered = _tx_seq(app, task.task_id)
+        if how != "cancel":  # a cancelled task's lease is gone: the pass writes nothing more
+            _wait_for(lambda: _tx_seq(app, task.task_id) > steered)  # the pass re-read it
+        clock.advance(app.settings.backoff_max + 1)  # any retry is due now
+    finally:
+        release.set()
+        runner.join(30)
+    assert not runner.is_alive()
+    app.run_until_idle()
+
+    done = app.get_task(task.task_id)
+    assert (done.status, done.steps["stuck"].status) == (status, stuck_status)
+    assert seen == calls
+    check_history(app, task.task_id)
+
+
+@pytest.mark.parametrize("how", ["resolve", "retry", "cancel"])
+def test_steering_a_step_before_its_time_out_is_recorded(make_app, clock, release, how):
+    """Given a step still running within its 1 s time limit,
+    when it is resolved or retried, then the call is refused (the step is running);
+    when the task is cancelled, then the time-out recorded later does not undo it."""
+    app = make_app(lease_seconds=1.5)
+    started = threading.Event()
+    seen: list[int] = []
+
+    def stuck(task, sequence, step):
+        seen.append(step.attempts)
+        started.set()
+        release.wait(30)
+        return {}
+
+    app.register(
+        task_class("running", [StepTemplate(name="stuck", handler=stuck, timeout=1, retry_limit=2)])
+    )
+    task = app.enqueue(TaskRequest(name="running"))
+    runner = _in_background(app.run_until_idle)
+    try:
+        assert started.wait(10)
+        if how == "cancel":
+            app.cancel(task.task_id)
+        else:
+            with pytest.raises(errors.InvalidTransitionError):
+                _steer(app, how, task.task_id)
+        if how != "cancel":  # the time-out is recorded while the thread runs on
+            _wait_for(lambda: app.get_task(task.task_id).steps["stuck"].status == "error")
+    finally:
+        release.set()
+        runner.join(30)
+    clock.advance(app.settings.backoff_max + 1)
+    app.run_until_idle()
+
+    done = app.get_task(task.task_id)
+    if how == "cancel":
+        assert (done.status, done.steps["stuck"].status, seen) == ("cancelled", "cancelled", [1])
+    else:
+        assert (done.status, done.steps["stuck"].attempts, seen) == ("complete", 2, [1, 2])
+    check_history(app, task.task_id)
+
+
+@pytest.mark.parametrize(
+    ("how", "stuck_status"), [("resolve", "resolved_manually"), ("retry", "complete")]
+)
+def test_steering_after_the_abandoned_thread_ended(make_app, clock, release, how, stuck_status):
+    """Given a step that timed out on its only attempt and whose thread then ended (the
+    task in error), when it is resolved or retried, then the task completes."""
+    app = make_app(lease_seconds=1.5)
+    seen: list[int] = []
+
+    def stuck(task, sequence, step):
+        seen.append(step.attempts)
+        if len(seen) == 1:
+            release.wait(2)
+        return {}
+
+    app.register(
+        task_class("ended", [StepTemplate(name="stuck", handler=stuck, timeout=0.5, retry_limit=1)])
+    )
+    task = app.enqueue(TaskRequest(name="ended"))
+    app.run_until_idle()
+    assert app.get_task(task.task_id).status == "error"
+    _steer(app, how, task.task_id)
+    app.run_until_idle()
+
+    done = app.get_task(task.task_id)
+    assert (done.status, done.steps["stuck"].status) == ("complete", stuck_status)
+    assert seen == ([1] if how == "resolve" else [1, 1])
+    check_history(app, task.task_id)

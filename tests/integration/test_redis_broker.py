@@ -187,3 +187,46 @@ def test_enqueue_many_sends_its_messages_in_one_pipeline(app, client):
     assert _messages(client, app) == 3
     app.run_until_idle()
     assert {app.get_task(v.task_id).status for v in views} == {"complete"}
+
+
+SCRIPT = """
+import sys, time
+from tasker import StepTemplate, Tasker, TaskHandler, TaskRequest
+
+class Quick(TaskHandler):
+    name = "quick"
+    step_templates = [StepTemplate(name="s", handler=lambda t, q, s: {})]
+
+app = Tasker(database_url=sys.argv[1], broker_url=sys.argv[2], queue_name=sys.argv[3])
+app.register(Quick)
+send_many = app.dispatch.broker.enqueue_many
+
+def slow(messages):  # the relay is still sending when the script's last line is done
+    time.sleep(0.3)
+    send_many(messages)
+
+app.dispatch.broker.enqueue_many = slow
+for _ in range(3):
+    app.enqueue(TaskRequest(name="quick"))
+print("enqueued")  # and exits without close()
+"""
+
+
+def test_a_process_that_exits_without_close_still_sends_its_messages(
+    app, client, backend_url, redis_url, tmp_path
+):
+    """Given a script that enqueues three tasks over Redis and exits without close()
+    while the relay is still sending, when it has exited, then all three messages are in
+    Redis: the interpreter's exit flushes the relay."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "enqueue_and_exit.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), backend_url, redis_url, app.settings.queue_name],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert _messages(client, app) == 3

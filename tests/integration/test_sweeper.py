@@ -168,6 +168,7 @@ def test_a_dead_workers_unacked_message_goes_back_to_the_queue(app, client, redi
         assert app.dispatch.held([task.task_id], 600) == {task.task_id}
         assert client.llen(f"dramatiq:{queue}") == 1
     finally:
+        consumer.close()
         other.close()
     assert app.dispatch.drain() == [task.task_id]
 

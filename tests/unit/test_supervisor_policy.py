@@ -72,3 +72,12 @@ def test_steps_without_their_own_limit_use_the_apps_step_timeout(app):
     assert longest_step_timeout(app) == 120  # nothing registered: the app's default
     app.register(Plain)
     assert longest_step_timeout(app) == 120
+
+
+def test_a_negative_graceful_timeout_is_refused_before_anything_starts(capsys):
+    """Given `tasker worker --graceful-timeout -1`, then it exits 2 naming the option,
+    without loading the app (which does not exist here)."""
+    from tasker.cli.main import main
+
+    assert main(["worker", "no_such_module:app", "--graceful-timeout", "-1"]) == 2
+    assert "--graceful-timeout" in capsys.readouterr().err

@@ -17,6 +17,7 @@ def test_enqueue_run_and_read_a_task(server: Server) -> None:
         task = r.json()
         assert task["name"] == "greet" and task["status"] == "pending"
         assert set(task["steps"]) == {"say"}
+        assert task["steps"]["say"]["waiting_for"] in (None, "dependencies", "time")
         done = wait_for(c, task["task_id"], "complete")
         assert done["steps"]["say"]["results"] == {"greeting": "hello ann"}
         step = c.get(f"/api/v1/tasks/{task['task_id']}/steps/say").json()

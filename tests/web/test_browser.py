@@ -9,6 +9,8 @@ TASKER_SCREENSHOTS=1 (else beside each test's files).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,8 @@ from web_support import READ_TOKEN, WRITE_TOKEN, Server, wait_for
 
 from tasker.web.graph import LOOKS
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's Chromium (TASKER_TEST_CHROMIUM only lets a test point it somewhere else).
+CHROMIUM = Path(os.environ.get("TASKER_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -152,3 +155,32 @@ def test_a_running_task_page_updates_itself_without_a_reload(server: Server, bro
     assert page.evaluate("window.sameDocument") == "yes"
     assert page.locator("#live").get_attribute("data-live") == "0"  # it stops refreshing
     page.close()
+
+
+def test_under_ci_a_missing_chromium_fails_loudly(tmp_path: Path) -> None:
+    """Given CI=true and no Chromium where the browser tests look, when they run, then
+    they fail (never skip) saying Chromium is missing and how to install it."""
+    here = Path(__file__)
+    env = {**os.environ, "CI": "true", "TASKER_TEST_CHROMIUM": str(tmp_path / "no-chromium")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            f"{here}::test_a_read_token_sees_no_write_buttons",
+            "-k",
+            "sqlite",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=here.parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "CI: the browser tests need Chromium" in result.stdout
+    assert "apt-get install -y chromium" in result.stdout
+    assert "1 error" in result.stdout and "skipped" not in result.stdout  # failed in set-up

@@ -76,6 +76,9 @@ def test_read_token_sees_no_write_buttons_and_cannot_post(server: Server, login)
         assert api.get(f"/api/v1/tasks/{tid}").json()["status"] == "error"
         missing = reader.get("/tasks/999999")
         assert missing.status_code == 404 and "no task has id 999999" in missing.text
+        # Values no column can hold are refused, not a database error.
+        assert reader.get(f"/tasks/{2**64}").status_code == 422
+        assert reader.get("/", params={"name": "a\x00b"}).status_code == 422
 
 
 def test_write_actions_need_the_csrf_token(server: Server, login) -> None:
