@@ -94,12 +94,20 @@ def _new_view(
 def _strings(field: str, value: Any) -> list[str]:
     if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
         raise InvalidRequestError(f"{field} must be a list of strings, got {value!r}")
-    return list(value or ())
+    return [_storable(field, v) for v in value or ()]
 
 
 def _text(field: str, value: Any, limit: int = 255) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidRequestError(f"{field} must be a string of at most {limit} characters")
+    return _storable(field, value)
+
+
+def _storable(field: str, value: str) -> str:
+    # NUL or a lone surrogate: no text column can hold it (PostgreSQL raises DataError).
+    problem = json_problem(value, field)
+    if problem:
+        raise InvalidRequestError(f"{field} cannot be stored: {problem}")
     return value
 
 

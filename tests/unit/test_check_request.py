@@ -115,6 +115,11 @@ def test_a_context_that_cannot_be_stored_as_json_is_rejected_before_the_schema()
         ({"idempotency_key": "k" * 256}, "idempotency_key"),
         ({"idempotency_key": 42}, "idempotency_key"),
         ({"requested_at": "2024-01-01"}, "requested_at"),
+        ({"initiator": "a\x00b"}, "initiator cannot be stored.*U\\+0000"),
+        ({"source_system": "s\x00"}, "source_system cannot be stored"),
+        ({"reason": "why \ud800"}, "reason cannot be stored.*U\\+D800"),
+        ({"tags": ["ok", "n\x00"]}, "tags cannot be stored"),
+        ({"idempotency_key": "k\x00"}, "idempotency_key cannot be stored"),
     ],
 )
 def test_every_other_field_is_checked(kwargs, fragment):
