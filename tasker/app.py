@@ -397,12 +397,27 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
-    def retry(self, task_id: int) -> TaskView:
-        """Give steps in final error a fresh attempt budget, due at once; the task resumes.
+    def resume(self, task_id: int) -> TaskView:
+        """Let a paused task go on; its steps that ran out of attempts get a fresh budget.
 
         Raises:
             TaskNotFoundError: no task has that id.
-            InvalidTransitionError: the task is finished or has no step in final error.
+            InvalidStateError: the task is not paused (it is left as it is).
+        """
+        tid = queries.task_id_of(task_id)
+        steering.resume(self.db, tid, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def retry(self, task_id: int) -> TaskView:
+        """Give steps in final error a fresh attempt budget, due at once; the task resumes.
+
+        A paused task goes on, also when none of its steps is in final error.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidTransitionError: the task is finished, or (not paused) has no step in
+                final error.
         """
         tid = queries.task_id_of(task_id)
         steering.retry(self.db, tid, self.now())

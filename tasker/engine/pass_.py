@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tasker.core import writes
+from tasker.core import flow, writes
 from tasker.core.clock import as_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
@@ -81,20 +81,36 @@ class _Pass:
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     # time.monotonic() until which the lease is surely ours with a margin (see _keep).
     safe_until: float = 0.0
+    # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
+    # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
+    asked: tuple[str, str] | None = None
+    ended: bool = False  # a write ended the pass (finished or released the task)
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
 
     def snapshot(self) -> _Snapshot:
-        return dict(self.views), dict(self.running), self.revision, list(self.annotations)
+        return (
+            dict(self.views),
+            dict(self.running),
+            self.revision,
+            list(self.annotations),
+            self.asked,
+        )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations = saved
+        views, running, self.revision, annotations, self.asked = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
         self.notify_at = None
 
 
-_Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
+_Snapshot = tuple[
+    dict[str, StepView],
+    dict[str, "_Running"],
+    int,
+    list[tuple[int, dict[str, Any]]],
+    tuple[str, str] | None,
+]
 
 
 class Engine:
@@ -319,7 +335,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
-        while p.running:
+        while p.running and not p.ended:
             batch = self._wait(p)
             if batch:
                 self._annotate(p, batch)
@@ -364,6 +380,9 @@ class Engine:
                 busy=sum(1 for r in p.running.values() if not r.abandoned),
                 stopping=self._stopping.is_set(),
                 recover=recover,
+                steps=p.reg.steps,
+                created_at=as_utc(p.row["created_at"]),
+                asked=p.asked,
             )
             w = leases.TaskWrite(
                 p.lease,
@@ -392,6 +411,7 @@ class Engine:
             p.safe_until = sent + self._keep_seconds()
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
+            p.asked, p.ended = d.asked, d.finish is not None
             return [p.views[n] for n in d.started]
 
     @staticmethod
@@ -509,6 +529,7 @@ class Engine:
         steps = []
         for o in batch:
             done = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            done = flow.LEAVES.get(o.flow or "", done)  # a flow request: where it leaves it
             seen = (o.results, None) if o.ok else (None, o.error)
             # The handler's copies (HandlerStep): what it mutates is not what is stored.
             # It sees each step's inputs as the step's handler did (stored, else the context).
@@ -569,7 +590,14 @@ class Engine:
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
             self._threads.submit(
-                run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
+                run_handler,
+                tpl,
+                HandlerTask(p.row),
+                sequence,
+                hstep,
+                token,
+                p.outcomes.put,
+                getattr(p.reg.handler, "cancel_if", None),
             )
 
     def _limit(self, p: _Pass, name: str) -> float:
