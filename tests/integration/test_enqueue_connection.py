@@ -306,3 +306,21 @@ def test_a_key_taken_concurrently_is_answered_and_the_transaction_goes_on(
     finally:
         engine.dispose()
         app.close()
+
+
+def test_an_orm_session_connection_commits_with_the_session(backend, user_db, sends):
+    """Given an ORM Session, when a task is enqueued through `session.connection()`, then
+    it is sent when the session commits, and a rolled-back session leaves nothing."""
+    from sqlalchemy.orm import Session
+
+    backend.register(plain())
+    with Session(user_db) as session:
+        backend.enqueue(TaskRequest(name="after_order"), connection=session.connection())
+        session.rollback()
+    assert counts(user_db)["tasks"] == 0 and sends == []
+    with Session(user_db) as session:
+        session.execute(sa.text("INSERT INTO orders VALUES (3, 'orm')"))
+        task = backend.enqueue(TaskRequest(name="after_order"), connection=session.connection())
+        session.commit()
+    assert sends == [([task.task_id], [task.task_id])]
+    assert counts(user_db)["tasks"] == 1 and counts(user_db)["orders"] == 1
