@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from tasker.control import retention, schedules, steering
+from tasker.control.caller import AfterCommit, check_caller
 from tasker.control.enqueue import create_task, create_tasks, tag_request
 from tasker.control.schedules import ScheduleView
 from tasker.control.sweeper import Sweeper, due_now
@@ -85,6 +88,7 @@ class Tasker:
         # Over Redis, enqueue's messages are sent after the commit by a background thread;
         # in-process, a send costs microseconds and `run_until_idle` should see it at once.
         self.relay = Relay(self.dispatch.send_many) if self.dispatch.remote else None
+        self._after_commit = AfterCommit(self._announce)
         self.engine = Engine(
             self.db,
             self.store,
@@ -137,7 +141,7 @@ class Tasker:
 
     # -- enqueue and run ----------------------------------------------------------
 
-    def enqueue(self, request: TaskRequest) -> TaskView:
+    def enqueue(self, request: TaskRequest, connection: Connection | None = None) -> TaskView:
         """Validate and store a task; its message is sent after the commit.
 
         It returns once the task is committed. Over Redis the message is sent by the
@@ -145,20 +149,34 @@ class Tasker:
         left); the task's outbox row guarantees it: the sweeper re-sends the message of
         a task whose process died before sending it.
 
+        With `connection` (your SQLAlchemy `Connection` to tasker's database), the task
+        is written in your transaction instead, and returns uncommitted: it exists, and
+        its message is sent, only once your transaction commits; a rollback leaves no
+        task and no message. A connection not in a transaction begins one (commit it
+        with `connection.commit()`). An error raised here has written nothing and
+        leaves your transaction usable.
+
+        Args:
+            request: the task to create.
+            connection: your connection, in your transaction (or None: tasker's own).
+
         Returns:
             The task (for a repeated idempotency key: the first task).
 
         Raises:
             UnknownTaskError: no handler has that name (and version).
             ContextValidationError: the context breaks the schema; `.errors` lists all.
-            InvalidRequestError: another field is invalid.
+            InvalidRequestError: another field is invalid; `connection` is not an open
+                connection to tasker's database, or is in autocommit mode.
             IdempotencyConflictError: the key was used with a different request.
             DuplicateTaskError: a `one_per_subject` task holds the subject (see
                 `TaskHandler.one_per_subject`); `.existing_task_id` names it.
         """
-        return self.submit(request)[0]
+        return self.submit(request, connection)[0]
 
-    def submit(self, request: TaskRequest) -> tuple[TaskView, bool]:
+    def submit(
+        self, request: TaskRequest, connection: Connection | None = None
+    ) -> tuple[TaskView, bool]:
         """`enqueue`, also telling whether this call created the task.
 
         Returns:
@@ -172,13 +190,16 @@ class Tasker:
                 f"enqueue() takes a TaskRequest, got {type(request).__name__}"
             )
         reg = self.factory.get(request.name, request.version)
-        accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now())
+        caller = None if connection is None else check_caller(self.db, connection)
+        accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now(), caller)
         if accepted.view is not None:
-            self._announce([accepted.task_id])
+            self._announce([accepted.task_id], caller)
             return accepted.view, accepted.created
-        return self.get_task(accepted.task_id), accepted.created
+        return queries.get_task(self.db, accepted.task_id, caller), accepted.created
 
-    def enqueue_many(self, requests: Iterable[TaskRequest]) -> list[TaskView]:
+    def enqueue_many(
+        self, requests: Iterable[TaskRequest], connection: Connection | None = None
+    ) -> list[TaskView]:
         """Validate and store many tasks at once, all or none (for submitting in bulk).
 
         Every request is validated before anything is written; the new tasks are then
@@ -188,6 +209,8 @@ class Tasker:
 
         Args:
             requests: at most `MAX_BATCH` (10,000) `TaskRequest`s.
+            connection: your connection: the tasks are written in your transaction
+                (see `enqueue`).
 
         Returns:
             One task per request, in order (as `enqueue` returns it).
@@ -196,7 +219,8 @@ class Tasker:
             InvalidRequestError: (and each of `enqueue`'s errors) a request is invalid,
                 two requests use one key for different requests or ask for the same
                 subject of a `one_per_subject` task, or there are too many: nothing is
-                stored. `.request_index` says which request it is about.
+                stored. `.request_index` says which request it is about. Also for a
+                `connection` as `enqueue` refuses it.
         """
         batch = list(requests) if not isinstance(requests, TaskRequest) else None
         if batch is None:
@@ -216,16 +240,26 @@ class Tasker:
             except InvalidRequestError as exc:
                 tag_request(exc, index)
                 raise
+        caller = None if connection is None else check_caller(self.db, connection)
         if not items:
             return []
-        accepted = create_tasks(self.store, self.db, self.catalog, items, self.now())
+        accepted = create_tasks(self.store, self.db, self.catalog, items, self.now(), caller=caller)
         created = [a.task_id for a in accepted if a.view is not None]
         if created:
-            self._announce(created)
-        return [a.view if a.view is not None else self.get_task(a.task_id) for a in accepted]
+            self._announce(created, caller)
+        return [
+            a.view if a.view is not None else queries.get_task(self.db, a.task_id, caller)
+            for a in accepted
+        ]
 
-    def _announce(self, task_ids: list[int]) -> None:
-        """Send the messages of newly committed tasks (through the relay over Redis)."""
+    def _announce(self, task_ids: list[int], caller: Connection | None = None) -> None:
+        """Send the messages of newly committed tasks (through the relay over Redis).
+
+        Tasks written in a caller's transaction are sent when it commits.
+        """
+        if caller is not None:
+            self._after_commit.add(caller, task_ids)
+            return
         if self.relay is not None:
             self.relay.submit(task_ids)
             return
@@ -397,12 +431,27 @@ class Tasker:
         self._notify(tid)
         return self.get_task(tid)
 
-    def retry(self, task_id: int) -> TaskView:
-        """Give steps in final error a fresh attempt budget, due at once; the task resumes.
+    def resume(self, task_id: int) -> TaskView:
+        """Let a paused task go on; its steps that ran out of attempts get a fresh budget.
 
         Raises:
             TaskNotFoundError: no task has that id.
-            InvalidTransitionError: the task is finished or has no step in final error.
+            InvalidStateError: the task is not paused (it is left as it is).
+        """
+        tid = queries.task_id_of(task_id)
+        steering.resume(self.db, tid, self.now())
+        self._notify(tid)
+        return self.get_task(tid)
+
+    def retry(self, task_id: int) -> TaskView:
+        """Give steps in final error a fresh attempt budget, due at once; the task resumes.
+
+        A paused task goes on, also when none of its steps is in final error.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidTransitionError: the task is finished, or (not paused) has no step in
+                final error.
         """
         tid = queries.task_id_of(task_id)
         steering.retry(self.db, tid, self.now())

@@ -155,3 +155,19 @@ class DuplicateTaskError(InvalidRequestError):
     def __init__(self, message: str, existing_task_id: int) -> None:
         super().__init__(message)
         self.existing_task_id = existing_task_id
+
+
+class ReattemptLimitError(StepError):
+    """A step asked to be reattempted more than its `max_reattempts` allow."""
+
+
+class WaitTimeoutError(StepError):
+    """A polling step still asked to be reattempted past its `wait_timeout`."""
+
+
+class NoDecisionError(StepError):
+    """A decision step returned no `Decision`."""
+
+
+class SpeedrunError(TaskerError):
+    """`tasker.testing.speedrun` ran more steps than its `max_steps` allow."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from tasker.control.caller import begin_writes
 from tasker.control.subjects import duplicate_of, is_subject_conflict, subject_values
 from tasker.core import states
 from tasker.core.clock import as_utc
@@ -25,7 +28,7 @@ from tasker.errors import ContextValidationError, IdempotencyConflictError, Inva
 from tasker.store import schema as m
 from tasker.store.base import NewTask, Store
 from tasker.store.catalog import Catalog
-from tasker.store.db import Database
+from tasker.store.db import Database, reading
 
 
 @dataclass(frozen=True)
@@ -212,12 +215,13 @@ def create_task(
     reg: RegisteredTask,
     req: TaskRequest,
     now: datetime,
+    caller: Connection | None = None,
 ) -> Accepted:
     """Validate and store a task with its steps, edges, audit rows and outbox row.
 
     `create_tasks` with one request; its errors name no request index.
     """
-    return create_tasks(store, db, catalog, [(reg, req)], now, batch=False)[0]
+    return create_tasks(store, db, catalog, [(reg, req)], now, batch=False, caller=caller)[0]
 
 
 def create_tasks(
@@ -228,6 +232,7 @@ def create_tasks(
     now: datetime,
     *,
     batch: bool = True,
+    caller: Connection | None = None,
 ) -> list[Accepted]:
     """Validate and store tasks (steps, edges, audit and outbox rows), all or none.
 
@@ -242,6 +247,9 @@ def create_tasks(
         items: each request with its registered task.
         now: the time of the change.
         batch: whether the errors say which request they are about (`tag_request`).
+        caller: the caller's connection (`check_caller`): everything is read and written
+            through it, in its transaction, and left uncommitted; a savepoint takes back
+            what this call wrote when it raises, so the caller's transaction goes on.
 
     Returns:
         One `Accepted` per request, in order.
@@ -256,17 +264,42 @@ def create_tasks(
         DuplicateTaskError: a `one_per_subject` task holds a subject (and the key,
             if any, names no task).
     """
-    checked = [_check(catalog, reg, req, now, i, batch) for i, (reg, req) in enumerate(items)]
+    valid = [_valid(reg, req, i, batch) for i, (reg, req) in enumerate(items)]
+    if caller is None:
+        return _store(store, db, catalog, items, valid, now, batch, None)
+    begin_writes(caller)
+    with caller.begin_nested():
+        return _store(store, db, catalog, items, valid, now, batch, caller)
+
+
+def _store(
+    store: Store,
+    db: Database,
+    catalog: Catalog,
+    items: Sequence[tuple[RegisteredTask, TaskRequest]],
+    valid: Sequence[dict[str, Any]],
+    now: datetime,
+    batch: bool,
+    caller: Connection | None,
+) -> list[Accepted]:
+    """`create_tasks` once every request is valid (`valid`: their checked values)."""
+    checked = [
+        _build(catalog, reg, req, values, now, i, caller)
+        for i, ((reg, req), values) in enumerate(zip(items, valid, strict=True))
+    ]
     repeat_of = _repeats_within(checked, batch)
     firsts = [c for c in checked if c.index not in repeat_of]
     for _ in range(3):
-        answered = _by_keys(db, firsts, batch)
+        answered = _by_keys(db, firsts, batch, caller)
         todo = [c for c in firsts if c.index not in answered]
         try:
-            stored = store.insert_tasks([c.new for c in todo], now) if todo else []
+            # In the caller's transaction, a savepoint: PostgreSQL aborts a transaction
+            # on an error, and a taken key or subject is answered below.
+            with nullcontext() if caller is None else caller.begin_nested():
+                stored = store.insert_tasks([c.new for c in todo], now, caller) if todo else []
         except IntegrityError as exc:
             if is_subject_conflict(exc):
-                _raise_duplicate(db, todo, batch)
+                _raise_duplicate(db, todo, batch, caller)
                 continue  # a key's task took the subject, or its holder became final
             if all(c.key is None for c in todo) or not is_key_taken(exc):
                 raise
@@ -281,16 +314,26 @@ def create_tasks(
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
-def _check(
-    catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime, index: int, batch: bool
-) -> _Checked:
+def _valid(reg: RegisteredTask, req: TaskRequest, index: int, batch: bool) -> dict[str, Any]:
+    """`check_request`, its error naming the request of a batch."""
     try:
-        values = check_request(reg, req)
+        return check_request(reg, req)
     except InvalidRequestError as exc:
         if batch:
             tag_request(exc, index)
         raise
-    entry = catalog.entry(reg, now)
+
+
+def _build(
+    catalog: Catalog,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    values: dict[str, Any],
+    now: datetime,
+    index: int,
+    caller: Connection | None,
+) -> _Checked:
+    entry = catalog.entry(reg, now, caller)
     requested_at = as_utc(req.requested_at) if req.requested_at else now
     row = {
         "request_digest": None,  # every row of a batch has the same columns
@@ -345,7 +388,9 @@ def _resolved_digest(c: _Checked) -> str:
     return request_digest(c.reg.name, c.reg.version, c.values)
 
 
-def _by_keys(db: Database, checked: Sequence[_Checked], batch: bool) -> dict[int, Accepted]:
+def _by_keys(
+    db: Database, checked: Sequence[_Checked], batch: bool, caller: Connection | None
+) -> dict[int, Accepted]:
     """The stored tasks that answer requests with a key, by request index (one query).
 
     Raises:
@@ -354,7 +399,7 @@ def _by_keys(db: Database, checked: Sequence[_Checked], batch: bool) -> dict[int
     keyed = [c for c in checked if c.key is not None]
     if not keyed:
         return {}
-    with db.read() as conn:
+    with reading(db, caller) as conn:
         rows = conn.execute(
             sa.select(
                 m.tasks.c.idempotency_key,
@@ -380,7 +425,9 @@ def _by_keys(db: Database, checked: Sequence[_Checked], batch: bool) -> dict[int
     return answered
 
 
-def _raise_duplicate(db: Database, todo: Sequence[_Checked], batch: bool) -> None:
+def _raise_duplicate(
+    db: Database, todo: Sequence[_Checked], batch: bool, caller: Connection | None
+) -> None:
     """The insert hit the one-live-task-per-subject index: raise for a request's holder.
 
     The idempotency keys are checked first: a concurrent request with the same key may
@@ -390,10 +437,10 @@ def _raise_duplicate(db: Database, todo: Sequence[_Checked], batch: bool) -> Non
         DuplicateTaskError: a task that is not final holds a request's subject.
         IdempotencyConflictError: a key's task was made by a different request.
     """
-    if _by_keys(db, todo, batch):
+    if _by_keys(db, todo, batch, caller):
         return
     for c in todo:
-        duplicate = duplicate_of(db, c.values)
+        duplicate = duplicate_of(db, c.values, caller)
         if duplicate is not None:
             if batch:
                 tag_request(duplicate, c.index)

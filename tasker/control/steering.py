@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from tasker.core import states
 from tasker.core.jsonvalue import json_problem
-from tasker.core.states import Status
+from tasker.core.states import TASK_HALTED, Status
 from tasker.errors import (
     InvalidRequestError,
     InvalidStateError,
@@ -52,10 +52,10 @@ def _steps(conn: Connection, task_id: int) -> list[Any]:
 
 
 def _resume(conn: Connection, task_id: int, status: Status, reason: str, now: datetime) -> None:
-    """Make the task due now and announce it; an errored task goes back to in_progress."""
+    """Make the task due now and announce it; a halted task goes back to in_progress."""
     values: dict[str, Any] = {"next_run_at": now, "revision": T.c.revision + 1, "updated_at": now}
-    if status is Status.ERROR:
-        write_task_change(conn, task_id, Status.ERROR, Status.IN_PROGRESS, reason, now)
+    if status in TASK_HALTED:
+        write_task_change(conn, task_id, status, Status.IN_PROGRESS, reason, now)
         values["status"] = Status.IN_PROGRESS.value
     conn.execute(sa.update(T).where(T.c.task_id == task_id).values(values))
     conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
@@ -135,43 +135,77 @@ def resolve_step(
         _resume(conn, task_id, status, f"step {step_name!r} resolved manually", now)
 
 
-def retry(db: Database, task_id: int, now: datetime) -> list[str]:
-    """Give every step in final error a fresh attempt budget, due at once.
+def _fresh_budget(conn: Connection, task_id: int, reason: str, now: datetime) -> list[str]:
+    """Give every step of the task in final error a fresh attempt budget, due at once.
+
+    The budget is fresh for reattempts too (`max_reattempts` counts again from 0).
 
     Returns:
-        The names of the steps that will be retried.
-
-    Raises:
-        TaskNotFoundError: no task has that id.
-        InvalidTransitionError: the task is finished, or no step is in final error.
+        The names of those steps.
     """
-    with db.write() as conn:
-        status = _lock(conn, task_id)
-        if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
-            raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
-        failed = [
-            r
-            for r in _steps(conn, task_id)
-            if r.status == Status.ERROR.value and r.next_attempt_at is None
-        ]
-        if not failed:
-            raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
+    failed = [
+        r
+        for r in _steps(conn, task_id)
+        if r.status == Status.ERROR.value and r.next_attempt_at is None
+    ]
+    if failed:
         conn.execute(
             sa.update(S)
             .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in failed]))
             .values(
                 status=Status.PENDING.value,
                 attempts=0,
+                reattempts=0,
                 next_attempt_at=None,
                 processed_at=None,
                 updated_at=now,
             )
         )
-        _record_steps(
-            conn, task_id, failed, Status.PENDING, "retry requested: fresh attempt budget", now
-        )
-        _resume(conn, task_id, status, "retry requested", now)
+        _record_steps(conn, task_id, failed, Status.PENDING, reason, now)
     return [r.name for r in failed]
+
+
+def resume(db: Database, task_id: int, now: datetime) -> list[str]:
+    """Let a paused task go on; its steps in final error get a fresh attempt budget.
+
+    Returns:
+        The names of the steps given a fresh budget.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        InvalidStateError: the task is not paused (nothing is changed).
+    """
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status is not Status.PAUSED:
+            raise InvalidStateError(f"task {task_id} is {status}, not paused: nothing to resume")
+        names = _fresh_budget(conn, task_id, "resumed: fresh attempt budget", now)
+        _resume(conn, task_id, status, "resumed", now)
+    return names
+
+
+def retry(db: Database, task_id: int, now: datetime) -> list[str]:
+    """Give every step in final error a fresh attempt budget, due at once.
+
+    A paused task goes on (as with `resume`), also when no step is in final error.
+
+    Returns:
+        The names of the steps that will be retried.
+
+    Raises:
+        TaskNotFoundError: no task has that id.
+        InvalidTransitionError: the task is finished, or (not paused) no step is in final
+            error.
+    """
+    with db.write() as conn:
+        status = _lock(conn, task_id)
+        if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
+            raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
+        names = _fresh_budget(conn, task_id, "retry requested: fresh attempt budget", now)
+        if not names and status is not Status.PAUSED:  # a paused task goes on all the same
+            raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
+        _resume(conn, task_id, status, "retry requested", now)
+    return names
 
 
 def _record_steps(
@@ -372,7 +406,8 @@ def cancel_step(db: Database, task_id: int, step_name: str, now: datetime) -> No
     """Cancel one pending or failed step: it never runs, and its dependents cannot.
 
     The task goes on with whatever else can run, then ends in `error` if the cancelled
-    step kept something from running (resolve those steps or the task by hand).
+    step kept something from running (resolve those steps or the task by hand). A paused
+    task stays paused.
 
     Raises:
         TaskNotFoundError: no task has that id.
@@ -392,4 +427,11 @@ def cancel_step(db: Database, task_id: int, step_name: str, now: datetime) -> No
             .where(S.c.workflow_step_id == step.workflow_step_id)
             .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
         )
-        _resume(conn, task_id, status, f"step {step_name!r} cancelled", now)
+        if status is Status.PAUSED:  # it stays paused: resume, retry or resolve_step go on
+            conn.execute(
+                sa.update(T)
+                .where(T.c.task_id == task_id)
+                .values(revision=T.c.revision + 1, updated_at=now)
+            )
+        else:
+            _resume(conn, task_id, status, f"step {step_name!r} cancelled", now)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
 from tasker.errors import DuplicateTaskError, InvalidRequestError
 from tasker.store import schema as m
-from tasker.store.db import Database
+from tasker.store.db import Database, reading
 
 T = m.tasks
 _SUBJECT_LIMIT = 255
@@ -53,7 +54,9 @@ def is_subject_conflict(exc: IntegrityError) -> bool:
     return "tasker_tasks.subject_scope" in str(orig)
 
 
-def duplicate_of(db: Database, values: dict[str, Any]) -> DuplicateTaskError | None:
+def duplicate_of(
+    db: Database, values: dict[str, Any], caller: Connection | None = None
+) -> DuplicateTaskError | None:
     """The error naming the task that holds the subject now, or None if none does any more.
 
     None means the holder became final since the insert failed: try the insert again.
@@ -61,7 +64,7 @@ def duplicate_of(db: Database, values: dict[str, Any]) -> DuplicateTaskError | N
     scope, subject = values.get("subject_scope"), values.get("subject")
     if scope is None:
         return None
-    with db.read() as conn:
+    with reading(db, caller) as conn:
         holder = conn.execute(
             sa.select(T.c.task_id).where(T.c.subject_scope == scope, T.c.subject == subject)
         ).scalar()

@@ -30,6 +30,13 @@ class StepState:
         return self.status is Status.ERROR and self.next_attempt_at is not None
 
     @property
+    def due_at(self) -> datetime | None:
+        """When a step that waits (a backoff, a wait, a reattempt) may start, else None."""
+        if self.status is Status.PENDING or self.status is Status.ERROR:
+            return self.next_attempt_at
+        return None
+
+    @property
     def failed_for_good(self) -> bool:
         """Failed with no attempt left."""
         return self.status is Status.ERROR and self.next_attempt_at is None
@@ -39,7 +46,7 @@ class Verdict(str, Enum):
     """What the task should do once the ready steps are dealt with."""
 
     RUN = "run"  # steps are ready or running (and a retry may be due at `Plan.wake_at`)
-    WAIT = "wait"  # only backoffs remain: come back at `Plan.wake_at`
+    WAIT = "wait"  # only backoffs, waits and reattempts remain: come back at `Plan.wake_at`
     COMPLETE = "complete"  # every step complete, resolved or skipped
     ERROR = "error"  # a step failed for good and nothing else can progress
 
@@ -64,11 +71,13 @@ def deps_satisfied(step: StepState, steps: Mapping[str, StepState]) -> bool:
 
 
 def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> bool:
-    """The step may start now: pending or due for retry, with its dependencies satisfied."""
-    if step.status is Status.PENDING:
-        return deps_satisfied(step, steps)
-    if step.awaiting_retry and step.next_attempt_at is not None and step.next_attempt_at <= now:
-        return deps_satisfied(step, steps)
+    """The step may start now: pending or due for retry, with its dependencies satisfied.
+
+    A pending step with a `next_attempt_at` (a wait or a reattempt) waits until then.
+    """
+    if step.status is Status.PENDING or step.awaiting_retry:
+        due = step.next_attempt_at
+        return (due is None or due <= now) and deps_satisfied(step, steps)
     return False
 
 
@@ -83,18 +92,19 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
     ready = [n for n, s in steps.items() if n not in running and is_ready(s, steps, now)]
     if ready or running:
         due = [
-            s.next_attempt_at
+            d
             for n, s in steps.items()
-            if s.awaiting_retry
-            and s.next_attempt_at is not None
-            and s.next_attempt_at > now
+            if (d := s.due_at) is not None
+            and d > now
             and n not in running
             and deps_satisfied(s, steps)
         ]
         return Plan(ready, Verdict.RUN, wake_at=min(due, default=None))
     if all(s.status in SATISFIED for s in steps.values()):
         return Plan([], Verdict.COMPLETE)
-    waits = [s.next_attempt_at for s in steps.values() if s.awaiting_retry and s.next_attempt_at]
+    # Only steps that may start at their due time: one whose dependencies cannot be
+    # satisfied any more would wake the task for nothing.
+    waits = [d for s in steps.values() if (d := s.due_at) is not None and deps_satisfied(s, steps)]
     if waits:
         return Plan([], Verdict.WAIT, wake_at=min(waits))
     return Plan([], Verdict.ERROR)

@@ -83,3 +83,72 @@ def with_waiting_for(steps: Mapping[str, StepView], task_status: str) -> dict[st
         )
         for n, v in steps.items()
     }
+
+
+def since(view: StepView, steps: Mapping[str, StepView], created_at: datetime) -> datetime:
+    """When step `view`'s dependencies were satisfied (see `satisfied_at`)."""
+    return satisfied_at((steps[d].processed_at for d in view.depends_on), created_at)
+
+
+def due_waits(
+    steps: Mapping[str, StepView],
+    waits: Mapping[str, tuple[float | None, float | None]],
+    created_at: datetime,
+    now: datetime,
+) -> dict[str, datetime]:
+    """The due times to store on pending steps whose `wait=`/`after=` has not passed.
+
+    Args:
+        steps: every step of the task.
+        waits: (wait, after) in seconds of the steps that have either.
+        created_at: when the task was created.
+        now: the app's clock.
+
+    Returns:
+        Step name -> due time, for each pending step with its dependencies satisfied,
+        no due time stored yet, and a wait that ends after `now`.
+    """
+    due = {}
+    for name, (wait, after) in waits.items():
+        v = steps.get(name)
+        if v is None or v.status != Status.PENDING.value or v.next_attempt_at is not None:
+            continue
+        if not all(steps[d].status in _SATISFIED for d in v.depends_on):
+            continue
+        at = wait_due(wait, after, since(v, steps, created_at), created_at)
+        if at is not None and at > now:
+            due[name] = at
+    return due
+
+
+def after_problems(
+    order: Iterable[str],
+    depends_on: Mapping[str, Iterable[str]],
+    timing: Mapping[str, tuple[float | None, float | None]],
+) -> list[str]:
+    """The steps whose `after=` is earlier than their dependencies' waits allow.
+
+    Each step's earliest start (seconds after the task's creation, were every step
+    instant) is the later of its dependencies' earliest starts plus its `wait`, and its
+    `after`; an `after` below the dependencies' earliest start would never matter.
+
+    Args:
+        order: the step names, in topological order.
+        depends_on: each step's dependencies.
+        timing: each step's (wait, after) in seconds.
+
+    Returns:
+        One message per such step (empty: none).
+    """
+    earliest: dict[str, float] = {}
+    problems = []
+    for name in order:
+        wait, after = timing.get(name, (None, None))
+        floor = max((earliest[d] for d in depends_on.get(name, ())), default=0.0)
+        if after is not None and after < floor:
+            problems.append(
+                f"step {name!r}: after={after:g} s is earlier than its dependencies allow "
+                f"(their waits put it at least {floor:g} s after the task's creation)"
+            )
+        earliest[name] = max(floor + (wait or 0.0), after or 0.0)
+    return problems

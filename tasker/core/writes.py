@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from tasker.core.backoff import backoff_seconds
+from tasker.core import flow, waits
 from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
 from tasker.core.views import StepView
@@ -39,6 +39,24 @@ class AttemptOutcome(Protocol):
     error: dict[str, Any] | None
     retry_after: float | None
     permanent: bool
+    flow: str | None
+    wait: float | None
+    reason: str
+
+
+class StepRules(Protocol):
+    """What `decide` reads of a step's template (`tasker.definition.template.StepTemplate`)."""
+
+    @property
+    def max_reattempts(self) -> int | None:
+        """At most this many reattempt requests (None: no bound)."""
+
+    @property
+    def on_failure(self) -> str:
+        """What a step with no attempt left does."""
+
+    def timing(self) -> tuple[float | None, float | None, float | None]:
+        """`wait`, `after` and `wait_timeout` in seconds."""
 
 
 @dataclass
@@ -49,6 +67,9 @@ class _Lost:
     error: dict[str, Any] | None = field(default_factory=lambda: dict(WORKER_LOST))
     retry_after: float | None = None
     permanent: bool = False
+    flow: str | None = None
+    wait: float | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,8 @@ class Write:
             `finish.wake_at`); None to go on holding the lease.
         notify_at: a message to send once it commits (for a released task).
         wake_at: while the pass goes on, when a retry that is not ready yet falls due.
+        asked: a step's request to pause or cancel the task ("pause"/"cancel", the
+            reason), kept by the pass until a write ends it.
     """
 
     steps: dict[str, StepView] = field(default_factory=dict)
@@ -80,6 +103,7 @@ class Write:
     finish: Finish | None = None
     notify_at: datetime | None = None
     wake_at: datetime | None = None
+    asked: tuple[str, str] | None = None
 
 
 def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
@@ -107,6 +131,9 @@ def decide(
     busy: int = 0,
     stopping: bool = False,
     recover: bool = False,
+    steps: Mapping[str, StepRules] | None = None,
+    created_at: datetime | None = None,
+    asked: tuple[str, str] | None = None,
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -122,42 +149,106 @@ def decide(
         stopping: the worker is shutting down: start nothing, hand the task back.
         recover: the first write of a pass: steps left `in_progress` by a previous
             lease holder count as failed attempts ("worker lost").
+        steps: the task's step templates by name (waits, reattempt and failure rules;
+            a step without one has none).
+        created_at: when the task was created (waits count from it; default `now`).
+        asked: a pause or cancel asked by an earlier write's outcome (`Write.asked`).
     """
-    w = Write()
+    w = Write(asked=asked)
+    templates = steps or {}
+    created = created_at or now
     lost: list[AttemptOutcome] = []
     if recover:
         lost = [_Lost(n) for n, v in views.items() if v.status == Status.IN_PROGRESS.value]
     for o in [*lost, *outcomes]:
-        _record(w, views[o.name], o, now, rules)
+        _record(w, views, o, now, rules, templates.get(o.name), created)
     current = {**views, **w.steps} if w.steps else views
+    if w.asked is not None:
+        _end_as_asked(w, current, running, busy)
+        return w
+    due = waits.due_waits(current, _waits(templates), created, now)
+    for name, at in due.items():  # pending steps just ready whose wait has not passed
+        w.steps[name] = replace(current[name], next_attempt_at=at)
+    if due:
+        current = {**current, **w.steps}
     _advance(w, current, now, rules, running, busy, stopping)
     return w
 
 
-def _record(w: Write, v: StepView, o: AttemptOutcome, now: datetime, rules: Rules) -> None:
-    """The new state of a step whose attempt ended, and its transition."""
-    if o.ok:
-        new = replace(
-            v,
-            status=Status.COMPLETE.value,
-            results=o.results,
-            error=None,
-            next_attempt_at=None,
-            processed_at=now,
-        )
-        reason = "succeeded"
+def _waits(templates: Mapping[str, StepRules]) -> dict[str, tuple[float | None, float | None]]:
+    """(wait, after) in seconds of the steps that have either."""
+    out = {}
+    for name, t in templates.items():
+        wait, after, _ = t.timing()
+        if wait is not None or after is not None:
+            out[name] = (wait, after)
+    return out
+
+
+def _end_as_asked(
+    w: Write, views: Mapping[str, StepView], running: Collection[str], busy: int
+) -> None:
+    """A step asked to pause or cancel the task: start nothing, and end the pass.
+
+    A cancel ends it now (its unfinished steps are cancelled, running ones too: their
+    outcomes no longer count); a pause once the running attempts have been recorded.
+    """
+    assert w.asked is not None
+    kind, reason = w.asked
+    if kind == flow.CANCEL:
+        for name, v in views.items():
+            if flow.unfinished(v):
+                w.steps[name] = replace(v, status=Status.CANCELLED.value, next_attempt_at=None)
+                w.changes.append(
+                    StepChange(
+                        v.workflow_step_id,
+                        name,
+                        Status(v.status),
+                        Status.CANCELLED,
+                        v.attempts,
+                        reason,
+                    )
+                )
+        w.finish = Finish(Status.CANCELLED, None, reason)
+    elif busy == 0:
+        w.finish = Finish(Status.PAUSED, None, reason)
+
+
+def _record(
+    w: Write,
+    views: Mapping[str, StepView],
+    o: AttemptOutcome,
+    now: datetime,
+    rules: Rules,
+    template: StepRules | None,
+    created: datetime,
+) -> None:
+    """The new state of a step whose attempt ended, and its transition.
+
+    Decided by `tasker.core.flow.record_outcome`; a pause or cancel it asks for is kept
+    in `w.asked` (a cancel wins over a pause).
+    """
+    v = views[o.name]
+    if template is None:
+        step_rules = flow.Rules(v.retry_limit, v.retryable)
     else:
-        last = o.permanent or v.attempts >= (v.retry_limit if v.retryable else 1)
-        delay = backoff_seconds(v.attempts, rules.backoff_base, rules.backoff_max, o.retry_after)
-        new = replace(
-            v,
-            status=Status.ERROR.value,
-            error=o.error,
-            next_attempt_at=None if last else now + timedelta(seconds=delay),
-            processed_at=now if last else None,
+        step_rules = flow.Rules(
+            v.retry_limit,
+            v.retryable,
+            template.max_reattempts,
+            template.on_failure,
+            template.timing()[2],
         )
-        err = o.error or {}
-        reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
+    attempt = flow.Attempt(
+        o.ok, o.results, o.error, o.retry_after, o.permanent, o.flow, o.wait, o.reason
+    )
+    since = waits.since(v, views, created)
+    rec = flow.record_outcome(
+        v, attempt, step_rules, now, since, (rules.backoff_base, rules.backoff_max)
+    )
+    if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
+        w.asked = (rec.halt, rec.task_reason)
+    new = rec.view
     w.steps[v.name] = new
     w.changes.append(
         StepChange(
@@ -166,8 +257,8 @@ def _record(w: Write, v: StepView, o: AttemptOutcome, now: datetime, rules: Rule
             Status(v.status),
             Status(new.status),
             v.attempts,
-            reason,
-            None if o.ok else o.error,
+            rec.reason,
+            rec.details,
         )
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
+from tasker.core.waits import after_problems
 from tasker.definition.dag import topological_order
 from tasker.definition.handler import TaskHandler
 from tasker.definition.template import StepTemplate
@@ -57,7 +58,8 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
 
     Raises:
         ConfigurationError: a missing name, bad version, bad template, duplicate or
-            unknown step, or an invalid JSON Schema.
+            unknown step, an invalid JSON Schema, an `after=` earlier than the step's
+            dependencies' waits allow, or a `cancel_if` that is not callable.
         DagCycleError: the steps form a cycle.
     """
     if not isinstance(handler_cls, type):
@@ -79,6 +81,19 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
             raise ConfigurationError(f"task {name!r}: duplicate step name {t.name!r}")
         by_name[t.name] = t
     order = topological_order(name, {n: t.depends_on for n, t in by_name.items()})
+    problems = after_problems(
+        order,
+        {n: t.depends_on for n, t in by_name.items()},
+        {n: t.timing()[:2] for n, t in by_name.items()},
+    )
+    if problems:
+        raise ConfigurationError(f"task {name!r}: " + "; ".join(problems))
+    cancel_if = getattr(handler_cls, "cancel_if", None)
+    if cancel_if is not None and not callable(cancel_if):
+        raise ConfigurationError(
+            f"task {name!r}: cancel_if must be a method cancel_if(self, task, sequence) -> bool, "
+            f"got {cancel_if!r}"
+        )
     schema = getattr(handler_cls, "context_schema", None)
     validator = None
     if schema is not None:

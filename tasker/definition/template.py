@@ -6,8 +6,10 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from tasker.core.duration import to_seconds
 from tasker.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -84,6 +86,27 @@ def resolve_handler(step_name: str, handler: object) -> HandleFn:
     )
 
 
+#: What a step with no attempt left may do (`StepTemplate.on_failure`).
+ON_FAILURE = ("error", "pause", "skip", "cancel")
+
+
+def _seconds(where: str, name: str, value: object) -> float | None:
+    """A wait given as seconds or a timedelta, in seconds (None stays None).
+
+    Raises:
+        ConfigurationError: it is not a duration, or it is negative.
+    """
+    if value is None:
+        return None
+    try:
+        seconds = to_seconds(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{where}: {name} must be seconds or a timedelta ({exc})") from exc
+    if seconds < 0:
+        raise ConfigurationError(f"{where}: {name} must not be negative, got {value!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class StepTemplate:
     """One step of a task handler's DAG.
@@ -101,6 +124,23 @@ class StepTemplate:
         skippable: whether `TaskRequest.bypass_steps` may name this step.
         timeout: seconds one attempt may run before it is recorded as failed
             (None: the app's `step_timeout`).
+        wait: do not start before this long (seconds or a timedelta) has passed since
+            the last dependency was satisfied (for a step with none: since the task was
+            created).
+        after: do not start before the task's `created_at` plus this (the later of
+            `wait` and `after` wins).
+        run_if: `fn(task, sequence) -> bool`, called when the step is about to start;
+            False skips it (its dependents go on); an exception fails the attempt.
+        max_reattempts: at most this many `step.reattempt()` requests; the one after
+            fails the step for good with `ReattemptLimitError` (None: no bound).
+        on_failure: what a step with no attempt left does: "error" (the task ends in
+            error once nothing else can progress), "pause" (the task pauses), "skip"
+            (the step becomes skipped, its error kept) or "cancel" (the task is cancelled).
+        wait_timeout: for a polling step, how long after its dependencies were satisfied
+            it may still ask to be reattempted; a reattempt that would run past it fails
+            the step for good with `WaitTimeoutError`.
+
+    `wait`, `after` and `wait_timeout` are stored in seconds (floats).
 
     Raises:
         ConfigurationError: a field is invalid (raised on construction).
@@ -115,6 +155,12 @@ class StepTemplate:
     retry_limit: int = 3
     skippable: bool = False
     timeout: float | None = None
+    wait: float | timedelta | None = None
+    after: float | timedelta | None = None
+    run_if: Callable[..., Any] | None = None
+    max_reattempts: int | None = None
+    on_failure: str = "error"
+    wait_timeout: float | timedelta | None = None
     _fn: HandleFn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,7 +193,33 @@ class StepTemplate:
             or self.timeout <= 0
         ):
             raise ConfigurationError(f"{where}: timeout must be a positive number of seconds")
+        for name in ("wait", "after", "wait_timeout"):
+            object.__setattr__(self, name, _seconds(where, name, getattr(self, name)))
+        if self.run_if is not None and not callable(self.run_if):
+            raise ConfigurationError(
+                f"{where}: run_if must be a callable run_if(task, sequence) -> bool, "
+                f"got {self.run_if!r}"
+            )
+        if self.max_reattempts is not None and (
+            isinstance(self.max_reattempts, bool)
+            or not isinstance(self.max_reattempts, int)
+            or self.max_reattempts < 0
+        ):
+            raise ConfigurationError(
+                f"{where}: max_reattempts must be an integer of at least 0 or None, "
+                f"got {self.max_reattempts!r}"
+            )
+        if self.on_failure not in ON_FAILURE:
+            raise ConfigurationError(
+                f"{where}: on_failure must be one of {list(ON_FAILURE)}, got {self.on_failure!r}"
+            )
         object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
+
+    def timing(self) -> tuple[float | None, float | None, float | None]:
+        """`wait`, `after` and `wait_timeout`, in seconds (as stored on construction)."""
+        return cast("tuple[float | None, float | None, float | None]", (
+            self.wait, self.after, self.wait_timeout,
+        ))  # fmt: skip
 
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.definition.template import StepTemplate
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -26,6 +27,17 @@ class Outcome:
     permanent: bool = False
     timed_out: bool = False
     annotations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # A flow-control request that ended the run (`tasker.core.flow`): not a failed attempt.
+    flow: str | None = None
+    wait: float | None = None
+    reason: str = ""
+
+    def attempt(self) -> Attempt:
+        """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""
+        return Attempt(
+            self.ok, self.results, self.error, self.retry_after, self.permanent,
+            self.flow, self.wait, self.reason,
+        )  # fmt: skip
 
     @classmethod
     def after_time_limit(cls, name: str, token: object, limit: float) -> Outcome:
@@ -55,13 +67,21 @@ def run_handler(
     step: HandlerStep,
     token: object,
     deliver: Callable[[Outcome], None],
+    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None = None,
 ) -> None:
     """Run one attempt and deliver its outcome; never raises.
 
-    A dict return value becomes the results; None keeps `step.results`. Anything
-    else, or results that cannot be stored as JSON, fails the attempt.
+    First the task handler's `cancel_if` (True cancels the task) and the step's `run_if`
+    (False skips the step), then the handler. A dict return value becomes the results;
+    None keeps `step.results`. Anything else, or results that cannot be stored as JSON,
+    fails the attempt; a flow-control request (`FlowRequest`) ends it without failing.
     """
+    task._in_run = step._in_run = True
     try:
+        if cancel_if is not None and cancel_if(task, sequence):
+            raise FlowRequest(CANCEL, reason="cancel_if returned True")
+        if template.run_if is not None and not template.run_if(task, sequence):
+            raise FlowRequest(SKIP, reason="run_if returned False")
         returned = template.call(task, sequence, step)
         results = step.results if returned is None else returned
         if results is not None and not isinstance(results, dict):
@@ -72,6 +92,10 @@ def run_handler(
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
         outcome = Outcome(step.name, token, ok=True, results=results)
+    except FlowRequest as req:
+        outcome = Outcome(
+            step.name, token, ok=False, flow=req.kind, wait=req.wait, reason=req.reason
+        )
     except BaseException as exc:
         outcome = Outcome(
             step.name,
@@ -81,5 +105,7 @@ def run_handler(
             retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
             permanent=isinstance(exc, PermanentError),
         )
+    finally:
+        task._in_run = step._in_run = False
     outcome.annotations = task.take_annotations()
     deliver(outcome)

@@ -11,7 +11,6 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -22,14 +21,14 @@ from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from tasker.core import writes
+from tasker.core import flow, writes
 from tasker.core.clock import as_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
@@ -52,33 +51,8 @@ log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
 
 
-def _transient(exc: DBAPIError) -> bool:
-    """A lost connection or a database that is restarting: worth another try."""
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
-
-
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
-
-#: Called when a pass can no longer keep the lease of a task whose attempts still run
-#: in this process: (task_id, why). It must end them (the default ends the process).
-FailStop = Callable[[int, str], None]
-
-#: The exit status of a process ended by `halt_process` (EX_TEMPFAIL: start it again).
-EXIT_LEASE_LOST = 75
-
-
-def halt_process(task_id: int, why: str) -> None:
-    """End this process at once (the default `FailStop`).
-
-    Python cannot end a step's thread, and another worker is about to own (or owns)
-    the task whose step that thread runs.
-    """
-    log.critical(
-        "task %s: %s; ending this process so that no step runs twice at once", task_id, why
-    )
-    logging.shutdown()
-    os._exit(EXIT_LEASE_LOST)
 
 
 @dataclass
@@ -107,20 +81,36 @@ class _Pass:
     annotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     # time.monotonic() until which the lease is surely ours with a margin (see _keep).
     safe_until: float = 0.0
+    # A step asked to pause or cancel the task ("pause"/"cancel", the reason): no step
+    # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
+    asked: tuple[str, str] | None = None
+    ended: bool = False  # a write ended the pass (finished or released the task)
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
 
     def snapshot(self) -> _Snapshot:
-        return dict(self.views), dict(self.running), self.revision, list(self.annotations)
+        return (
+            dict(self.views),
+            dict(self.running),
+            self.revision,
+            list(self.annotations),
+            self.asked,
+        )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations = saved
+        views, running, self.revision, annotations, self.asked = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
         self.notify_at = None
 
 
-_Snapshot = tuple[dict[str, StepView], dict[str, "_Running"], int, list[tuple[int, dict[str, Any]]]]
+_Snapshot = tuple[
+    dict[str, StepView],
+    dict[str, "_Running"],
+    int,
+    list[tuple[int, dict[str, Any]]],
+    tuple[str, str] | None,
+]
 
 
 class Engine:
@@ -150,6 +140,7 @@ class Engine:
         self._rules = writes.Rules(
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
+        self._retrying = Retrier(db, settings.lease_seconds).run
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -305,75 +296,6 @@ class Engine:
             p.safe_until = sent + self._keep_seconds()
             return
 
-    def _retrying(
-        self,
-        task_id: int,
-        body: Callable[[], _T],
-        stamp: tuple[int, int] | None = None,
-        until: float | None = None,
-    ) -> _T | None:
-        """Run `body`, one short write or read, retrying while the database is away.
-
-        Retries last at most one lease period: after that the lease may be someone
-        else's, and the fence in the write would refuse it anyway; with `until` (a
-        `time.monotonic()`), until then if sooner. A write that
-        failed after it was sent may have landed: with a `stamp` (the `tx_seq` the
-        write gives the task, and the revision it expects) the task row tells, and a
-        write that landed returns None instead of being applied twice. Without one
-        (the claim) the write is simply tried again: a claim that landed makes the
-        retry a no-op, and its lease expires for the sweeper to hand the task on.
-        """
-        give_up = time.monotonic() + self._settings.lease_seconds
-        if until is not None:
-            give_up = min(give_up, until)
-        delay = 0.05
-        while True:
-            try:
-                return body()
-            except DBAPIError as exc:
-                if time.monotonic() + delay > give_up or not _transient(exc):
-                    raise
-                if stamp is not None and self._landed(task_id, stamp, give_up):
-                    return None
-                log.warning(
-                    "task %s: database error, retrying in %.2f s: %s", task_id, delay, exc.orig
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _landed(self, task_id: int, stamp: tuple[int, int], give_up: float) -> bool:
-        """After a write that failed, tell whether it landed anyway.
-
-        Every engine write bumps the task's `tx_seq`; steering calls bump it too, and
-        also the revision.
-
-        Raises:
-            LeaseLostError: it cannot be told (a steering call interleaved): the pass
-                ends and the sweeper hands the task on once the lease expires.
-        """
-        seq, revision = stamp
-        while True:
-            try:
-                with self._db.read() as conn:
-                    row = conn.execute(
-                        sa.select(m.tasks.c.tx_seq, m.tasks.c.revision).where(
-                            m.tasks.c.task_id == task_id
-                        )
-                    ).one()
-                break
-            except DBAPIError as exc:
-                if time.monotonic() > give_up or not _transient(exc):
-                    raise
-                time.sleep(0.2)
-        if row.revision == revision and row.tx_seq in (seq, seq - 1):
-            log.warning(
-                "task %s: a write reported an error but %s",
-                task_id,
-                "had landed" if row.tx_seq == seq else "had not landed; retrying",
-            )
-            return bool(row.tx_seq == seq)
-        raise LeaseLostError(f"task {task_id}: cannot tell whether a failed write landed")
-
     # -- claiming -----------------------------------------------------------------
 
     def _claim(self, task_id: int) -> _Pass | None:
@@ -413,7 +335,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
-        while p.running:
+        while p.running and not p.ended:
             batch = self._wait(p)
             if batch:
                 self._annotate(p, batch)
@@ -458,6 +380,9 @@ class Engine:
                 busy=sum(1 for r in p.running.values() if not r.abandoned),
                 stopping=self._stopping.is_set(),
                 recover=recover,
+                steps=p.reg.steps,
+                created_at=as_utc(p.row["created_at"]),
+                asked=p.asked,
             )
             w = leases.TaskWrite(
                 p.lease,
@@ -486,6 +411,7 @@ class Engine:
             p.safe_until = sent + self._keep_seconds()
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
+            p.asked, p.ended = d.asked, d.finish is not None
             return [p.views[n] for n in d.started]
 
     @staticmethod
@@ -588,7 +514,9 @@ class Engine:
             return
         now, task_id = self._now(), p.lease.task_id
         ids = [
-            self._retrying(task_id, partial(self._catalog.annotation_type_id, t, now))
+            self._retrying(
+                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+            )
             for t, _ in wanted
         ]
         p.annotations = [(int(i or 0), a) for i, (_, a) in zip(ids, wanted, strict=True)]
@@ -601,6 +529,7 @@ class Engine:
         steps = []
         for o in batch:
             done = Status.COMPLETE.value if o.ok else Status.ERROR.value
+            done = flow.LEAVES.get(o.flow or "", done)  # a flow request: where it leaves it
             seen = (o.results, None) if o.ok else (None, o.error)
             # The handler's copies (HandlerStep): what it mutates is not what is stored.
             # It sees each step's inputs as the step's handler did (stored, else the context).
@@ -661,7 +590,14 @@ class Engine:
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
             self._threads.submit(
-                run_handler, tpl, HandlerTask(p.row), sequence, hstep, token, p.outcomes.put
+                run_handler,
+                tpl,
+                HandlerTask(p.row),
+                sequence,
+                hstep,
+                token,
+                p.outcomes.put,
+                getattr(p.reg.handler, "cancel_if", None),
             )
 
     def _limit(self, p: _Pass, name: str) -> float:

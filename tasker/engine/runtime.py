@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime
-from typing import Any, Generic, TypeVar, overload
+from datetime import datetime, timedelta
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
+from tasker.core import flow
 from tasker.core.clock import as_utc
+from tasker.core.duration import to_seconds
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
-from tasker.errors import InvalidRequestError, StepNotFoundError
+from tasker.errors import InvalidRequestError, InvalidStateError, StepNotFoundError
 
 _V = TypeVar("_V")
 _SCALARS = (str, int, float, bool, type(None))
@@ -62,7 +64,7 @@ def _share(obj: object, name: str, value: Any) -> None:
     obj.__dict__[f"_shared_{name}"] = value
 
 
-class HandlerTask:
+class HandlerTask(flow.FlowControl):
     """The task as a handler sees it.
 
     Attributes:
@@ -103,19 +105,41 @@ class HandlerTask:
             raise InvalidRequestError(f"annotation {annotation_type!r} cannot be stored: {problem}")
         self.pending_annotations.append((annotation_type, annotation))
 
+    def pause(self, reason: str = "") -> NoReturn:
+        """End this run and pause the task once its running steps are recorded.
+
+        This step goes back to `pending` and runs again on `app.resume`. Not a failed
+        attempt. Raises a control exception that `except Exception:` does not catch.
+
+        Raises:
+            InvalidStateError: called outside a running handler.
+        """
+        raise self._request(flow.PAUSE, reason=reason)
+
+    def cancel(self, reason: str = "") -> NoReturn:
+        """End this run and cancel the task and its unfinished steps.
+
+        Raises:
+            InvalidStateError: called outside a running handler.
+        """
+        raise self._request(flow.CANCEL, reason=reason)
+
     def take_annotations(self) -> list[tuple[str, dict[str, Any]]]:
         """Hand over the annotations collected so far (engine use)."""
         taken, self.pending_annotations = self.pending_annotations, []
         return taken
 
 
-class HandlerStep:
+class HandlerStep(flow.FlowControl):
     """The step being run: read `inputs`, set `results` (or return them).
 
     Attributes:
         name, workflow_step_id, depends_on, dependent_system, retry_limit, retryable:
             the step's definition.
         attempts: the number of this attempt (1 for the first).
+        reattempts: how many runs of this step asked to run again later.
+        idempotency_key: the same for every attempt of this step of this task, and
+            different for every other step: pass it to external APIs.
         inputs: the step's inputs (the task context unless set otherwise).
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
@@ -137,10 +161,39 @@ class HandlerStep:
         self.retry_limit = view.retry_limit
         self.retryable = view.retryable
         self.attempts = view.attempts
+        self.reattempts = view.reattempts
+        self.idempotency_key = view.idempotency_key
         _share(self, "inputs", view.inputs if inputs is None else inputs)
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)
+
+    def reattempt(self, wait: float | timedelta) -> NoReturn:
+        """End this run; run the step again after `wait` (seconds or a timedelta).
+
+        Not a failed attempt: `attempts` stays as it was, `reattempts` counts it.
+
+        Raises:
+            InvalidStateError: called outside a running handler, or `wait` is not a
+                duration of at least 0.
+        """
+        try:
+            seconds = to_seconds(wait)
+        except (TypeError, ValueError) as exc:
+            raise InvalidStateError(
+                f"reattempt(): wait must be seconds or a timedelta ({exc})"
+            ) from exc
+        if seconds < 0:
+            raise InvalidStateError(f"reattempt(): wait must not be negative, got {wait!r}")
+        raise self._request(flow.REATTEMPT, wait=seconds)
+
+    def skip(self, reason: str = "") -> NoReturn:
+        """End this run; the step becomes `skipped` (its dependents go on).
+
+        Raises:
+            InvalidStateError: called outside a running handler.
+        """
+        raise self._request(flow.SKIP, reason=reason)
 
 
 class StepSequence:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.engine import Connection
+
 from tasker.store.db import Database
 from tasker.store.lease import Claimed, TaskWrite
 
@@ -38,7 +40,9 @@ class NewTask:
 class Store(Protocol):
     """What the engine and `enqueue` need of the database for their hot writes."""
 
-    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+    def insert_tasks(
+        self, tasks: Sequence[NewTask], now: datetime, caller: Connection | None = None
+    ) -> list[tuple[int, list[int]]]:
         """Insert tasks with their steps, edges, transitions and outbox rows, all or none.
 
         On PostgreSQL one statement whatever the number of tasks; on SQLite one
@@ -47,6 +51,8 @@ class Store(Protocol):
         Args:
             tasks: the tasks, in the order of the ids returned.
             now: the time of the change.
+            caller: the caller's connection (`enqueue(connection=)`): the rows are written
+                there, in its open transaction, and left uncommitted.
 
         Returns:
             Each task's id and its step ids in position order.

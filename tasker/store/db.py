@@ -11,7 +11,7 @@ import os
 import select
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -187,3 +187,12 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (call after fork and on shutdown)."""
         self.engine.dispose()
+
+
+def reading(db: Database, caller: Connection | None) -> AbstractContextManager[Connection]:
+    """A read transaction on tasker's pool, or `caller`'s connection when given.
+
+    Reads that must see what the caller's open transaction wrote (`enqueue(connection=)`)
+    go through its connection, in its transaction, which they leave open.
+    """
+    return nullcontext(caller) if caller is not None else db.read()

@@ -21,6 +21,7 @@ from tasker.errors import LeaseLostError, StaleRevisionError
 from tasker.store.audit import StepChange, step_change_rows, task_change_row
 
 _IN_PROGRESS = Status.IN_PROGRESS.value
+_COMPLETED = (Status.COMPLETE, Status.CANCELLED)  # final statuses an engine write sets
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Claimed:
 
 @dataclass(frozen=True)
 class Finish:
-    """How a write ends the pass: `to_status` complete or error, or None to release.
+    """How a write ends the pass: to `to_status`, or (None) releasing the task.
+
+    `to_status` is complete, error, paused or cancelled.
 
     A released task stays live and is due again at `wake_at` (announced by an outbox row).
     """
@@ -85,7 +88,7 @@ class TaskWrite:
             "expires": None,
             "set_next": True,
             "next_run_at": None if done else f.wake_at,
-            "completed_at": self.now if f.to_status is Status.COMPLETE else None,
+            "completed_at": self.now if f.to_status in _COMPLETED else None,
         }
 
     def deliver_at(self) -> datetime | None:

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
 
 from tasker.core.views import StepView
 from tasker.store import schema as m
@@ -236,6 +237,11 @@ ENQUEUE = _ENQUEUE.format(
 _step_writes = attrgetter(*m.STEP_WRITE)
 
 
+def _on(caller: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run a statement of this module on the caller's connection, in its transaction."""
+    return list(caller.exec_driver_sql(sql, params).all())
+
+
 def _step_values(v: StepView) -> dict[str, Any]:
     """A step's row in the write's `steps` parameter."""
     return {"id": v.workflow_step_id, **dict(zip(m.STEP_WRITE, _step_writes(v), strict=True))}
@@ -253,7 +259,9 @@ class PgStore:
             rows: list[Any] = cur.fetchall()
             return rows
 
-    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+    def insert_tasks(
+        self, tasks: Sequence[NewTask], now: datetime, caller: Connection | None = None
+    ) -> list[tuple[int, list[int]]]:
         """See `Store.insert_tasks`: one statement for the whole batch."""
         params = {
             "now": now,
@@ -269,7 +277,9 @@ class PgStore:
             ),
         }
         out: list[tuple[int, list[int]]] = [(0, []) for _ in tasks]
-        for row in self._run(ENQUEUE, params):
+        # The caller's connection takes the same text (psycopg's named parameters).
+        rows = self._run(ENQUEUE, params) if caller is None else _on(caller, ENQUEUE, params)
+        for row in rows:
             step_ids = out[row.n][1]
             out[row.n] = (int(row.task_id), step_ids)
             if row.workflow_step_id is not None:

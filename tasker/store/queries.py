@@ -17,7 +17,7 @@ from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 from tasker.core.waits import with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.store import schema as m
-from tasker.store.db import Database
+from tasker.store.db import Database, reading
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
@@ -69,14 +69,14 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
     )
 
 
-def get_task(db: Database, task_id: Any) -> TaskView:
-    """One task with its steps and annotations.
+def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> TaskView:
+    """One task with its steps and annotations (read through `caller` when given).
 
     Raises:
         TaskNotFoundError: no task has that id.
     """
     tid = task_id_of(task_id)
-    with db.read() as conn:
+    with reading(db, caller) as conn:
         row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
         if row is None:
             raise TaskNotFoundError(f"no task has id {tid}")

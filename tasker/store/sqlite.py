@@ -8,6 +8,7 @@ See `tasker.store.base.Store` for what each method promises.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -108,11 +109,13 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def insert_tasks(self, tasks: Sequence[NewTask], now: datetime) -> list[tuple[int, list[int]]]:
+    def insert_tasks(
+        self, tasks: Sequence[NewTask], now: datetime, caller: Connection | None = None
+    ) -> list[tuple[int, list[int]]]:
         """See `Store.insert_tasks`: one transaction, one statement per table."""
         if not tasks:
             return []
-        with self._db.write() as conn:
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             rows = conn.execute(
                 _TASK_INSERT,
                 [

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tasker.core import flow
 from tasker.core.clock import utc_now
 from tasker.core.views import StepView
 from tasker.definition.dag import topological_order
@@ -23,13 +24,14 @@ class StepRun:
     """What one isolated run of a step did.
 
     Attributes:
-        status: "complete" or "error".
+        status: "complete" or "error"; after a flow-control request the status it leaves
+            the step in: "pending" (reattempt, pause), "skipped" or "cancelled".
         results: the step's results (None when it failed).
         error: None, or the stored form of the error (`message`, `error_class`, `backtrace`).
         decision: the labels of a decision step's `Decision` (None otherwise).
         spawned: the requests of the sub-tasks the step spawned.
         flow: None, or the flow-control request that ended the run.
-        wait: the wait of a `reattempt` request (None otherwise).
+        wait: the wait of a `reattempt` request, in seconds (None otherwise).
         reason: the reason given with a flow-control request.
         annotations: the (type, annotation) pairs the handler recorded.
     """
@@ -114,10 +116,14 @@ def run_step(
         outcomes.append,
     )
     (outcome,) = outcomes
+    status = flow.LEAVES.get(outcome.flow or "", "complete" if outcome.ok else "error")
     return StepRun(
-        status="complete" if outcome.ok else "error",
+        status=status,
         results=outcome.results if outcome.ok else None,
         error=outcome.error,
+        flow=outcome.flow,
+        wait=outcome.wait,
+        reason=outcome.reason,
         annotations=tuple(outcome.annotations),
     )
 

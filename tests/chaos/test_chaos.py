@@ -46,6 +46,7 @@ import pytest
 import redis
 
 from tasker import TaskRequest
+from tasker.engine.keeping import EXIT_LEASE_LOST
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 
@@ -415,18 +416,23 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         app.close()
 
     # A worker started while PostgreSQL is down exits at once (`tasker worker` migrates
-    # first): a supervisor restarts it, as the pool does. Any other death is a failure.
+    # first), and one whose lease could not be renewed while a step ran fail-stops with
+    # EXIT_LEASE_LOST (so its attempt cannot overlap a new owner's): a supervisor restarts
+    # either, as the pool does. Any other death is a failure.
     unexpected = {
         pid: c
         for pid, c in pool.crashed.items()
         if not (c[0] == 2 and "error: database: connection failed" in c[1])
+        and not (c[0] == EXIT_LEASE_LOST and "no step runs twice at once" in c[1])
     }
+    fail_stopped = sum(1 for c in pool.crashed.values() if c[0] == EXIT_LEASE_LOST)
     counts.update(
         seed=seed,
         wall_s=round(wall, 1),
         recovery_after_chaos_s=round(recovered - chaos_ended, 1),
         killed_workers=len(pool.killed),
-        workers_died_at_start_in_outage=len(pool.crashed) - len(unexpected),
+        workers_died_at_start_in_outage=len(pool.crashed) - len(unexpected) - fail_stopped,
+        workers_fail_stopped=fail_stopped,
         redis_messages_wiped=flushed["lost"],
         pg_restart_s=round(restart["ended"] - restart["began"], 1),
     )

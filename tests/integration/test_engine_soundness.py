@@ -380,9 +380,13 @@ def _wait_for(predicate: Callable[[], bool], seconds: float = 30) -> None:
 # -- defect 7: a lease that cannot be kept while an attempt runs fail-stops -------------
 
 
-def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_first(real_app):
+@pytest.mark.parametrize("past_time_limit", [False, True])
+def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_first(
+    real_app, past_time_limit
+):
     """Given a worker running a long step of a task (lease 3 s) when the database stops
-    taking its writes, and a second worker,
+    taking its writes (the attempt within its time limit, or past it with its time-out
+    recorded and its thread running on), and a second worker,
     when the lease cannot be renewed, then the first worker fail-stops (here: its attempt
     is ended, as ending the process would) while the lease is still its own, and only
     after the lease expired does the second worker run the step again: the two attempts
@@ -422,7 +426,10 @@ def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_firs
         stops.append((why, expires is not None and expires > utc_now()))
         killed.set()  # what ending the process does to its step threads
 
-    cls = task_class("outlived", [StepTemplate(name="s", handler=long_step, retry_limit=2)])
+    limit = 0.5 if past_time_limit else 60
+    cls = task_class(
+        "outlived", [StepTemplate(name="s", handler=long_step, retry_limit=2, timeout=limit)]
+    )
     old.register(cls)
     new.register(cls)
     old.engine.fail_stop = fail_stop
@@ -430,6 +437,8 @@ def test_a_lease_that_cannot_be_renewed_while_a_step_runs_ends_its_attempts_firs
     runner = _in_background(old.run_until_idle)
     try:
         assert started.wait(10)
+        if past_time_limit:
+            _wait_for(lambda: old.get_task(task.task_id).steps["s"].status == "error")
         down = OperationalError("UPDATE tasks", {}, Exception("the database is away"))
         with mock.patch.object(old.store, "apply", side_effect=down):
             _wait_for(lambda: bool(stops), 20)

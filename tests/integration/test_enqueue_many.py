@@ -122,9 +122,9 @@ def test_a_failing_insert_stores_none_of_the_tasks(app, monkeypatch):
     neither of the two good tasks is stored: the batch is one transaction."""
     insert = app.store.insert_tasks
 
-    def third_is_broken(tasks, now):
+    def third_is_broken(tasks, now, caller=None):
         broken = replace(tasks[2], values={**tasks[2].values, "named_task_id": 10**9})
-        return insert([tasks[0], tasks[1], broken], now)
+        return insert([tasks[0], tasks[1], broken], now, caller)
 
     monkeypatch.setattr(app.store, "insert_tasks", third_is_broken)
     sent = app.dispatch.sent

@@ -99,10 +99,10 @@ def test_a_database_error_other_than_the_key_is_raised_as_itself(backend, monkey
     insert = backend.store.insert_tasks
     calls = []
 
-    def broken_insert(tasks, now):
+    def broken_insert(tasks, now, caller=None):
         calls.extend(t.values["idempotency_key"] for t in tasks)
         broken = [replace(t, values={**t.values, "named_task_id": 10**9}) for t in tasks]
-        return insert(broken, now)
+        return insert(broken, now, caller)
 
     monkeypatch.setattr(backend.store, "insert_tasks", broken_insert)
 
@@ -125,10 +125,10 @@ def test_the_key_taken_between_the_check_and_the_insert_answers_with_the_winner(
     insert = backend.store.insert_tasks
     winner = []
 
-    def racing_insert(tasks, now):
+    def racing_insert(tasks, now, caller=None):
         if not winner:  # the other request commits first, with the same key and request
             winner.append(insert(tasks, now)[0][0])
-        return insert(tasks, now)
+        return insert(tasks, now, caller)
 
     monkeypatch.setattr(backend.store, "insert_tasks", racing_insert)
 

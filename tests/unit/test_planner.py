@@ -164,3 +164,23 @@ def test_the_running_plan_does_not_wake_for_retries_that_cannot_start():
         waiting("blocked", 1, deps=("blocker",)),
     )
     assert plan(s, NOW, running={"slow", "abandoned"}) == Plan([], Verdict.RUN)
+
+
+# -- pending steps with a "not before" time: waits and reattempts (issue 9) ----------
+
+
+def test_a_pending_step_with_a_due_time_waits_until_then():
+    """Given a pending step due in 60 s, Then it is not ready now, and the task waits for it."""
+    s = steps(st("a", Status.COMPLETE), st("b", deps=("a",), next_at=NOW + timedelta(seconds=60)))
+    assert not is_ready(s["b"], s, NOW)
+    assert plan(s, NOW) == Plan([], Verdict.WAIT, wake_at=NOW + timedelta(seconds=60))
+    assert is_ready(s["b"], s, NOW + timedelta(seconds=60))
+    assert plan(s, NOW + timedelta(seconds=61)).ready == ["b"]
+
+
+def test_a_wait_while_a_sibling_runs_wakes_the_pass_when_due():
+    """Given a running step and a sibling due in 30 s, Then the plan runs and wakes at 30 s."""
+    s = steps(st("a", Status.IN_PROGRESS), st("b", next_at=NOW + timedelta(seconds=30)))
+    decision = plan(s, NOW, running={"a"})
+    assert decision.verdict is Verdict.RUN and decision.ready == []
+    assert decision.wake_at == NOW + timedelta(seconds=30)

@@ -293,3 +293,35 @@ def test_step_handler_subclasses_functions_and_objects_are_all_accepted():
         )
     )
     assert len(reg.steps) == 5
+
+
+def test_an_after_earlier_than_the_dependencies_allow_and_a_bad_cancel_if_are_refused():
+    """Given a step whose after= comes before its dependency's wait can end, or a cancel_if
+    that is not callable, When registered, Then ConfigurationError names the problem."""
+    from datetime import timedelta
+
+    from tasker import StepTemplate, TaskHandler
+    from tasker.definition.registry import compile_handler
+    from tasker.errors import ConfigurationError
+
+    def noop(task, sequence, step):  # type: ignore[no-untyped-def]
+        return None
+
+    early = [
+        StepTemplate(name="a", handler=noop),
+        StepTemplate(name="b", handler=noop, depends_on=["a"], wait=timedelta(days=2)),
+        StepTemplate(name="c", handler=noop, depends_on=["b"], after=timedelta(days=1)),
+    ]
+    Early = type("Early", (TaskHandler,), {"name": "early", "step_templates": early})
+
+    with pytest.raises(ConfigurationError, match=r"'c'.*after"):
+        compile_handler(Early)
+
+    NotCallable = type(
+        "NotCallable",
+        (TaskHandler,),
+        {"name": "nc", "step_templates": [StepTemplate(name="a", handler=noop)], "cancel_if": 1},
+    )
+
+    with pytest.raises(ConfigurationError, match="cancel_if"):
+        compile_handler(NotCallable)

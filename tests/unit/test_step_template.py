@@ -122,3 +122,38 @@ def test_templates_are_immutable():
     t = StepTemplate(name="s", handler=noop)
     with pytest.raises(AttributeError):
         t.retry_limit = 9  # type: ignore[misc]
+
+
+# -- waits, conditions and flow control (issue 9) -------------------------------------
+
+
+@pytest.mark.parametrize("field", ["wait", "after", "wait_timeout"])
+@pytest.mark.parametrize("bad", [-1, "5m", float("inf"), True])
+def test_a_negative_or_non_numeric_wait_is_a_configuration_error_naming_it(field, bad):
+    """Given a bad wait, after or wait_timeout, Then ConfigurationError names the field."""
+    with pytest.raises(ConfigurationError, match=field):
+        StepTemplate(name="s", handler=lambda t, q, s: None, **{field: bad})
+
+
+def test_waits_are_stored_in_seconds():
+    """Given a timedelta and plain seconds, Then both are stored as seconds."""
+    from datetime import timedelta
+
+    t = StepTemplate(name="s", handler=lambda t, q, s: None, wait=timedelta(hours=1), after=90)
+    assert t.timing() == (3600.0, 90.0, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"run_if": True}, "run_if"),
+        ({"on_failure": "explode"}, "on_failure"),
+        ({"max_reattempts": -1}, "max_reattempts"),
+        ({"max_reattempts": 1.5}, "max_reattempts"),
+    ],
+)
+def test_bad_flow_settings_are_configuration_errors(kwargs, named):
+    """Given a run_if not callable, an unknown on_failure or a bad max_reattempts, Then
+    ConfigurationError names it."""
+    with pytest.raises(ConfigurationError, match=named):
+        StepTemplate(name="s", handler=lambda t, q, s: None, **kwargs)

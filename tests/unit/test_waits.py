@@ -72,3 +72,17 @@ def test_a_step_idempotency_key_is_stable_per_step_and_differs_between_steps():
     a, b = _view(1, "a", "pending"), _view(2, "a", "pending")
     assert a.idempotency_key != b.idempotency_key
     assert replace(a, status="error", attempts=2).idempotency_key == a.idempotency_key
+
+
+def test_an_after_earlier_than_the_dependencies_waits_allow_is_reported():
+    """Given a -> (wait 2 days) b -> c with after=1 day, Then c's after is reported; an after
+    of 3 days, or a step with no waits before it, is fine."""
+    from tasker.core.waits import after_problems
+
+    day = 86400.0
+    deps = {"a": (), "b": ("a",), "c": ("b",)}
+    short = {"b": (2 * day, None), "c": (None, day)}
+    (problem,) = after_problems(["a", "b", "c"], deps, short)
+    assert "'c'" in problem and "after=86400" in problem
+    assert after_problems(["a", "b", "c"], deps, {"b": (2 * day, None), "c": (None, 3 * day)}) == []
+    assert after_problems(["a", "b", "c"], deps, {"c": (None, day)}) == []

@@ -59,6 +59,9 @@ class Ended:
     error: dict[str, Any] | None = None
     retry_after: float | None = None
     permanent: bool = False
+    flow: str | None = None
+    wait: float | None = None
+    reason: str = ""
 
 
 def failed(name: str, **kw: Any) -> Ended:
