@@ -19,8 +19,6 @@ class StepState:
 
     name: str
     status: Status
-    attempts: int
-    max_attempts: int
     next_attempt_at: datetime | None
     depends_on: tuple[str, ...]
 
@@ -35,11 +33,6 @@ class StepState:
         if self.status is Status.PENDING or self.status is Status.ERROR:
             return self.next_attempt_at
         return None
-
-    @property
-    def failed_for_good(self) -> bool:
-        """Failed with no attempt left."""
-        return self.status is Status.ERROR and self.next_attempt_at is None
 
 
 class Verdict(str, Enum):

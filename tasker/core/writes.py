@@ -112,8 +112,6 @@ def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
         name: StepState(
             name=name,
             status=Status(v.status),
-            attempts=v.attempts,
-            max_attempts=v.retry_limit if v.retryable else 1,
             next_attempt_at=v.next_attempt_at,
             depends_on=v.depends_on,
         )

@@ -28,7 +28,7 @@ def dags(draw: st.DrawFn) -> dict[str, StepState]:
         deps = tuple(draw(st.lists(st.sampled_from(NAMES[:i]), unique=True))) if i else ()
         offset = draw(offsets)
         due = None if offset is None else NOW + timedelta(seconds=offset)
-        steps[name] = StepState(name, draw(statuses), draw(st.integers(0, 3)), 3, due, deps)
+        steps[name] = StepState(name, draw(statuses), due, deps)
     return steps
 
 

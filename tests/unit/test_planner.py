@@ -16,11 +16,9 @@ def st(
     name: str,
     status: Status = Status.PENDING,
     deps: tuple[str, ...] = (),
-    attempts: int = 0,
-    max_attempts: int = 3,
     next_at: datetime | None = None,
 ) -> StepState:
-    return StepState(name, status, attempts, max_attempts, next_at, deps)
+    return StepState(name, status, next_at, deps)
 
 
 def steps(*states: StepState) -> dict[str, StepState]:
@@ -29,12 +27,12 @@ def steps(*states: StepState) -> dict[str, StepState]:
 
 def waiting(name: str, seconds: float, deps: tuple[str, ...] = ()) -> StepState:
     """A step that failed and is due for another attempt `seconds` from NOW."""
-    return st(name, Status.ERROR, deps, attempts=1, next_at=NOW + timedelta(seconds=seconds))
+    return st(name, Status.ERROR, deps, next_at=NOW + timedelta(seconds=seconds))
 
 
 def failed(name: str, deps: tuple[str, ...] = ()) -> StepState:
     """A step that failed with no attempt left."""
-    return st(name, Status.ERROR, deps, attempts=3, next_at=None)
+    return st(name, Status.ERROR, deps, next_at=None)
 
 
 def test_fresh_task_starts_only_its_roots():
@@ -133,10 +131,10 @@ def test_ready_steps_keep_the_given_topological_order():
     assert plan(s, NOW).ready == ["z", "m", "a"]
 
 
-def test_the_state_helpers_tell_awaiting_retry_from_failed_for_good():
-    assert waiting("a", 5).awaiting_retry and not waiting("a", 5).failed_for_good
-    assert failed("a").failed_for_good and not failed("a").awaiting_retry
-    assert not st("a").awaiting_retry and not st("a").failed_for_good
+def test_only_a_failed_step_with_a_time_for_its_next_attempt_awaits_a_retry():
+    assert waiting("a", 5).awaiting_retry
+    assert not failed("a").awaiting_retry
+    assert not st("a").awaiting_retry
 
 
 def test_an_empty_task_is_complete():
