@@ -278,23 +278,33 @@ class Engine:
             w = leases.TaskWrite(
                 p.lease, p.revision, now, now + timedelta(seconds=self._settings.lease_seconds)
             )
-            seq = p.tx_seq + 1
             try:
-                if once:
-                    written: int | None = self._store.apply(w)
-                else:
-                    written = self._retrying(
-                        p.lease.task_id,
-                        partial(self._store.apply, w),
-                        (seq, p.revision),
-                        self._until(p),
-                    )
+                self._apply(p, w, sent, once=once)
             except StaleRevisionError:
                 self._reload(p)
                 continue
-            p.tx_seq = seq if written is None else written
-            p.safe_until = sent + self._keep_seconds()
             return
+
+    def _apply(self, p: _Pass, w: leases.TaskWrite, sent: float, *, once: bool = False) -> None:
+        """Send one fenced write of the pass and note what it gave the task.
+
+        Args:
+            sent: `time.monotonic()` before the write was built: the lease it renews counts
+                as ours from then on (see `_keep_seconds`).
+            once: try once, and let a database error through (else retry, see `_retrying`).
+
+        Raises:
+            StaleRevisionError: a steering call changed the task; nothing was written.
+        """
+        seq = p.tx_seq + 1
+        if once:
+            written: int | None = self._store.apply(w)
+        else:
+            written = self._retrying(
+                p.lease.task_id, partial(self._store.apply, w), (seq, p.revision), self._until(p)
+            )
+        p.tx_seq = seq if written is None else written
+        p.safe_until = sent + self._keep_seconds()
 
     # -- claiming -----------------------------------------------------------------
 
@@ -394,21 +404,13 @@ class Engine:
                 annotations=p.annotations,
                 finish=d.finish,
             )
-            seq, sent = p.tx_seq + 1, time.monotonic()
             try:
-                written = self._retrying(
-                    p.lease.task_id,
-                    partial(self._store.apply, w),
-                    (seq, p.revision),
-                    self._until(p),
-                )
+                self._apply(p, w, time.monotonic())
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()
                 continue
-            p.tx_seq = seq if written is None else written
-            p.safe_until = sent + self._keep_seconds()
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
