@@ -21,6 +21,8 @@ class StepState:
     status: Status
     next_attempt_at: datetime | None
     depends_on: tuple[str, ...]
+    # In progress with no thread: its handler returned and it awaits its children or items.
+    awaiting: bool = False
 
     @property
     def awaiting_retry(self) -> bool:
@@ -42,6 +44,10 @@ class Verdict(str, Enum):
     WAIT = "wait"  # only backoffs, waits and reattempts remain: come back at `Plan.wake_at`
     COMPLETE = "complete"  # every step complete, resolved or skipped
     ERROR = "error"  # a step failed for good and nothing else can progress
+    # Idle until nudged: nothing runs or falls due, but a step awaits its children or
+    # items; the task is released with no due time, and a message (a finished child,
+    # an item's outcome) wakes it.
+    IDLE = "idle"
 
 
 @dataclass
@@ -100,4 +106,6 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
     waits = [d for s in steps.values() if (d := s.due_at) is not None and deps_satisfied(s, steps)]
     if waits:
         return Plan([], Verdict.WAIT, wake_at=min(waits))
+    if any(s.awaiting for s in steps.values()):
+        return Plan([], Verdict.IDLE)
     return Plan([], Verdict.ERROR)

@@ -9,6 +9,7 @@ from typing import Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
+from tasker.core.spawns import Spawn
 from tasker.definition.template import StepTemplate
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
@@ -31,6 +32,8 @@ class Outcome:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    # The sub-tasks a succeeded attempt spawned (a failed one spawns nothing).
+    spawned: list[Spawn] = field(default_factory=list)
 
     def attempt(self) -> Attempt:
         """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""
@@ -91,7 +94,7 @@ def run_handler(
         problem = json_problem(results)
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
-        outcome = Outcome(step.name, token, ok=True, results=results)
+        outcome = Outcome(step.name, token, ok=True, results=results, spawned=step.take_spawns())
     except FlowRequest as req:
         outcome = Outcome(
             step.name, token, ok=False, flow=req.kind, wait=req.wait, reason=req.reason
