@@ -11,14 +11,14 @@ from typing import Any
 
 from tasker.core import flow
 from tasker.core.clock import utc_now
+from tasker.core.spawns import Spawn
 from tasker.core.views import StepView
 from tasker.definition.dag import topological_order
 from tasker.definition.handler import TaskHandler
+from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepTemplate
 from tasker.engine.outcome import Outcome, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.core.spawns import Spawn
-from tasker.definition.request import TaskRequest
 from tasker.errors import InvalidRequestError, TaskerError
 
 
@@ -125,6 +125,7 @@ def run_step(
         status=status,
         results=outcome.results if outcome.ok else None,
         error=outcome.error,
+        decision=outcome.decision,
         flow=outcome.flow,
         wait=outcome.wait,
         reason=outcome.reason,

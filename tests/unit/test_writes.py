@@ -63,6 +63,7 @@ class Ended:
     wait: float | None = None
     reason: str = ""
     spawned: tuple[Any, ...] = ()
+    decision: tuple[str, ...] | None = None
 
 
 def failed(name: str, **kw: Any) -> Ended:

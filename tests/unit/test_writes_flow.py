@@ -26,6 +26,7 @@ class Ended:
     wait: float | None = None
     reason: str = ""
     spawned: tuple[Any, ...] = ()
+    decision: tuple[str, ...] | None = None
 
 
 def _noop(task, sequence, step):  # type: ignore[no-untyped-def]
