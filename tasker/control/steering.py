@@ -26,6 +26,7 @@ from tasker.errors import (
     StepNotFoundError,
     TaskNotFoundError,
 )
+from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, write_step_changes, write_task_change
 from tasker.store.db import Database
@@ -185,6 +186,7 @@ def _fresh_budget(conn: Connection, task_id: int, reason: str, now: datetime) ->
             )
         )
         _record_steps(conn, task_id, failed, Status.PENDING, reason, now)
+        items.retry_failed(conn, [r.workflow_step_id for r in failed], now)  # only those run
     return [r.name for r in failed]
 
 

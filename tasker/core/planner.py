@@ -31,8 +31,8 @@ class StepState:
 
     @property
     def due_at(self) -> datetime | None:
-        """When a step that waits (a backoff, a wait, a reattempt) may start, else None."""
-        if self.status is Status.PENDING or self.status is Status.ERROR:
+        """When a waiting step may start (a backoff, wait, reattempt, its items' retries)."""
+        if self.status is Status.PENDING or self.status is Status.ERROR or self.awaiting:
             return self.next_attempt_at
         return None
 
@@ -77,6 +77,8 @@ def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> 
     if step.status is Status.PENDING or step.awaiting_retry:
         due = step.next_attempt_at
         return (due is None or due <= now) and deps_satisfied(step, steps)
+    if step.awaiting:  # its items' retries are due: the item runner goes on
+        return step.next_attempt_at is not None and step.next_attempt_at <= now
     return False
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tasker.core import branches as branch_rules
-from tasker.core import flow, spawns, waits
+from tasker.core import flow, items, spawns, waits
 from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
@@ -308,6 +308,16 @@ def _record(
     in `w.asked` (a cancel wins over a pause).
     """
     v = views[o.name]
+    if o.flow == items.AWAIT:  # a for_each step's items wait for their retries
+        waiting = items.await_items(v, now + timedelta(seconds=o.wait or 0.0))
+        w.steps[v.name] = waiting
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, v.name, Status(v.status), Status.IN_PROGRESS, v.attempts,
+                f"waiting for items: {o.reason}",
+            )
+        )  # fmt: skip
+        return
     step_rules = _rules(v, template)
     attempt = flow.Attempt(
         o.ok, o.results, o.error, o.retry_after, o.permanent, o.flow, o.wait, o.reason
@@ -321,11 +331,11 @@ def _record(
     new, reason = rec.view, rec.reason
     if o.ok and o.spawned:  # children are inserted by this write; their parent may wait
         w.spawned.extend(s.new for s in o.spawned if s.new is not None)
-        waiting = spawns.await_children(new, o.spawned)
+        awaiting = spawns.await_children(new, o.spawned)
         awaited = sum(1 for s in o.spawned if s.wait)
         reason = f"spawned {len(o.spawned)} sub-task(s)"
-        if waiting is not None:
-            new, reason = waiting, f"{reason}; waiting for {awaited}"
+        if awaiting is not None:
+            new, reason = awaiting, f"{reason}; waiting for {awaited}"
     w.steps[v.name] = new
     decided = o.decision is not None and new.status == Status.COMPLETE.value
     said = f"decided: {', '.join(o.decision or ())}" if decided else reason
@@ -381,6 +391,16 @@ def _advance(
         room = 0 if stopping else max(rules.max_concurrent_steps - busy, 0)
         for name in decision.ready[:room]:
             v = views[name]
+            if _awaits(v):  # items due again: the item runner goes on, no new attempt
+                w.changes.append(
+                    StepChange(
+                        v.workflow_step_id, name, Status.IN_PROGRESS, Status.IN_PROGRESS,
+                        v.attempts, "items resumed",
+                    )
+                )  # fmt: skip
+                w.steps[name] = replace(v, awaiting=None, next_attempt_at=None)
+                w.started.append(name)
+                continue
             w.changes.append(
                 StepChange(
                     v.workflow_step_id,

@@ -11,6 +11,7 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -28,6 +29,7 @@ from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -146,6 +148,7 @@ class Engine:
         )
         self._retrying = Retrier(db, settings.lease_seconds).run
         self._spawner = Spawner(db, catalog, factory, clock)
+        self._items = ItemRunner(db, settings, clock)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -631,6 +634,10 @@ class Engine:
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
             hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
+            if tpl.for_each is not None:  # the item runner is the step's attempt
+                args = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *args)
+                continue
             self._threads.submit(
                 run_handler,
                 tpl,
@@ -645,6 +652,8 @@ class Engine:
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
+        if tpl is not None and tpl.for_each is not None:
+            return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
         return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
 
     def _now(self) -> datetime:

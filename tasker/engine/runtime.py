@@ -239,6 +239,9 @@ class HandlerStep(flow.FlowControl):
         taken, self._spawns = self._spawns, []
         return taken
         self.event: Any = None
+        # A `for_each` step's item and its index in the list (None for any other step).
+        self.item: Any = None
+        self.item_index: int | None = None
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

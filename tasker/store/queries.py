@@ -10,12 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.core.clock import as_utc, maybe_utc
+from tasker.core.items import counts as item_counts
 from tasker.core.jsonvalue import contains as json_contains
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 from tasker.core.waits import with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
+from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
 from tasker.store.steps import inputs_of, select_steps, views_of
@@ -41,7 +43,14 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     by_task: dict[int, list[Any]] = {t: [] for t in task_ids}
     for r in conn.execute(select_steps(task_ids)):
         by_task[int(r.task_id)].append(r)
-    return {t: views_of(rows) for t, rows in by_task.items()}
+    counted = items.status_counts(conn, task_ids)  # for_each steps: their items' counts
+    out = {t: views_of(rows) for t, rows in by_task.items()}
+    if counted:
+        for steps in out.values():
+            for name, v in steps.items():
+                if v.workflow_step_id in counted:
+                    steps[name] = replace(v, items=item_counts(counted[v.workflow_step_id]))
+    return out
 
 
 def _children(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:

@@ -372,3 +372,29 @@ id_counters = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("last_id", sa.BigInteger, nullable=False),
 )
+
+# The items of a `for_each` step: the list its `for_each` returned (stored once, when the
+# step first starts) and each item's own state, a row per item, written in batches by
+# the step's item runner (`tasker.engine.items`) under the task's lease.
+step_items = sa.Table(
+    "tasker_step_items",
+    metadata,
+    sa.Column(
+        "workflow_step_id",
+        BigId,
+        sa.ForeignKey("tasker_workflow_steps.workflow_step_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("item_index", sa.Integer, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("item", Json, nullable=True),
+    # pending, in_progress (an attempt runs, counted in `attempts`), complete or error
+    # (`next_attempt_at` is its retry's due time; NULL: no attempt left).
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("results", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("next_attempt_at", When, nullable=True),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Index("ix_tasker_step_items_task_id", "task_id"),
+)
