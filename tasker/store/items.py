@@ -42,13 +42,9 @@ _UPDATE = (
         attempts=sa.bindparam("p_attempts"),
         error=sa.bindparam("p_error", type_=m.Json),
         next_attempt_at=sa.bindparam("p_next", type_=m.When),
+        results=sa.bindparam("p_results", type_=m.Json),
         updated_at=sa.bindparam("p_now", type_=m.When),
     )
-)
-_RESULTS = (
-    sa.update(IT)
-    .where(IT.c.workflow_step_id == sa.bindparam("p_step"), IT.c.item_index == sa.bindparam("p_i"))
-    .values(results=sa.bindparam("p_results", type_=m.Json))
 )
 
 
@@ -123,7 +119,7 @@ def write(
 
     Args:
         changed: the items whose state changed (recorded outcomes, started attempts).
-        results: the results of the items that completed, by index.
+        results: the results of the items of `changed` that completed, by index.
         fetch: the items whose values to read back (those it starts).
 
     Returns:
@@ -140,6 +136,7 @@ def write(
             "p_attempts": i.attempts,
             "p_error": i.error,
             "p_next": i.next_attempt_at,
+            "p_results": results.get(i.index),
             "p_now": now,
         }
         for i in changed
@@ -149,11 +146,6 @@ def write(
         _fence(conn, lease, db.is_postgres)
         if rows:
             conn.execute(_UPDATE, rows)
-        if results:
-            conn.execute(
-                _RESULTS,
-                [{"p_step": step_id, "p_i": i, "p_results": r} for i, r in results.items()],
-            )
         if failed:  # the history records every item failure
             write_step_changes(conn, lease.task_id, _failures(step_id, step_name, failed), now)
         if not fetch:
