@@ -150,7 +150,8 @@ class _Run:
             if changed or done:
                 try:
                     values = stored.write(
-                        self.db, self.lease, step_id, self.view.name, changed.values(), done,
+                        self.db, self.lease, step_id, (self.view.name, self.view.attempts),
+                        changed.values(), done,
                         starting, now,
                     )  # fmt: skip
                 except BaseException as exc:  # start nothing more; let running items end

@@ -109,7 +109,7 @@ def write(
     db: Database,
     lease: Lease,
     step_id: int,
-    step_name: str,
+    step: tuple[str, int],
     changed: Iterable[Item],
     results: Mapping[int, Any],
     fetch: Sequence[int],
@@ -118,6 +118,8 @@ def write(
     """One fenced batch: items' new states, their results, failed items' history rows.
 
     Args:
+        step: the step's name and attempt (its history rows' attempt; the item's own
+            attempt is in their reason).
         changed: the items whose state changed (recorded outcomes, started attempts).
         results: the results of the items of `changed` that completed, by index.
         fetch: the items whose values to read back (those it starts).
@@ -147,7 +149,7 @@ def write(
         if rows:
             conn.execute(_UPDATE, rows)
         if failed:  # the history records every item failure
-            write_step_changes(conn, lease.task_id, _failures(step_id, step_name, failed), now)
+            write_step_changes(conn, lease.task_id, _failures(step_id, step, failed), now)
         if not fetch:
             return {}
         got = conn.execute(
@@ -158,20 +160,23 @@ def write(
     return {int(r.item_index): r.item for r in got}
 
 
-def _failures(step_id: int, step_name: str, rows: list[dict[str, Any]]) -> list[StepChange]:
+def _failures(step_id: int, step: tuple[str, int], rows: list[dict[str, Any]]) -> list[StepChange]:
     """The history rows of failed items: the step stays in progress, its items go on."""
     out = []
     for r in rows:
         err = r["p_error"] or {}
         final = "no attempt left" if r["p_next"] is None else "will be retried"
-        why = f"item {r['p_i']} failed ({final}): {err.get('error_class', '')}: "
+        why = (
+            f"item {r['p_i']} failed (attempt {r['p_attempts']}, {final}): "
+            f"{err.get('error_class', '')}: "
+        )
         out.append(
             StepChange(
                 step_id,
-                step_name,
+                step[0],
                 _IN_PROGRESS,
                 _IN_PROGRESS,
-                int(r["p_attempts"]),
+                step[1],
                 f"{why}{err.get('message', '')}",
                 err or None,
             )

@@ -141,8 +141,8 @@ ITEMS = 50
 
 
 def work_item(task: Any, sequence: Any, step: Any) -> Any:
-    """One item: logged like a step, with a shorter sleep (5-20 ms)."""
-    return work(task, sequence, step, (0.005, 0.02))
+    """One item: logged like a step, sleeping longer (50-150 ms) so that kills cut some."""
+    return work(task, sequence, step, (0.05, 0.15))
 
 
 class ChaosItems(TaskHandler):
