@@ -5,13 +5,16 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.definition.template import StepTemplate
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
+
+if TYPE_CHECKING:
+    from tasker.engine.transactional import Held
 
 
 @dataclass
@@ -31,6 +34,9 @@ class Outcome:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    # A transactional step's transaction, still open: the write that records this
+    # outcome goes through it (`tasker.engine.transactional`).
+    held: Held | None = None
 
     def attempt(self) -> Attempt:
         """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""

@@ -32,6 +32,7 @@ from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
+from tasker.engine.transactional import Held, StepTransactions, TransactionLost, held_of
 from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -62,6 +63,7 @@ class _Running:
     # Timed out and recorded as failed, but its thread still runs (Python cannot kill
     # it): the step is not started again, here or elsewhere, until the thread ends.
     abandoned: bool = False
+    held: Held | None = None  # a transactional step's open transaction
 
 
 @dataclass
@@ -85,6 +87,12 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    # SQLite with a transactional step running (`tasker.engine.transactional`): outcomes
+    # held back until its own, transactional steps not started yet, and the connection
+    # the pass writes through while it records a transactional outcome.
+    waiting: list[Outcome] = field(default_factory=list)
+    deferred: list[StepView] = field(default_factory=list)
+    via: sa.Connection | None = None
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -140,7 +148,9 @@ class Engine:
         self._rules = writes.Rules(
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
-        self._retrying = Retrier(db, settings.lease_seconds).run
+        self._retrier = Retrier(db, settings.lease_seconds)
+        self._retrying = self._retrier.run
+        self._txn = self.transactions = StepTransactions(db, store)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -182,8 +192,22 @@ class Engine:
             return False
         finally:
             if p is not None and p.running:
+                self._end_transactions(p)
                 self._wait_out(p)
         return True
+
+    def _end_transactions(self, p: _Pass) -> None:
+        """The pass ends with attempts running: roll back transactional steps' work.
+
+        Their outcomes can no longer be recorded by this pass; a transactional step not
+        started yet (SQLite) never will be.
+        """
+        for view in p.deferred:
+            p.running.pop(view.name, None)
+        p.deferred = []
+        for r in p.running.values():
+            if r.held is not None:
+                r.held.abort()
 
     def _wait_out(self, p: _Pass) -> None:
         """Wait for this pass's step threads before returning, keeping the lease meanwhile.
@@ -207,6 +231,8 @@ class Engine:
         An attempt past its time limit still counts: its thread lives until it returns.
         """
         for o in self._wait(p, at_most):
+            if o.held is not None:
+                o.held.close()
             if o.timed_out:
                 p.running[o.name].abandoned = True
             else:
@@ -297,8 +323,10 @@ class Engine:
             StaleRevisionError: a steering call changed the task; nothing was written.
         """
         seq = p.tx_seq + 1
-        if once:
-            written: int | None = self._store.apply(w)
+        if p.via is not None:  # SQLite: inside the transactional step's transaction
+            written: int | None = self._store.apply(w, caller=p.via)
+        elif once:
+            written = self._store.apply(w)
         else:
             written = self._retrying(
                 p.lease.task_id, partial(self._store.apply, w), (seq, p.revision), self._until(p)
@@ -346,7 +374,10 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
-            batch = self._wait(p)
+            gated = self._gate(p, self._wait(p))
+            if gated is None:
+                continue
+            batch = gated
             if batch:
                 self._annotate(p, batch)
             now = self._now()  # after update_annotations, which may take a while
@@ -355,10 +386,41 @@ class Engine:
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.
                 for o in batch:
+                    if o.held is not None:
+                        o.held.close()
                     if not o.timed_out:
                         p.running.pop(o.name, None)
                 raise
+            finally:
+                p.via = None
             self._launch(p, started)
+
+    def _gate(self, p: _Pass, batch: list[Outcome]) -> list[Outcome] | None:
+        """What of `batch` to write now (None: nothing yet), by the transactional rules.
+
+        One transactional outcome per write (a write commits one transaction); the
+        others wait for the next. On SQLite, while a transactional step runs, nothing is
+        written: its transaction holds the write lock (`tasker.engine.transactional`).
+        """
+        held = held_of(batch)
+        for extra in held[1:]:
+            batch.remove(extra)
+            p.outcomes.put(extra)
+        if not self._txn.exclusive:
+            return batch
+        batch, p.waiting = p.waiting + batch, []
+        named = {o.name for o in batch}
+        running = any(
+            r.held is not None and not r.held.aborted and n not in named
+            for n, r in p.running.items()
+        )
+        if running and not held:
+            p.waiting = batch
+            return None
+        if held:
+            assert held[0].held is not None
+            p.via = held[0].held.conn
+        return batch
 
     def _commit(
         self,
@@ -404,17 +466,57 @@ class Engine:
                 annotations=p.annotations,
                 finish=d.finish,
             )
+            txo = next((o for o in batch if o.held is not None), None)
             try:
-                self._apply(p, w, time.monotonic())
+                if txo is None:
+                    self._apply(p, w, time.monotonic())
+                else:
+                    self._apply_held(p, w, txo, d.steps[txo.name].status)
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()
                 continue
+            except TransactionLost as exc:
+                # Nothing landed, the step's writes with it: record the attempt as failed.
+                p.restore(before)
+                p.via = None
+                assert txo is not None
+                batch = [_lost(o, exc) if o is txo else o for o in batch]
+                continue
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
             return [p.views[n] for n in d.started]
+
+    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, status: str) -> None:
+        """`_apply` through a transactional step's transaction, and commit it.
+
+        Its writes commit only if the write records the step `complete`. A commit whose
+        answer was lost may have landed: the task row tells (`Retrier.landed`).
+
+        Raises:
+            StaleRevisionError: as `_apply` (the transaction stays open for the next plan).
+            TransactionLost: nothing landed; the transaction is closed.
+            LeaseLostError: the fence refused the write; everything was rolled back.
+        """
+        held, sent, seq = o.held, time.monotonic(), p.tx_seq + 1
+        assert held is not None
+        try:
+            p.tx_seq = self._txn.write(held, w, status == Status.COMPLETE.value)
+        except StaleRevisionError:
+            raise
+        except TransactionLost as exc:
+            o.held = None
+            give_up = time.monotonic() + self._settings.lease_seconds
+            if not (exc.sent and self._retrier.landed(p.lease.task_id, (seq, p.revision), give_up)):
+                raise
+            p.tx_seq = seq
+        except BaseException:
+            o.held = None
+            raise
+        o.held = None
+        p.safe_until = sent + self._keep_seconds()
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:
@@ -489,16 +591,19 @@ class Engine:
         batch = []
         for o in arrived:
             r = p.running.get(o.name)
-            if r is None or r.token is not o.token:
+            if r is None or r.token is not o.token or r.abandoned:
+                if o.held is not None:  # a transactional outcome that no longer counts
+                    o.held.close()
+                if r is not None and r.token is o.token:  # came too late; the step is free
+                    del p.running[o.name]
                 continue
-            if r.abandoned:  # its result came too late to count; the step is free again
-                del p.running[o.name]
-            else:
-                batch.append(o)
+            batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
+                if r.held is not None:  # its writes must not commit late: roll them back
+                    r.held.abort()
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
@@ -517,7 +622,10 @@ class Engine:
         now, task_id = self._now(), p.lease.task_id
         ids = [
             self._retrying(
-                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+                task_id,
+                partial(self._catalog.annotation_type_id, t, now, p.via),
+                None,
+                self._until(p),
             )
             for t, _ in wanted
         ]
@@ -578,6 +686,8 @@ class Engine:
         if p.notify_at is not None:
             at, p.notify_at = p.notify_at, None
             self._notify(p.lease.task_id, at)
+        if p.deferred and not self._transaction_running(p):
+            started = [p.deferred.pop(0), *started]
         if not started:
             return
         sequence = p.sequence()
@@ -591,8 +701,7 @@ class Engine:
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
-            self._threads.submit(
-                run_handler,
+            args = (
                 tpl,
                 HandlerTask(p.row),
                 sequence,
@@ -601,14 +710,39 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            if not tpl.transactional:
+                self._threads.submit(run_handler, *args)
+            elif self._txn.exclusive and self._transaction_running(p, view.name):
+                # SQLite: one transaction (and write lock) at a time; it starts later.
+                p.running[view.name].deadline = float("inf")
+                p.deferred.append(view)
+            else:
+                p.running[view.name].held = self._txn.start(self._threads.submit, *args)
+
+    @staticmethod
+    def _transaction_running(p: _Pass, besides: str = "") -> bool:
+        """Whether a transactional step other than `besides` runs in this pass."""
+        return any(
+            r.held is not None and not r.held.aborted and n != besides for n, r in p.running.items()
+        )
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
-        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _lost(o: Outcome, exc: TransactionLost) -> Outcome:
+    """The outcome recorded for an attempt whose transaction was lost with its outcome."""
+    if not o.ok:
+        return replace(o, held=None)
+    error = describe(exc)
+    error["message"] = f"the transaction of step {o.name!r} failed before it committed: {exc}"
+    return Outcome(o.name, o.token, ok=False, error=error, annotations=o.annotations)
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:

@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar, overload
 
+from sqlalchemy.engine import Connection
+
 from tasker.core import flow
 from tasker.core.clock import as_utc
 from tasker.core.duration import to_seconds
@@ -167,6 +169,32 @@ class HandlerStep(flow.FlowControl):
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)
+        #: The transaction of a transactional step while its handler runs (the engine's).
+        self._connection: Connection | None = None
+        self._transactional = False
+
+    @property
+    def connection(self) -> Connection:
+        """The SQLAlchemy `Connection` of a transactional step, in its open transaction.
+
+        What the handler writes through it commits with the step's outcome if and only if
+        the step is recorded `complete` (see `StepTemplate(transactional=True)`). Do not
+        commit or roll it back yourself.
+
+        Raises:
+            InvalidStateError: the step is not transactional, or its handler is not running.
+        """
+        if not self._transactional:
+            raise InvalidStateError(
+                f"step {self.name!r} has no step.connection: it is not transactional "
+                "(declare StepTemplate(..., transactional=True) to run its handler in the "
+                "transaction that records its outcome)"
+            )
+        if self._connection is None or not self._in_run:
+            raise InvalidStateError(
+                f"step {self.name!r}: step.connection is only open while its handler runs"
+            )
+        return self._connection
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

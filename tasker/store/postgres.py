@@ -297,8 +297,8 @@ class PgStore:
         steps = [r for r in rows if r.workflow_step_id is not None]
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
-        """See `Store.apply`."""
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
+        """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
         params = {
             "task_id": w.lease.task_id,
@@ -314,7 +314,7 @@ class PgStore:
             "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
             "deliver_at": w.deliver_at(),
         }
-        rows = self._run(APPLY, params)
+        rows = self._run(APPLY, params) if caller is None else _on(caller, APPLY, params)
         if rows and rows[0].tx_seq is not None:
             return int(rows[0].tx_seq)
         raise refusal(w, rows[0]._asdict() if rows else None)
