@@ -148,6 +148,11 @@ def _run(
         held._in_handler = False
         step._connection = None
     outcome = got[0]
+    sp = held.savepoint
+    if not (conn.in_transaction() and sp is not None and sp.is_active):
+        # The handler ended the transaction (a refused commit leaves the driver's open
+        # while SQLAlchemy forgets it): drop the connection, the server rolls it back.
+        held.abort()
     if not outcome.ok:
         _roll_back_run(held)
     outcome.held = held if held.usable() else None
