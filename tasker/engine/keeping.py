@@ -56,7 +56,7 @@ class Retrier:
 
     def __init__(self, db: Database, lease_seconds: float) -> None:
         self._db = db
-        self._lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds
 
     def run(
         self,
@@ -76,7 +76,7 @@ class Retrier:
         (the claim) the write is simply tried again: a claim that landed makes the
         retry a no-op, and its lease expires for the sweeper to hand the task on.
         """
-        give_up = time.monotonic() + self._lease_seconds
+        give_up = time.monotonic() + self.lease_seconds
         if until is not None:
             give_up = min(give_up, until)
         delay = 0.05

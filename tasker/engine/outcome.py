@@ -21,7 +21,7 @@ from tasker.errors import (
 )
 
 if TYPE_CHECKING:
-    from tasker.engine.transactional import Held
+    from tasker.engine.attempt_tx import Held
 
 
 @dataclass

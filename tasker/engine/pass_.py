@@ -28,11 +28,17 @@ from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.attempt_tx import Held
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
-from tasker.engine.transactional import Held, StepTransactions, TransactionLost, held_of
+from tasker.engine.transactional import (
+    PassTransactions,
+    StepTransactions,
+    TransactionLost,
+    lost,
+)
 from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -87,12 +93,7 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
-    # SQLite with a transactional step running (`tasker.engine.transactional`): outcomes
-    # held back until its own, transactional steps not started yet, and the connection
-    # the pass writes through while it records a transactional outcome.
-    waiting: list[Outcome] = field(default_factory=list)
-    deferred: list[StepView] = field(default_factory=list)
-    via: sa.Connection | None = None
+    txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -150,7 +151,7 @@ class Engine:
         )
         self._retrier = Retrier(db, settings.lease_seconds)
         self._retrying = self._retrier.run
-        self._txn = self.transactions = StepTransactions(db, store)
+        self._txn = self.transactions = StepTransactions(db, store, self._retrier)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -192,22 +193,9 @@ class Engine:
             return False
         finally:
             if p is not None and p.running:
-                self._end_transactions(p)
+                p.txn.end(p.running)
                 self._wait_out(p)
         return True
-
-    def _end_transactions(self, p: _Pass) -> None:
-        """The pass ends with attempts running: roll back transactional steps' work.
-
-        Their outcomes can no longer be recorded by this pass; a transactional step not
-        started yet (SQLite) never will be.
-        """
-        for view in p.deferred:
-            p.running.pop(view.name, None)
-        p.deferred = []
-        for r in p.running.values():
-            if r.held is not None:
-                r.held.abort()
 
     def _wait_out(self, p: _Pass) -> None:
         """Wait for this pass's step threads before returning, keeping the lease meanwhile.
@@ -323,8 +311,8 @@ class Engine:
             StaleRevisionError: a steering call changed the task; nothing was written.
         """
         seq = p.tx_seq + 1
-        if p.via is not None:  # SQLite: inside the transactional step's transaction
-            written: int | None = self._store.apply(w, caller=p.via)
+        if p.txn.via is not None:  # SQLite: inside the transactional step's transaction
+            written: int | None = self._store.apply(w, caller=p.txn.via)
         elif once:
             written = self._store.apply(w)
         else:
@@ -374,7 +362,7 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
-            gated = self._gate(p, self._wait(p))
+            gated = p.txn.gate(self._wait(p), p.running, p.outcomes.put, self._txn.exclusive)
             if gated is None:
                 continue
             batch = gated
@@ -392,35 +380,8 @@ class Engine:
                         p.running.pop(o.name, None)
                 raise
             finally:
-                p.via = None
+                p.txn.via = None
             self._launch(p, started)
-
-    def _gate(self, p: _Pass, batch: list[Outcome]) -> list[Outcome] | None:
-        """What of `batch` to write now (None: nothing yet), by the transactional rules.
-
-        One transactional outcome per write (a write commits one transaction); the
-        others wait for the next. On SQLite, while a transactional step runs, nothing is
-        written: its transaction holds the write lock (`tasker.engine.transactional`).
-        """
-        held = held_of(batch)
-        for extra in held[1:]:
-            batch.remove(extra)
-            p.outcomes.put(extra)
-        if not self._txn.exclusive:
-            return batch
-        batch, p.waiting = p.waiting + batch, []
-        named = {o.name for o in batch}
-        running = any(
-            r.held is not None and not r.held.aborted and n not in named
-            for n, r in p.running.items()
-        )
-        if running and not held:
-            p.waiting = batch
-            return None
-        if held:
-            assert held[0].held is not None
-            p.via = held[0].held.conn
-        return batch
 
     def _commit(
         self,
@@ -471,7 +432,8 @@ class Engine:
                 if txo is None:
                     self._apply(p, w, time.monotonic())
                 else:
-                    self._apply_held(p, w, txo, d.steps[txo.name].status)
+                    complete = d.steps[txo.name].status == Status.COMPLETE.value
+                    self._apply_held(p, w, txo, complete)
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
@@ -480,42 +442,22 @@ class Engine:
             except TransactionLost as exc:
                 # Nothing landed, the step's writes with it: record the attempt as failed.
                 p.restore(before)
-                p.via = None
-                assert txo is not None
-                batch = [_lost(o, exc) if o is txo else o for o in batch]
+                p.txn.via = None
+                batch = [lost(o, exc) if o is txo else o for o in batch]
                 continue
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
             return [p.views[n] for n in d.started]
 
-    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, status: str) -> None:
-        """`_apply` through a transactional step's transaction, and commit it.
-
-        Its writes commit only if the write records the step `complete`. A commit whose
-        answer was lost may have landed: the task row tells (`Retrier.landed`).
+    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
+        """`_apply` through a transactional step's transaction, committing it.
 
         Raises:
-            StaleRevisionError: as `_apply` (the transaction stays open for the next plan).
-            TransactionLost: nothing landed; the transaction is closed.
-            LeaseLostError: the fence refused the write; everything was rolled back.
+            As `StepTransactions.record`.
         """
-        held, sent, seq = o.held, time.monotonic(), p.tx_seq + 1
-        assert held is not None
-        try:
-            p.tx_seq = self._txn.write(held, w, status == Status.COMPLETE.value)
-        except StaleRevisionError:
-            raise
-        except TransactionLost as exc:
-            o.held = None
-            give_up = time.monotonic() + self._settings.lease_seconds
-            if not (exc.sent and self._retrier.landed(p.lease.task_id, (seq, p.revision), give_up)):
-                raise
-            p.tx_seq = seq
-        except BaseException:
-            o.held = None
-            raise
-        o.held = None
+        sent = time.monotonic()
+        p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
         p.safe_until = sent + self._keep_seconds()
 
     @staticmethod
@@ -623,7 +565,7 @@ class Engine:
         ids = [
             self._retrying(
                 task_id,
-                partial(self._catalog.annotation_type_id, t, now, p.via),
+                partial(self._catalog.annotation_type_id, t, now, p.txn.via),
                 None,
                 self._until(p),
             )
@@ -686,8 +628,7 @@ class Engine:
         if p.notify_at is not None:
             at, p.notify_at = p.notify_at, None
             self._notify(p.lease.task_id, at)
-        if p.deferred and not self._transaction_running(p):
-            started = [p.deferred.pop(0), *started]
+        started = p.txn.undefer(p.running, started)
         if not started:
             return
         sequence = p.sequence()
@@ -712,19 +653,10 @@ class Engine:
             )
             if not tpl.transactional:
                 self._threads.submit(run_handler, *args)
-            elif self._txn.exclusive and self._transaction_running(p, view.name):
-                # SQLite: one transaction (and write lock) at a time; it starts later.
-                p.running[view.name].deadline = float("inf")
-                p.deferred.append(view)
+            elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
+                p.txn.defer(view, p.running[view.name])  # SQLite: one write lock at a time
             else:
                 p.running[view.name].held = self._txn.start(self._threads.submit, *args)
-
-    @staticmethod
-    def _transaction_running(p: _Pass, besides: str = "") -> bool:
-        """Whether a transactional step other than `besides` runs in this pass."""
-        return any(
-            r.held is not None and not r.held.aborted and n != besides for n, r in p.running.items()
-        )
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
@@ -734,15 +666,6 @@ class Engine:
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
-
-
-def _lost(o: Outcome, exc: TransactionLost) -> Outcome:
-    """The outcome recorded for an attempt whose transaction was lost with its outcome."""
-    if not o.ok:
-        return replace(o, held=None)
-    error = describe(exc)
-    error["message"] = f"the transaction of step {o.name!r} failed before it committed: {exc}"
-    return Outcome(o.name, o.token, ok=False, error=error, annotations=o.annotations)
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:

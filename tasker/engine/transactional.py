@@ -31,22 +31,23 @@ transactional step on SQLite is limited to `SQLITE_TIME_LIMIT` seconds.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.engine.base import NestedTransaction
 
 from tasker.control.caller import other_database
+from tasker.core.views import StepView
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.template import StepTemplate, database_url
-from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.attempt_tx import Held, run_in_transaction
+from tasker.engine.keeping import Retrier
+from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import ConfigurationError, InvalidStateError, StaleRevisionError
+from tasker.errors import ConfigurationError, StaleRevisionError
 from tasker.store.base import Store
 from tasker.store.db import Database
 from tasker.store.lease import TaskWrite
@@ -58,136 +59,13 @@ log = logging.getLogger("tasker.engine")
 SQLITE_TIME_LIMIT = 20.0
 
 
-@dataclass(eq=False)
-class Held:
-    """The open transaction of one attempt of a transactional step.
-
-    Attributes:
-        name: the step's name.
-        conn: the connection (checked out of tasker's pool for this attempt).
-        savepoint: the savepoint holding the handler's writes, while they are kept
-            (None once the run failed and they were rolled back, or not begun).
-        aborted: the transaction was ended from outside (time limit, pass ending): its
-            outcome no longer counts.
-    """
-
-    name: str
-    conn: Connection
-    savepoint: NestedTransaction | None = None
-    aborted: bool = False
-    kept: bool = False  # the savepoint was released: the handler's writes are in
-    _in_handler: bool = field(default=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def usable(self) -> bool:
-        """Whether the write of the outcome can go through this transaction."""
-        return not self.aborted and not self.conn.invalidated and self.conn.in_transaction()
-
-    def abort(self) -> None:
-        """End the transaction from another thread: the server rolls it back.
-
-        The connection is invalidated (closed): the handler's next statement on it raises,
-        and nothing it wrote can commit.
-        """
-        with self._lock:
-            if self.aborted:
-                return
-            self.aborted = True
-        try:
-            self.conn.invalidate()
-        except Exception:  # already broken: it is rolled back either way
-            log.debug("step %s: invalidating its connection failed", self.name, exc_info=True)
-
-    def close(self) -> None:
-        """Roll back what is left open and give the connection back; never raises."""
-        try:
-            self.conn.close()  # rolls back an open transaction
-        except Exception:
-            log.debug("step %s: closing its connection failed", self.name, exc_info=True)
-
-
-def _refuse_end(held: Held) -> Callable[[Connection], None]:
-    def refuse(_conn: Connection) -> None:
-        if held._in_handler:
-            raise InvalidStateError(
-                f"step {held.name!r}: do not commit or roll back step.connection; the step's "
-                "transaction commits with its outcome (raise to roll its writes back)"
-            )
-
-    return refuse
-
-
-def _run(
-    held: Held,
-    template: StepTemplate,
-    task: HandlerTask,
-    sequence: StepSequence,
-    step: HandlerStep,
-    token: object,
-    deliver: Callable[[Outcome], None],
-    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None,
-) -> None:
-    """The step's thread: begin, run the handler in a savepoint, deliver; never raises."""
-    conn = held.conn
-    try:
-        conn.begin()  # on SQLite BEGIN IMMEDIATE: the write lock is ours from here
-        held.savepoint = conn.begin_nested()
-    except Exception as exc:
-        held.close()
-        deliver(_failed(step.name, token, f"its transaction could not begin: {exc}", exc))
-        return
-    refuse = _refuse_end(held)
-    event.listen(conn, "commit", refuse)
-    event.listen(conn, "rollback", refuse)
-    got: list[Outcome] = []
-    step._connection, step._transactional = conn, True
-    held._in_handler = True
-    try:
-        run_handler(template, task, sequence, step, token, got.append, cancel_if)
-    finally:
-        held._in_handler = False
-        step._connection = None
-    outcome = got[0]
-    sp = held.savepoint
-    if not (conn.in_transaction() and sp is not None and sp.is_active):
-        # The handler ended the transaction (a refused commit leaves the driver's open
-        # while SQLAlchemy forgets it): drop the connection, the server rolls it back.
-        held.abort()
-    if not outcome.ok:
-        _roll_back_run(held)
-    outcome.held = held if held.usable() else None
-    if outcome.held is None:
-        held.close()
-        if outcome.ok:  # the transaction broke under the handler: its writes are gone
-            outcome = _failed(step.name, token, "its transaction was lost before the outcome")
-    deliver(outcome)
-
-
-def _roll_back_run(held: Held) -> None:
-    """Undo the handler's writes of a failed run, keeping the transaction (and lock)."""
-    sp, held.savepoint = held.savepoint, None
-    if sp is None or not sp.is_active or held.aborted:
-        return
-    try:
-        sp.rollback()
-    except Exception:  # the transaction is broken: it is closed and rolled back whole
-        log.debug("step %s: rolling back its savepoint failed", held.name, exc_info=True)
-        held.abort()
-
-
-def _failed(name: str, token: object, why: str, exc: BaseException | None = None) -> Outcome:
-    error = describe(exc) if exc is not None else {"message": "", "backtrace": ""}
-    error["message"] = f"transactional step {name!r}: {why}"
-    error.setdefault("error_class", "tasker.errors.StepError")
-    return Outcome(name, token, ok=False, error=error)
-
-
 class StepTransactions:
     """Starts transactional steps and writes their outcomes in their transactions."""
 
-    def __init__(self, db: Database, store: Store) -> None:
+    def __init__(self, db: Database, store: Store, retrier: Retrier) -> None:
         self._db = db
         self._store = store
+        self._retrier = retrier
         #: SQLite: one writer, so one transactional step per pass, and no other write of
         #: the pass while it runs (see the module's docstring).
         self.exclusive = not db.is_postgres
@@ -243,10 +121,46 @@ class StepTransactions:
             return None
         conn = self._db.engine.connect().execution_options(tasker_write=True)
         held = Held(step.name, conn)
-        submit(_run, held, template, task, sequence, step, token, deliver, cancel_if)
+        submit(run_in_transaction, held, template, task, sequence, step, token, deliver, cancel_if)
         return held
 
-    def write(self, held: Held, w: TaskWrite, complete: bool) -> int:
+    def record(self, o: Outcome, w: TaskWrite, complete: bool, stamp: tuple[int, int]) -> int:
+        """Write `w`, which records `o`, through `o`'s transaction, and commit it.
+
+        The handler's writes commit only if the write records the step `complete`. A
+        commit whose answer was lost may have landed: the task row tells.
+
+        Args:
+            stamp: the `tx_seq` the write gives the task, and the revision it expects.
+
+        Returns:
+            The write's `tx_seq`.
+
+        Raises:
+            StaleRevisionError: as `Store.apply` (the transaction stays open for the
+                write planned again).
+            TransactionLost: nothing landed; the transaction is closed.
+            LeaseLostError: the fence refused the write; everything was rolled back.
+        """
+        held = o.held
+        assert held is not None
+        try:
+            seq = self._write(held, w, complete)
+        except StaleRevisionError:
+            raise
+        except TransactionLost as exc:
+            o.held = None
+            give_up = time.monotonic() + self._retrier.lease_seconds
+            if exc.sent and self._retrier.landed(w.lease.task_id, stamp, give_up):
+                return stamp[0]
+            raise
+        except BaseException:
+            o.held = None
+            raise
+        o.held = None
+        return seq
+
+    def _write(self, held: Held, w: TaskWrite, complete: bool) -> int:
         """Send `w` through the step's transaction and commit it.
 
         The handler's writes commit with it only if `complete` (the step is decided
@@ -304,6 +218,94 @@ class TransactionLost(Exception):
         self.sent = sent
 
 
-def held_of(batch: Sequence[Outcome]) -> list[Outcome]:
-    """The outcomes of `batch` whose transaction is still open."""
-    return [o for o in batch if o.held is not None]
+def lost(o: Outcome, exc: TransactionLost) -> Outcome:
+    """The outcome to record for an attempt whose transaction was lost with its outcome."""
+    if not o.ok:
+        return replace(o, held=None)
+    error = describe(exc)
+    error["message"] = f"the transaction of step {o.name!r} failed before it committed: {exc}"
+    return Outcome(o.name, o.token, ok=False, error=error, annotations=o.annotations)
+
+
+class Running(Protocol):
+    """What these rules read of a running attempt (`tasker.engine.pass_._Running`)."""
+
+    held: Held | None
+    deadline: float
+
+
+@dataclass
+class PassTransactions:
+    """The transactional steps of one engine pass, and the SQLite rules they follow.
+
+    Attributes:
+        waiting: outcomes held back while a transactional step runs (SQLite).
+        deferred: transactional steps started in the database whose thread waits for
+            the one running to end (SQLite: one write lock).
+        via: the connection the pass writes through while it records a transactional
+            outcome (SQLite: the only one that can write then).
+    """
+
+    waiting: list[Outcome] = field(default_factory=list)
+    deferred: list[StepView] = field(default_factory=list)
+    via: Connection | None = None
+
+    @staticmethod
+    def in_flight(running: Mapping[str, Running], besides: Collection[str] = ()) -> bool:
+        """Whether a transactional step (other than those named `besides`) runs."""
+        return any(
+            r.held is not None and not r.held.aborted and n not in besides
+            for n, r in running.items()
+        )
+
+    def gate(
+        self,
+        batch: list[Outcome],
+        running: Mapping[str, Running],
+        requeue: Callable[[Outcome], None],
+        exclusive: bool,
+    ) -> list[Outcome] | None:
+        """What of `batch` to write now (None: nothing yet).
+
+        One transactional outcome per write (a write commits one transaction): others
+        are put back (`requeue`) for the next. With `exclusive` (SQLite), while a
+        transactional step runs nothing is written: its transaction holds the lock.
+        """
+        held = [o for o in batch if o.held is not None]
+        for extra in held[1:]:
+            batch.remove(extra)
+            requeue(extra)
+        if not exclusive:
+            return batch
+        batch, self.waiting = self.waiting + batch, []
+        if not held and self.in_flight(running, {o.name for o in batch}):
+            self.waiting = batch
+            return None
+        if held:
+            assert held[0].held is not None
+            self.via = held[0].held.conn
+        return batch
+
+    def defer(self, view: StepView, r: Running) -> None:
+        """Start `view`'s thread once no transactional step runs (SQLite)."""
+        r.deadline = float("inf")  # its time limit starts with its thread
+        self.deferred.append(view)
+
+    def undefer(self, running: Mapping[str, Running], started: list[StepView]) -> list[StepView]:
+        """`started`, preceded by a deferred step whose turn it is."""
+        if self.deferred and not self.in_flight(running):
+            return [self.deferred.pop(0), *started]
+        return started
+
+    def end(self, running: dict[str, Any]) -> None:
+        """The pass ends with attempts running: roll back transactional steps' work.
+
+        Their outcomes can no longer be recorded by this pass; a transactional step not
+        started yet (SQLite) never will be.
+        """
+        for view in self.deferred:
+            running.pop(view.name, None)
+        self.deferred = []
+        for r in running.values():
+            if r.held is not None:
+                r.held.abort()
