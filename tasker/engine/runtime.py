@@ -195,6 +195,7 @@ class HandlerStep(flow.FlowControl):
         if self._connection is None or not self._in_run:
             raise InvalidStateError(
                 f"step {self.name!r}: step.connection is only open while its handler runs"
+                " (tasker.testing.run_step gives it the connection= you pass)"
             )
         return self._connection
 

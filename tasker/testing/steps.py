@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from tasker.core import flow
 from tasker.core.clock import utc_now
 from tasker.core.views import StepView
@@ -57,6 +59,7 @@ def run_step(
     *,
     attempt: int = 1,
     now: datetime | None = None,
+    connection: Connection | None = None,
 ) -> StepRun:
     """Run one step of `handler_class` once, in this thread, the way a worker would.
 
@@ -70,12 +73,15 @@ def run_step(
         event: the event payload the handler sees (for a `wait_for` step).
         attempt: the attempt number the handler sees as `step.attempts`.
         now: the task's `requested_at` (default: the current time).
+        connection: for a transactional step, the `step.connection` its handler gets: yours,
+            in your transaction, which `run_step` neither commits nor rolls back.
 
     Returns:
         A `StepRun` describing what the step did.
 
     Raises:
-        TaskerError: the handler has no step `step_name`.
+        TaskerError: the handler has no step `step_name`, or `connection` is given for a
+            step that is not transactional.
     """
     templates: dict[str, StepTemplate] = {t.name: t for t in handler_class.step_templates}
     if step_name not in templates:
@@ -106,6 +112,9 @@ def run_step(
     step.inputs = copy.deepcopy(task.context)  # a step's inputs default to the task's context
     for name, value in (("item", item), ("event", event)):
         setattr(step, name, value)
+    if connection is not None and not templates[step_name].transactional:
+        raise TaskerError(f"step {step_name!r} is not transactional: it takes no connection")
+    step._transactional, step._connection = templates[step_name].transactional, connection
     outcomes: list[Outcome] = []
     run_handler(
         templates[step_name],

@@ -351,15 +351,6 @@ def test_a_shared_factorys_step_on_another_database_fails_when_it_starts(
     assert "another database than tasker's" in task.steps["s"].error["message"]
 
 
-def test_database_without_transactional_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="database= is for a transactional step"):
-        StepTemplate(name="s", handler=book, database="sqlite:///x.db")
-    with pytest.raises(ConfigurationError, match="database= takes a URL"):
-        StepTemplate(name="s", handler=book, transactional=True, database=42)
-    with pytest.raises(ConfigurationError, match="transactional must be a boolean"):
-        StepTemplate(name="s", handler=book, transactional="yes")  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 def test_on_sqlite_steering_and_the_sweeper_wait_behind_the_steps_lock(
     backend: Tasker, clock: FakeClock, user_db: sa.Engine, release: threading.Event
