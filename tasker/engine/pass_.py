@@ -11,6 +11,7 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,16 +23,18 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tasker.core import flow, writes
+from tasker.core import flow, spawns, writes
 from tasker.core.clock import as_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.attempt_tx import Held
+from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
 from tasker.engine.transactional import (
     PassTransactions,
@@ -94,6 +97,9 @@ class _Pass:
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
     txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
+    # The awaited children of steps awaiting them, by step name: (task id, status).
+    children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    sends: list[int] = field(default_factory=list)  # tasks to message after the commit
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -152,6 +158,8 @@ class Engine:
         self._retrier = Retrier(db, settings.lease_seconds)
         self._retrying = self._retrier.run
         self._txn = self.transactions = StepTransactions(db, store, self._retrier)
+        self._spawner = Spawner(db, catalog, factory, clock)
+        self._items = ItemRunner(db, settings, clock)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -355,6 +363,7 @@ class Engine:
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
         p.safe_until = sent + self._keep_seconds()
+        p.children = self._children(p, p.views)
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
@@ -402,6 +411,7 @@ class Engine:
             The steps it started.
         """
         before = p.snapshot()
+        refreshed = False
         while True:
             self._track(p, batch)
             d = writes.decide(
@@ -416,7 +426,13 @@ class Engine:
                 steps=p.reg.steps,
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
+                children=p.children,
             )
+            if d.idle and not refreshed:  # children may have ended since they were read
+                refreshed = True
+                p.children = self._children(p, {**p.views, **d.steps})
+                continue
+            nudge = self._nudge(p, d)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -426,6 +442,8 @@ class Engine:
                 step_changes=d.changes,
                 annotations=p.annotations,
                 finish=d.finish,
+                spawned=d.spawned,
+                nudge=nudge,
             )
             txo = next((o for o in batch if o.held is not None), None)
             try:
@@ -448,6 +466,8 @@ class Engine:
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
+            p.sends = [int(c.values["task_id"]) for c in d.spawned]
+            p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
 
     def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
@@ -459,6 +479,23 @@ class Engine:
         sent = time.monotonic()
         p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
         p.safe_until = sent + self._keep_seconds()
+
+    def _children(self, p: _Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
+        """Read the awaited children of the steps awaiting them (no read if none does)."""
+        steps = awaiting_children(views.values())
+        if not steps:
+            return {}
+        read = partial(awaited_children, self._db, steps)
+        got = self._retrying(p.lease.task_id, read, None, self._until(p))
+        assert got is not None  # only a write that landed returns None
+        return got
+
+    @staticmethod
+    def _nudge(p: _Pass, d: writes.Write) -> int | None:
+        """The parent to wake when this write ends a task its parent's step waits for."""
+        ends = d.finish is not None and d.finish.to_status in spawns.ENDINGS
+        parent = p.row.get("parent_task_id")
+        return int(parent) if ends and parent is not None and p.row.get("parent_waits") else None
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:
@@ -495,6 +532,7 @@ class Engine:
             for n, v in fresh.items()
         }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
+        p.children = self._children(p, p.views)
 
     def _read(self, task_id: int) -> tuple[Any, list[Any]]:
         """The task's revision and transaction number, and its step rows."""
@@ -628,6 +666,10 @@ class Engine:
         if p.notify_at is not None:
             at, p.notify_at = p.notify_at, None
             self._notify(p.lease.task_id, at)
+        if p.sends:  # spawned children, and a parent this task's end wakes
+            sends, p.sends, now = p.sends, [], self._now()
+            for task_id in sends:
+                self._notify(task_id, now)
         started = p.txn.undefer(p.running, started)
         if not started:
             return
@@ -642,6 +684,11 @@ class Engine:
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
+            hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
+            if tpl.for_each is not None:  # the item runner is the step's attempt
+                items = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *items)
+                continue
             args = (
                 tpl,
                 HandlerTask(p.row),
@@ -661,6 +708,8 @@ class Engine:
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
+        if tpl is not None and tpl.for_each is not None:
+            return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
         limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
         return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
 

@@ -260,6 +260,33 @@ def test_a_task_enqueued_through_the_steps_connection_exists_only_if_it_complete
     assert len(backend.list_tasks(name="follow_up")) == 1
 
 
+def test_a_child_spawned_by_a_transactional_step_commits_with_its_writes(
+    backend: Tasker, clock: FakeClock, user_db: sa.Engine
+) -> None:
+    # Given a transactional step that writes, spawns a child, and fails its first attempt
+    backend.register(task_class("child", [StepTemplate(name="c", handler=lambda t, s, st: None)]))
+
+    def handler(task: Any, sequence: Any, step: Any) -> None:
+        book(task, sequence, step)
+        step.spawn(TaskRequest(name="child", context={"n": step.attempts}), wait=False)
+        if step.attempts == 1:
+            raise RuntimeError("failed after spawning")
+
+    # When it runs to completion
+    task = run(backend, clock, [StepTemplate(name="p", handler=handler, transactional=True)])
+    backend.run_until_idle()
+
+    # Then the second attempt's row and child exist, together, and nothing of the first
+    children = backend.list_tasks(name="child")
+    assert task.status == "complete"
+    assert [c.context for c in children] == [{"n": 2}]
+    assert ledger(user_db) == [(task.task_id, "p", 2)]
+    # And the first attempt failed as its handler did (a spawn waiting for SQLite's write
+    # lock, held by the step's own transaction, would have run into the time limit)
+    errors = [t.reason for t in backend.history(task.task_id) if t.to_status == "error"]
+    assert len(errors) == 1 and "failed after spawning" in errors[0], errors
+
+
 def test_step_connection_on_a_step_that_is_not_transactional_fails_the_attempt(
     backend: Tasker, clock: FakeClock
 ) -> None:

@@ -106,3 +106,25 @@ def test_run_step_gives_a_transactional_step_the_connection_passed(tmp_path):
     with pytest.raises(TaskerError, match="not transactional"):
         run_step(Billing, "total", context={"fee": 2}, results={"load": {"amount": 10}},
                  connection=object())  # fmt: skip
+
+
+def test_run_step_reports_the_sub_tasks_a_step_spawned():
+    """Given a step spawning two sub-tasks, When run in isolation, Then `spawned` holds
+    their requests in order and the handler got distinct ids for them."""
+    from tasker import TaskRequest
+
+    ids: list[int] = []
+
+    def fan_out(task, sequence, step):  # type: ignore[no-untyped-def]
+        for region in ("eu", "us"):
+            ids.append(step.spawn(TaskRequest(name="sync", context={"r": region}), key=region))
+
+    cls = type(
+        "Fan",
+        (TaskHandler,),
+        {"name": "fan", "step_templates": [StepTemplate(name="f", handler=fan_out)]},
+    )
+    run = run_step(cls, "f")
+    assert run.status == "complete"
+    assert [r.context for r in run.spawned] == [{"r": "eu"}, {"r": "us"}]
+    assert len(set(ids)) == 2

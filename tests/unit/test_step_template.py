@@ -176,6 +176,7 @@ def test_transactional_defaults_to_false_and_takes_a_database() -> None:
         ({"transactional": True, "database": 42}, "database= takes a URL"),
         ({"transactional": True, "database": "::not a url::"}, "cannot parse database="),
         ({"transactional": "yes"}, "transactional must be a boolean"),
+        ({"transactional": True, "for_each": lambda t, s: []}, "cannot be transactional"),
     ],
 )
 def test_bad_transactional_fields_are_configuration_errors(
