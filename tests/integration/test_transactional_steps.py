@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from integration_support import settle, task_class
 
 from tasker import HandlerFactory, StepTemplate, Tasker, TaskRequest
+from tasker.engine.transactional import StepTransactions
 from tasker.errors import ConfigurationError, UnknownTaskError
 from tasker.store import schema as m
 from tasker.testing.clock import FakeClock
@@ -285,6 +286,46 @@ def test_a_child_spawned_by_a_transactional_step_commits_with_its_writes(
     # lock, held by the step's own transaction, would have run into the time limit)
     errors = [t.reason for t in backend.history(task.task_id) if t.to_status == "error"]
     assert len(errors) == 1 and "failed after spawning" in errors[0], errors
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+def test_a_commit_whose_answer_is_lost_is_checked_never_applied_twice(
+    backend: Tasker,
+    clock: FakeClock,
+    user_db: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    landed: bool,
+) -> None:
+    # Given a transactional step whose first commit reports a lost connection, after the
+    # commit landed or before it was made (as when the database restarts at that moment)
+    start = StepTransactions.start
+    broken: list[int] = []
+
+    def start_with_a_lost_answer(self: StepTransactions, *args: Any) -> Any:
+        held = start(self, *args)
+        if held is not None and not broken:
+            commit = held.conn.commit
+
+            def commit_then_lose_the_answer() -> None:
+                broken.append(1)
+                if landed:
+                    commit()
+                raise sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))
+
+            held.conn.commit = commit_then_lose_the_answer  # type: ignore[method-assign]
+        return held
+
+    monkeypatch.setattr(StepTransactions, "start", start_with_a_lost_answer)
+
+    # When the task runs
+    task = run(backend, clock, [StepTemplate(name="book", handler=book, transactional=True)])
+
+    # Then the task row told what happened: a landed commit counts once, a lost one is a
+    # failed attempt retried; either way the write is there exactly once
+    assert broken == [1]
+    assert task.status == "complete"
+    assert task.steps["book"].attempts == (1 if landed else 2)
+    assert [r[1:] for r in ledger(user_db)] == [("book", 1 if landed else 2)]
 
 
 def test_step_connection_on_a_step_that_is_not_transactional_fails_the_attempt(
