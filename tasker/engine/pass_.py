@@ -375,10 +375,10 @@ class Engine:
             if gated is None:
                 continue
             batch = gated
-            if batch:
-                self._annotate(p, batch)
-            now = self._now()  # after update_annotations, which may take a while
             try:
+                if batch:
+                    self._annotate(p, batch)
+                now = self._now()  # after update_annotations, which may take a while
                 started = self._commit(p, batch, now)
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.

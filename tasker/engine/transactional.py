@@ -43,7 +43,7 @@ from tasker.control.caller import other_database
 from tasker.core.views import StepView
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.template import StepTemplate, database_url
-from tasker.engine.attempt_tx import Held, run_in_transaction
+from tasker.engine.attempt_tx import Held, failed, run_in_transaction
 from tasker.engine.keeping import Retrier
 from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -112,14 +112,19 @@ class StepTransactions:
         """Start one attempt on a thread (`submit`); returns its transaction, or None.
 
         A step that declares another database than tasker's fails at once, for good,
-        and its handler does not run (None).
+        and its handler does not run (None); without a connection (the database is
+        away) the attempt fails and is retried.
         """
         problem = self.problem(template)
         if problem is not None:
             error = describe(ConfigurationError(problem))
             deliver(Outcome(step.name, token, ok=False, error=error, permanent=True))
             return None
-        conn = self._db.engine.connect().execution_options(tasker_write=True)
+        try:
+            conn = self._db.engine.connect().execution_options(tasker_write=True)
+        except Exception as exc:  # the database is away: a failed attempt, retried
+            deliver(failed(step.name, token, f"no connection for its transaction: {exc}", exc))
+            return None
         held = Held(step.name, conn)
         submit(run_in_transaction, held, template, task, sequence, step, token, deliver, cancel_if)
         return held
