@@ -14,7 +14,8 @@ class StepView:
 
     `reattempts` counts the runs that asked to run again later (`step.reattempt`); they
     are not `attempts`. `waiting_for` says why a live step is not running now (None,
-    "dependencies", "time" (see `next_attempt_at`) or "paused"; `tasker.core.waits`).
+    "dependencies", "time" (see `next_attempt_at`), "event:<name>", "limit" or "paused";
+    `tasker.core.waits`). `wait_for` is the event it waits for (`StepTemplate.wait_for`).
     `idempotency_key` is the same for every attempt of the step and differs between
     steps and tasks.
 
@@ -41,6 +42,7 @@ class StepView:
     next_attempt_at: datetime | None
     processed_at: datetime | None = None
     reattempts: int = 0
+    wait_for: str | None = None
     waiting_for: str | None = None
     idempotency_key: str = field(init=False, default="")
 

@@ -68,6 +68,8 @@ class TaskWrite:
     step_changes: Sequence[StepChange] = ()
     annotations: Sequence[tuple[int, Any]] = ()  # (annotation_type_id, annotation)
     finish: Finish | None = None
+    # (event_id, workflow_step_id): events consumed by the steps this write starts.
+    consumed: Sequence[tuple[int, int]] = ()
 
     def task_values(self) -> dict[str, Any]:
         """The task row's new lease and scheduling values (see `Finish`)."""

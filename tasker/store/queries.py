@@ -14,10 +14,11 @@ from tasker.core.jsonvalue import contains as json_contains
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
-from tasker.core.waits import with_waiting_for
+from tasker.core.waits import awaits_event, with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
+from tasker.store.events import consumers
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
@@ -44,9 +45,17 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     return {t: views_of(rows) for t, rows in by_task.items()}
 
 
-def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
+def _holding(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int]:
+    """The steps that have consumed their event, among these tasks' (asked only if needed)."""
+    asking = [t for t, views in steps.items() if any(awaits_event(v) for v in views.values())]
+    return consumers(conn, asking) if asking else set()
+
+
+def _task_view(
+    row: Any, steps: dict[str, StepView], notes: list[AnnotationView], holding: set[int]
+) -> TaskView:
     steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
-    steps = with_waiting_for(steps, row.status)
+    steps = with_waiting_for(steps, row.status, holding)
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -80,9 +89,10 @@ def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> Ta
         row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
         if row is None:
             raise TaskNotFoundError(f"no task has id {tid}")
-        steps = _steps(conn, [tid])[tid]
+        by_task = _steps(conn, [tid])
+        holding = _holding(conn, by_task)
         notes = _annotations(conn, None, tid)
-    return _task_view(row, steps, notes)
+    return _task_view(row, by_task[tid], notes, holding)
 
 
 def list_tasks(
@@ -117,7 +127,8 @@ def list_tasks(
         rows = conn.execute(q).all()
         ids = [int(r.task_id) for r in rows]
         steps = _steps(conn, ids) if ids else {}
-    return [_task_view(r, steps[int(r.task_id)], []) for r in rows]
+        holding = _holding(conn, steps)
+    return [_task_view(r, steps[int(r.task_id)], [], holding) for r in rows]
 
 
 def _annotations(
