@@ -21,11 +21,13 @@ class StepState:
     status: Status
     next_attempt_at: datetime | None
     depends_on: tuple[str, ...]
-    # Why the step may not start though it is due ("event", "limit", ...: `HELD_*`), or
-    # None; something from outside nudges the task when that changes.
+    # In progress with no thread: its handler returned and it awaits its children or items.
+    awaiting: bool = False
+    # Why the step may not start though it is due ("event", "limit": `HELD_*`), or None;
+    # something from outside nudges the task when that changes.
     held: str | None = None
     # When a held step must be looked at again though nothing nudged the task (its
-    # `wait_timeout`, a rate limit's next free start), or None.
+    # `wait_timeout`, a limit's next free start), or None.
     held_until: datetime | None = None
 
     @property
@@ -35,8 +37,8 @@ class StepState:
 
     @property
     def due_at(self) -> datetime | None:
-        """When a step that waits (a backoff, a wait, a reattempt) may start, else None."""
-        if self.status is Status.PENDING or self.status is Status.ERROR:
+        """When a waiting step may start (a backoff, wait, reattempt, its items' retries)."""
+        if self.status is Status.PENDING or self.status is Status.ERROR or self.awaiting:
             return self.next_attempt_at
         return None
 
@@ -50,11 +52,12 @@ class Verdict(str, Enum):
 
     RUN = "run"  # steps are ready or running (and a retry may be due at `Plan.wake_at`)
     WAIT = "wait"  # only backoffs, waits and reattempts remain: come back at `Plan.wake_at`
-    # Only held steps remain, with no time to come back at: the task sleeps until
-    # something from outside nudges it (a signal, a freed limit slot, a finished child).
-    IDLE = "idle"
     COMPLETE = "complete"  # every step complete, resolved or skipped
     ERROR = "error"  # a step failed for good and nothing else can progress
+    # Idle until nudged: nothing runs or falls due, but a step awaits its children or
+    # items, or is held (an event not signalled yet); the task is released with no due
+    # time, and a message (a finished child, an item's outcome, a signal) wakes it.
+    IDLE = "idle"
 
 
 @dataclass
@@ -89,6 +92,8 @@ def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> 
     if step.status is Status.PENDING or step.awaiting_retry:
         due = step.next_attempt_at
         return (due is None or due <= now) and deps_satisfied(step, steps)
+    if step.awaiting:  # its items' retries are due: the item runner goes on
+        return step.next_attempt_at is not None and step.next_attempt_at <= now
     return False
 
 
@@ -125,6 +130,6 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
     waits += [d for s in held if (d := s.held_until) is not None]
     if waits:
         return Plan([], Verdict.WAIT, wake_at=min(waits))
-    if held:
+    if held or any(s.awaiting for s in steps.values()):
         return Plan([], Verdict.IDLE, held=sorted({s.held for s in held if s.held}))
     return Plan([], Verdict.ERROR)

@@ -53,22 +53,27 @@ def waiting_for(
     deps_satisfied: bool,
     next_attempt_at: datetime | None,
     task_status: str,
+    awaiting: str | None = None,
     event: str | None = None,
     limited: bool = False,
 ) -> str | None:
     """Why a live step is not running now, or None.
 
     Args:
+        awaiting: what an in-progress step whose handler returned awaits, else None.
         event: the event a pending step still waits for (its `wait_for`, when it has
             consumed none yet), else None.
         limited: the step is held back by its dependent system's limit.
 
     Returns:
+        "children" or "items" (its handler returned; it awaits those: `awaiting`),
         "paused" (its task is paused), "dependencies" (a step it depends on is not
         satisfied), "time" (a wait, a backoff or a reattempt is due at
         `next_attempt_at`), "limit", "event:<name>", or None (running, finished, failed
         for good, or ready).
     """
+    if status == Status.IN_PROGRESS.value and awaiting is not None:
+        return awaiting
     if status not in _OPEN:
         return None
     if status == Status.ERROR.value and next_attempt_at is None:
@@ -112,6 +117,7 @@ def with_waiting_for(
                 all(d in done for d in v.depends_on),
                 v.next_attempt_at,
                 task_status,
+                v.awaiting,
                 v.wait_for if v.workflow_step_id not in holding else None,
                 v.workflow_step_id in limited,
             ),

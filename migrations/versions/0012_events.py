@@ -4,8 +4,8 @@
   step consumes one (`consumed_by`); indexed by (task_id, name, event_id).
 - `tasker_workflow_steps.wait_for`: the event name of a `wait_for` step.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-03
 """
 
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -28,7 +28,7 @@ def view(
 ) -> StepView:
     return StepView(
         sid, name, status, 0, 3, True, False, deps, "default", None, None, None, None, None,
-        processed_at, 0, wait_for,
+        processed_at, 0, wait_for=wait_for,
     )  # fmt: skip
 
 
@@ -69,11 +69,11 @@ def test_events_go_in_signal_order_to_waiting_steps_in_topological_order():
 def test_a_plan_with_only_held_steps_is_idle_and_a_timeout_makes_it_wait():
     """Given only a held step, Then the task is IDLE (nudged from outside) naming why;
     with a `held_until` it WAITs until then; a held step never starts."""
-    held = {"ev": StepState("ev", Status.PENDING, None, (), HELD_EVENT)}
+    held = {"ev": StepState("ev", Status.PENDING, None, (), held=HELD_EVENT)}
     idle = plan(held, NOW)
     assert (idle.verdict, idle.ready, idle.held) == (Verdict.IDLE, [], [HELD_EVENT])
     later = NOW + timedelta(hours=1)
-    timed = {"ev": StepState("ev", Status.PENDING, None, (), HELD_EVENT, later)}
+    timed = {"ev": StepState("ev", Status.PENDING, None, (), held=HELD_EVENT, held_until=later)}
     assert (plan(timed, NOW).verdict, plan(timed, NOW).wake_at) == (Verdict.WAIT, later)
     both = {**held, "x": StepState("x", Status.PENDING, None, ())}
     assert plan(both, NOW).ready == ["x"]
@@ -103,8 +103,8 @@ def test_decide_consumes_the_event_in_the_write_that_starts_the_step():
 def test_waiting_for_names_the_event_until_the_step_has_one():
     """Given a pending step with wait_for, Then reads say "event:<name>" once its
     dependencies are satisfied, "dependencies" before, and "limit" when a limit holds it."""
-    assert waiting_for("pending", True, None, "in_progress", "go") == "event:go"
-    assert waiting_for("pending", False, None, "in_progress", "go") == "dependencies"
-    assert waiting_for("pending", True, None, "in_progress", None, limited=True) == "limit"
-    assert waiting_for("pending", True, None, "paused", "go") == "paused"
-    assert waiting_for("complete", True, None, "in_progress", "go") is None
+    assert waiting_for("pending", True, None, "in_progress", None, "go") == "event:go"
+    assert waiting_for("pending", False, None, "in_progress", None, "go") == "dependencies"
+    assert waiting_for("pending", True, None, "in_progress", limited=True) == "limit"
+    assert waiting_for("pending", True, None, "paused", None, "go") == "paused"
+    assert waiting_for("complete", True, None, "in_progress", None, "go") is None
