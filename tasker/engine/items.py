@@ -150,14 +150,15 @@ class _Run:
             if changed or done:
                 try:
                     values = stored.write(
-                        self.db, self.lease, step_id, self.view.name, changed.values(), done,
+                        self.db, self.lease, step_id, (self.view.name, self.view.attempts),
+                        changed.values(), done,
                         starting, now,
                     )  # fmt: skip
                 except BaseException as exc:  # start nothing more; let running items end
                     stopped, starting = exc, []
                 changed, done = {}, {}
             for i in starting:
-                self._start(i, values.get(i))
+                self._start(i, values.get(i), states[i].attempts)
             if not self.running and not self.abandoned:
                 break
             for e, timed_out in self._wait(agenda.next_due()):
@@ -191,16 +192,16 @@ class _Run:
             return self._outcome(ok=True, results={"items": []})
         return stored.insert(self.db, self.lease, step_id, listed, self.r.now())
 
-    def _start(self, index: int, value: Any) -> None:
+    def _start(self, index: int, value: Any, attempt: int) -> None:
         token = object()
         self.running[index] = (token, time.monotonic() + self.limit)
-        self.r._threads.submit(self._call, index, value, token)
+        self.r._threads.submit(self._call, index, value, attempt, token)
 
-    def _call(self, index: int, value: Any, token: object) -> None:
-        """Run the handler for one item; never raises."""
+    def _call(self, index: int, value: Any, attempt: int, token: object) -> None:
+        """Run the handler for one item (`step.attempts`: the item's attempt); never raises."""
         task = HandlerTask(self.row)
         step = HandlerStep(self.view, self.inputs)
-        step.item, step.item_index = value, index
+        step.item, step.item_index, step.attempts = value, index, attempt
         task._in_run = step._in_run = True
         try:
             returned = self.tpl.call(task, self.sequence, step)

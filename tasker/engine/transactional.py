@@ -40,7 +40,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.control.caller import other_database
-from tasker.core.views import StepView
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.template import StepTemplate, database_url
 from tasker.engine.attempt_tx import Held, failed, run_in_transaction
@@ -246,13 +245,14 @@ class PassTransactions:
     Attributes:
         waiting: outcomes held back while a transactional step runs (SQLite).
         deferred: transactional steps started in the database whose thread waits for
-            the one running to end (SQLite: one write lock).
+            the one running to end (SQLite: one write lock): each name and what
+            `StepTransactions.start` takes after its `submit`.
         via: the connection the pass writes through while it records a transactional
             outcome (SQLite: the only one that can write then).
     """
 
     waiting: list[Outcome] = field(default_factory=list)
-    deferred: list[StepView] = field(default_factory=list)
+    deferred: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     via: Connection | None = None
 
     @staticmethod
@@ -291,16 +291,16 @@ class PassTransactions:
             self.via = held[0].held.conn
         return batch
 
-    def defer(self, view: StepView, r: Running) -> None:
-        """Start `view`'s thread once no transactional step runs (SQLite)."""
+    def defer(self, name: str, r: Running, args: tuple[Any, ...]) -> None:
+        """Start step `name`'s attempt (`args`) once no transactional step runs (SQLite)."""
         r.deadline = float("inf")  # its time limit starts with its thread
-        self.deferred.append(view)
+        self.deferred.append((name, args))
 
-    def undefer(self, running: Mapping[str, Running], started: list[StepView]) -> list[StepView]:
-        """`started`, preceded by a deferred step whose turn it is."""
+    def take_turn(self, running: Mapping[str, Running]) -> tuple[str, tuple[Any, ...]] | None:
+        """The deferred step whose turn it is, and its attempt's `args` (or None)."""
         if self.deferred and not self.in_flight(running):
-            return [self.deferred.pop(0), *started]
-        return started
+            return self.deferred.pop(0)
+        return None
 
     def end(self, running: dict[str, Any]) -> None:
         """The pass ends with attempts running: roll back transactional steps' work.
@@ -308,8 +308,8 @@ class PassTransactions:
         Their outcomes can no longer be recorded by this pass; a transactional step not
         started yet (SQLite) never will be.
         """
-        for view in self.deferred:
-            running.pop(view.name, None)
+        for name, _ in self.deferred:
+            running.pop(name, None)
         self.deferred = []
         for r in running.values():
             if r.held is not None:

@@ -85,19 +85,18 @@ def test_an_aborted_transaction_no_longer_holds_the_writes_back() -> None:
 
 
 def test_on_sqlite_a_second_transactional_step_starts_when_the_first_is_written() -> None:
-    # Given one transactional step running and a second one deferred
+    # Given one transactional step running and a second one deferred with its attempt
     txn = PassTransactions()
     first, second = Run(held("a")), Run()
     running: dict[str, Any] = {"a": first, "b": second}
-    view_b: Any = type("V", (), {"name": "b"})()
-    txn.defer(view_b, second)
+    txn.defer("b", second, ("args of b",))
     assert second.deadline == float("inf")  # its time limit starts with its thread
 
-    # When nothing else started, it waits while the first runs ...
-    assert txn.undefer(running, []) == []
-    # ... and starts once the first is done
+    # When it is asked for its turn while the first runs, Then it waits ...
+    assert txn.take_turn(running) is None
+    # ... and gets it, with its attempt, once the first is done
     del running["a"]
-    assert txn.undefer(running, []) == [view_b]
+    assert txn.take_turn(running) == ("b", ("args of b",))
     assert txn.deferred == []
 
 
@@ -108,7 +107,7 @@ def test_a_pass_that_ends_aborts_its_transactions_and_forgets_deferred_steps() -
     h.abort = lambda: aborted.append("a")  # type: ignore[method-assign]
     later = Run()
     running: dict[str, Any] = {"a": Run(h), "b": later}
-    txn.defer(type("V", (), {"name": "b"})(), later)  # type: ignore[arg-type]
+    txn.defer("b", later, ())
 
     txn.end(running)
 
