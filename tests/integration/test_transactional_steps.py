@@ -328,6 +328,36 @@ def test_a_commit_whose_answer_is_lost_is_checked_never_applied_twice(
     assert [r[1:] for r in ledger(user_db)] == [("book", 1 if landed else 2)]
 
 
+def test_a_transactional_step_waiting_for_an_event_writes_its_payload_once(
+    backend: Tasker, clock: FakeClock, user_db: sa.Engine
+) -> None:
+    # Given two transactional steps side by side, one of which waits for an event
+    def approve(task: Any, sequence: Any, step: Any) -> None:
+        step.connection.execute(
+            INSERT, {"t": task.task_id, "s": step.event["by"], "a": step.attempts}
+        )
+
+    backend.register(
+        task_class(
+            "approval",
+            [
+                StepTemplate(name="book", handler=book, transactional=True),
+                StepTemplate(name="approve", handler=approve, wait_for="go", transactional=True),
+            ],
+        )
+    )
+    t = backend.enqueue(TaskRequest(name="approval"))
+    backend.run_until_idle()
+
+    # When the event comes
+    backend.signal(t.task_id, "go", {"by": "ann"})
+    task = settle(backend, clock, t.task_id)
+
+    # Then both wrote once, the event step with its payload
+    assert task.status == "complete"
+    assert sorted(r[1] for r in ledger(user_db)) == ["ann", "book"]
+
+
 def test_step_connection_on_a_step_that_is_not_transactional_fails_the_attempt(
     backend: Tasker, clock: FakeClock
 ) -> None:
