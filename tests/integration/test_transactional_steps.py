@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from integration_support import settle, task_class
+from sqlalchemy.orm import Session
 
 from tasker import HandlerFactory, StepTemplate, Tasker, TaskRequest
 from tasker.engine.transactional import StepTransactions
@@ -356,6 +357,26 @@ def test_a_transactional_step_waiting_for_an_event_writes_its_payload_once(
     # Then both wrote once, the event step with its payload
     assert task.status == "complete"
     assert sorted(r[1] for r in ledger(user_db)) == ["ann", "book"]
+
+
+def test_an_orm_session_on_the_steps_connection_joins_its_transaction(
+    backend: Tasker, clock: FakeClock, user_db: sa.Engine
+) -> None:
+    # Given a transactional step writing through an ORM session that it commits, and
+    # failing its first attempt afterwards
+    def handler(task: Any, sequence: Any, step: Any) -> None:
+        with Session(bind=step.connection) as session:
+            session.execute(INSERT, {"t": task.task_id, "s": "orm", "a": step.attempts})
+            session.commit()  # ends the session's savepoint, not the step's transaction
+        if step.attempts == 1:
+            raise RuntimeError("failed after the session committed")
+
+    # When it runs
+    task = run(backend, clock, [StepTemplate(name="s", handler=handler, transactional=True)])
+
+    # Then only the second attempt's row is there
+    assert task.status == "complete"
+    assert ledger(user_db) == [(task.task_id, "orm", 2)]
 
 
 def test_step_connection_on_a_step_that_is_not_transactional_fails_the_attempt(
