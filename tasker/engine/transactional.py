@@ -120,7 +120,7 @@ class StepTransactions:
             deliver(Outcome(step.name, token, ok=False, error=error, permanent=True))
             return None
         try:
-            conn = self._db.engine.connect().execution_options(tasker_write=True)
+            conn = self._db.connect_to_write()
         except Exception as exc:  # the database is away: a failed attempt, retried
             deliver(failed(step.name, token, f"no connection for its transaction: {exc}", exc))
             return None
