@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -25,6 +25,7 @@ from tasker.core.views import AnnotationView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
+from tasker.engine.observer import Observer, Observers
 from tasker.engine.pass_ import Engine
 from tasker.errors import InvalidRequestError
 from tasker.settings import Settings
@@ -37,6 +38,7 @@ from tasker.transport.broker import Dispatch, make_broker
 from tasker.transport.relay import Relay
 
 log = logging.getLogger("tasker")
+_O = TypeVar("_O", bound=Observer)
 
 
 class Tasker:
@@ -77,6 +79,8 @@ class Tasker:
         self.catalog = Catalog(self.db)
         self.store = make_store(self.db)
         self._owner: tuple[int, str] | None = None
+        #: What the engine reports to (`observe`): metrics, tracing, counts.
+        self.observers = Observers()
         self.dispatch = Dispatch(
             # A worker silent for a lease period has lost its leases too: its fetched
             # messages go back to the queue then (`tasker.transport.held`).
@@ -84,6 +88,7 @@ class Tasker:
             self.settings.queue_name,
             self._run_message,
             self.now,
+            self.observers,
         )
         # Over Redis, enqueue's messages are sent after the commit by a background thread;
         # in-process, a send costs microseconds and `run_until_idle` should see it at once.
@@ -98,6 +103,7 @@ class Tasker:
             self.now,
             self.owner,
             self._notify,
+            self.observers,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -107,6 +113,7 @@ class Tasker:
             self.settings.lease_seconds,
             chores=self.housekeeping,
             held=self.dispatch.held,
+            observer=self.observers,
         )
         self._waiter = Waiter(self.db)
         self._worker: Any = None
@@ -134,6 +141,18 @@ class Tasker:
             DagCycleError: its steps form a cycle.
         """
         return self.factory.register(handler_cls)
+
+    def observe(self, observer: _O) -> _O:
+        """Add an observer of what the engine does in this process (see `tasker.Observer`).
+
+        Returns:
+            The observer (so `app.observe(MyObserver())` can be kept).
+
+        Raises:
+            ConfigurationError: it is not an `Observer`.
+        """
+        self.observers.add(observer)
+        return observer
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration; idempotent."""

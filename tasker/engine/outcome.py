@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
 
@@ -109,3 +111,33 @@ def run_handler(
         task._in_run = step._in_run = False
     outcome.annotations = task.take_annotations()
     deliver(outcome)
+
+
+def observed(
+    observer: Observer,
+    task_name: str,
+    task_id: int,
+    attempt: int,
+    template: StepTemplate,
+    task: HandlerTask,
+    sequence: StepSequence,
+    step: HandlerStep,
+    token: object,
+    deliver: Callable[[Outcome], None],
+    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None = None,
+) -> None:
+    """`run_handler`, reporting the attempt's start and end to `observer` on this thread.
+
+    The end is reported before the outcome is delivered, so what an observer makes of an
+    attempt (a span, a count) is complete before the engine records it.
+    """
+    observer.on_attempt_started(task_id, task_name, step.name, attempt)
+    began = time.perf_counter()
+
+    def done(o: Outcome) -> None:
+        observer.on_attempt_finished(
+            task_id, task_name, o.name, o.ok, o.flow, time.perf_counter() - began
+        )
+        deliver(o)
+
+    run_handler(template, task, sequence, step, token, done, cancel_if)

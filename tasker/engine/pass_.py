@@ -29,7 +29,8 @@ from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.keeping import FailStop, Retrier, halt_process
-from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.observer import Observers
+from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
 from tasker.errors import (
@@ -126,6 +127,7 @@ class Engine:
         clock: Callable[[], datetime],
         owner: Callable[[], str],
         notify: Notify,
+        observer: Observers | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -135,6 +137,7 @@ class Engine:
         self._clock = clock
         self._owner = owner
         self._notify = notify
+        self._observer = observer or Observers()
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
         self._rules = writes.Rules(
@@ -171,18 +174,23 @@ class Engine:
             self._notify(task_id, self._now())  # leave it to a worker that is not stopping
             return True
         p: _Pass | None = None
+        failed: BaseException | None = None
         try:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
         except LeaseLostError as exc:
+            self._observer.on_lease_lost(task_id)
             log.info("task %s: %s; stopping this pass", task_id, exc)
-        except Exception:
+        except Exception as exc:
+            failed = exc
             log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
             return False
         finally:
-            if p is not None and p.running:
-                self._wait_out(p)
+            if p is not None:
+                if p.running:
+                    self._wait_out(p)
+                self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
 
     def _wait_out(self, p: _Pass) -> None:
@@ -224,6 +232,7 @@ class Engine:
             self._renew(p, once=True)
             return time.monotonic() + renew_every
         except LeaseLostError:
+            self._observer.on_lease_lost(p.lease.task_id)
             if self._taken_over(p) and self._still_running(p):
                 self._halt(p, "another worker took the lease while an attempt runs here")
             return None
@@ -339,6 +348,8 @@ class Engine:
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
         p.safe_until = sent + self._keep_seconds()
+        due, trace = row.get("next_run_at"), row.get("trace_context")
+        self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
         self._launch(p, self._commit(p, [], now, recover=True))
         return p
 
@@ -582,6 +593,8 @@ class Engine:
             return
         sequence = p.sequence()
         context = p.row["context"]
+        # Observed attempts report on their own thread (`observed`); none: no wrapper.
+        run = partial(observed, self._observer, p.reg.name) if self._attempts_seen() else None
         for view in started:
             token = object()
             p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
@@ -592,7 +605,7 @@ class Engine:
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
             self._threads.submit(
-                run_handler,
+                run_handler if run is None else partial(run, p.lease.task_id, view.attempts),
                 tpl,
                 HandlerTask(p.row),
                 sequence,
@@ -601,6 +614,10 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+
+    def _attempts_seen(self) -> bool:
+        obs = self._observer
+        return obs.wants("on_attempt_started") or obs.wants("on_attempt_finished")
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""

@@ -111,6 +111,7 @@ CLAIM_FIELDS = (
     "revision",
     "tx_seq",
     "lease_epoch",
+    "next_run_at",  # when it was due: how long it waited (`Observer.on_pass_started`)
 )
 
 
