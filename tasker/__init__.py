@@ -10,6 +10,7 @@ from tasker.app import Tasker
 from tasker.control.schedules import ScheduleView
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
+from tasker.definition.decision import Decision
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
@@ -20,6 +21,7 @@ from tasker.errors import PermanentError, RetryableError, TaskerError
 __all__ = [
     "AnnotationView",
     "Counts",
+    "Decision",
     "HandlerFactory",
     "Observer",
     "PermanentError",

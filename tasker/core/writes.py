@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from tasker.core import branches as branch_rules
 from tasker.core import flow, waits
 from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
@@ -42,6 +43,7 @@ class AttemptOutcome(Protocol):
     flow: str | None
     wait: float | None
     reason: str
+    decision: tuple[str, ...] | None
 
 
 class StepRules(Protocol):
@@ -54,6 +56,10 @@ class StepRules(Protocol):
     @property
     def on_failure(self) -> str:
         """What a step with no attempt left does."""
+
+    @property
+    def branches(self) -> Mapping[str, Sequence[str]] | None:
+        """A decision step's branches (label -> step names), else None."""
 
     def timing(self) -> tuple[float | None, float | None, float | None]:
         """`wait`, `after` and `wait_timeout` in seconds."""
@@ -70,6 +76,7 @@ class _Lost:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    decision: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,8 @@ def _record(
         w.asked = (rec.halt, rec.task_reason)
     new = rec.view
     w.steps[v.name] = new
+    decided = o.decision is not None and new.status == Status.COMPLETE.value
+    said = f"decided: {', '.join(o.decision or ())}" if decided else rec.reason
     w.changes.append(
         StepChange(
             v.workflow_step_id,
@@ -255,10 +264,33 @@ def _record(
             Status(v.status),
             Status(new.status),
             v.attempts,
-            rec.reason,
+            said,
             rec.details,
         )
     )
+    if decided and template is not None and template.branches:
+        _skip_not_taken(w, {**views, **w.steps}, v.name, template.branches, o.decision or (), now)
+
+
+def _skip_not_taken(
+    w: Write,
+    views: Mapping[str, StepView],
+    decider: str,
+    branches: Mapping[str, Sequence[str]],
+    chosen: Sequence[str],
+    now: datetime,
+) -> None:
+    """Skip the steps of the branches a decision did not take, in the same write."""
+    for name, reason in branch_rules.not_taken(views, decider, branches, chosen).items():
+        v = views[name]
+        w.steps[name] = replace(
+            v, status=Status.SKIPPED.value, results=None, next_attempt_at=None, processed_at=now
+        )
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, name, Status(v.status), Status.SKIPPED, v.attempts, reason
+            )
+        )
 
 
 def _advance(

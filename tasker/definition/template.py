@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -136,9 +136,17 @@ class StepTemplate:
         on_failure: what a step with no attempt left does: "error" (the task ends in
             error once nothing else can progress), "pause" (the task pauses), "skip"
             (the step becomes skipped, its error kept) or "cancel" (the task is cancelled).
-        wait_timeout: for a polling step, how long after its dependencies were satisfied
-            it may still ask to be reattempted; a reattempt that would run past it fails
-            the step for good with `WaitTimeoutError`.
+        wait_timeout: how long after its dependencies were satisfied the step may still
+            wait for its event (`wait_for`) or ask to be reattempted; past it the step
+            fails for good with `WaitTimeoutError` (and `on_failure` applies).
+        branches: makes this a decision step: label -> the steps of that branch, each
+            depending directly on this step (checked at registration). Its handler
+            returns `tasker.Decision(*labels, results=None)`; the branches not chosen
+            are skipped.
+        wait_for: the name of the event (`app.signal`) this step waits for once its
+            dependencies are satisfied; its handler sees the payload as `step.event`.
+            Such a step may have no handler: a dict payload becomes its results, any
+            other value `{"payload": value}`.
 
     `wait`, `after` and `wait_timeout` are stored in seconds (floats).
 
@@ -147,7 +155,7 @@ class StepTemplate:
     """
 
     name: str
-    handler: object
+    handler: object = None
     depends_on: Sequence[str] = ()
     dependent_system: str = "default"
     description: str = ""
@@ -161,6 +169,8 @@ class StepTemplate:
     max_reattempts: int | None = None
     on_failure: str = "error"
     wait_timeout: float | timedelta | None = None
+    branches: Mapping[str, Sequence[str]] | None = None
+    wait_for: str | None = None
     _fn: HandleFn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -213,7 +223,21 @@ class StepTemplate:
             raise ConfigurationError(
                 f"{where}: on_failure must be one of {list(ON_FAILURE)}, got {self.on_failure!r}"
             )
-        object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
+        object.__setattr__(self, "branches", _branches(where, self.branches))
+        if self.wait_for is not None and (
+            not isinstance(self.wait_for, str) or not self.wait_for.strip()
+        ):
+            raise ConfigurationError(
+                f"{where}: wait_for must be a non-empty event name, got {self.wait_for!r}"
+            )
+        if self.handler is None:
+            if self.wait_for is None:
+                raise ConfigurationError(
+                    f"{where}: a handler is required (only a wait_for step may have none)"
+                )
+            object.__setattr__(self, "_fn", _event_results)
+        else:
+            object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
 
     def timing(self) -> tuple[float | None, float | None, float | None]:
         """`wait`, `after` and `wait_timeout`, in seconds (as stored on construction)."""
@@ -224,3 +248,37 @@ class StepTemplate:
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""
         return self._fn(task, sequence, step)
+
+
+def _branches(where: str, value: object) -> dict[str, tuple[str, ...]] | None:
+    """`branches` as label -> step names (None stays None).
+
+    Raises:
+        ConfigurationError: not a non-empty mapping of labels to lists of step names.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigurationError(
+            f"{where}: branches must map each label to a list of step names, got {value!r}"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for label, names in value.items():
+        if not isinstance(label, str) or not label:
+            raise ConfigurationError(f"{where}: a branch label must be a non-empty string")
+        if (
+            isinstance(names, str)
+            or not isinstance(names, Sequence)
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ConfigurationError(
+                f"{where}: branch {label!r} must be a list of step names, got {names!r}"
+            )
+        out[label] = tuple(names)
+    return out
+
+
+def _event_results(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
+    """The handler of a `wait_for` step without one: the event's payload as results."""
+    payload = step.event
+    return payload if isinstance(payload, dict) else {"payload": payload}

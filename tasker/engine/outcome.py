@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
+from tasker.definition.decision import Decision
 from tasker.definition.template import StepTemplate
 from tasker.engine.observer import Observer
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
+from tasker.errors import (
+    InvalidResultError,
+    NoDecisionError,
+    PermanentError,
+    RetryableError,
+    StepTimeoutError,
+)
 
 
 @dataclass
@@ -33,6 +40,8 @@ class Outcome:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    # The labels a decision step chose (`tasker.Decision`); None for any other step.
+    decision: tuple[str, ...] | None = None
 
     def attempt(self) -> Attempt:
         """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""
@@ -62,6 +71,28 @@ def describe(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def decided(name: str, branches: Mapping[str, Sequence[str]], returned: Any) -> tuple[str, ...]:
+    """The labels a decision step's handler chose.
+
+    Raises:
+        NoDecisionError: it returned no `Decision`, one with no label, or an unknown label.
+    """
+    known = sorted(branches)
+    if not isinstance(returned, Decision):
+        raise NoDecisionError(
+            f"decision step {name!r} returned {type(returned).__name__} instead of "
+            f"tasker.Decision(label, ...) with one of {known}"
+        )
+    if not returned.labels:
+        raise NoDecisionError(f"decision step {name!r} returned a Decision with no label")
+    unknown = [label for label in returned.labels if label not in branches]
+    if unknown:
+        raise NoDecisionError(
+            f"decision step {name!r} chose unknown branch(es) {unknown}; its branches: {known}"
+        )
+    return returned.labels
+
+
 def run_handler(
     template: StepTemplate,
     task: HandlerTask,
@@ -85,6 +116,10 @@ def run_handler(
         if template.run_if is not None and not template.run_if(task, sequence):
             raise FlowRequest(SKIP, reason="run_if returned False")
         returned = template.call(task, sequence, step)
+        decision = None
+        if template.branches is not None:
+            decision = decided(template.name, template.branches, returned)
+            returned = returned.results
         results = step.results if returned is None else returned
         if results is not None and not isinstance(results, dict):
             raise InvalidResultError(
@@ -93,7 +128,7 @@ def run_handler(
         problem = json_problem(results)
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
-        outcome = Outcome(step.name, token, ok=True, results=results)
+        outcome = Outcome(step.name, token, ok=True, results=results, decision=decision)
     except FlowRequest as req:
         outcome = Outcome(
             step.name, token, ok=False, flow=req.kind, wait=req.wait, reason=req.reason

@@ -144,6 +144,7 @@ class HandlerStep(flow.FlowControl):
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
         error: the previous attempt's error (None on the first attempt).
+        event: the payload of the event a `wait_for` step consumed (None otherwise).
         `inputs` (the view's, unless given), `results` and `error` are this handler's
         own copies: mutating them
         changes nothing another step sees, nor what is stored.
@@ -167,6 +168,7 @@ class HandlerStep(flow.FlowControl):
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)
+        self.event: Any = None
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

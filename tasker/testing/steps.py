@@ -121,6 +121,7 @@ def run_step(
         status=status,
         results=outcome.results if outcome.ok else None,
         error=outcome.error,
+        decision=outcome.decision,
         flow=outcome.flow,
         wait=outcome.wait,
         reason=outcome.reason,

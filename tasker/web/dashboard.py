@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from tasker.app import Tasker
 from tasker.core.states import TASK_FINAL, TASK_LIVE, Status
 from tasker.core.views import StepView, TaskView, TransitionView
-from tasker.errors import TaskerError, TaskNotFoundError
+from tasker.errors import TaskerError, TaskNotFoundError, UnknownTaskError
 from tasker.web import graph
 from tasker.web.api import TaskId, clean_request, decode_cursor, encode_cursor
 from tasker.web.auth import SESSION_COOKIE, Principal, TokenBook, bearer
@@ -201,14 +201,26 @@ def _display_status(step: StepView) -> str:
     return step.status
 
 
-def dag_svg(task: TaskView) -> str:
-    """The task's DAG: a node per step, coloured, labelled and linked to its details."""
+def dag_svg(task: TaskView, labels: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The task's DAG: a node per step, coloured, labelled and linked to its details.
+
+    `labels`: the branch labels of its decision steps, by edge (`graph.branch_labels`).
+    """
     nodes = [
         graph.Node(s.name, _display_status(s), _note(s), f"#step-{s.name}")
         for s in task.steps.values()
     ]
     edges = [(d, s.name) for s in task.steps.values() for d in s.depends_on]
-    return graph.svg(nodes, edges, title=f"task {task.task_id}: {task.name} {task.version}")
+    title = f"task {task.task_id}: {task.name} {task.version}"
+    return graph.svg(nodes, edges, labels, title=title)
+
+
+def _branch_labels(app: Tasker, task: TaskView) -> dict[tuple[str, str], str]:
+    """The branch labels of the task's handler, when this process has it registered."""
+    try:
+        return graph.branch_labels(app.factory.get(task.name, task.version))
+    except UnknownTaskError:
+        return {}
 
 
 def _json(value: Any) -> str:
@@ -241,7 +253,7 @@ def task_page(
         "task.html",
         principal,
         task=task,
-        svg=dag_svg(task),
+        svg=dag_svg(task, _branch_labels(app, task)),
         steps=list(task.steps.values()),
         task_history=by_step.get(None, []),
         step_history=by_step,

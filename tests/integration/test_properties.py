@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from integration_support import EventLog, check_history, settle, task_class
 
-from tasker import StepTemplate, Tasker, TaskRequest, errors
+from tasker import Decision, StepTemplate, Tasker, TaskRequest, errors
 from tasker.testing.clock import FakeClock
 
 
@@ -195,3 +195,84 @@ def test_random_dags_with_random_failures_on_sqlite(sqlite_app, clock, plans):
 def test_random_dags_with_random_failures_on_postgresql(pg_app, clock, plans):
     """The same property, a smaller run, on PostgreSQL."""
     run_and_check(pg_app, clock, plans)
+
+
+@hs.composite
+def decisions(draw: hs.DrawFn, max_steps: int = 9) -> tuple[list[StepPlan], dict, list[str]]:
+    """A random DAG below a decision step "s0", its branches (among the steps that depend
+    on it directly) and the labels it chooses; every step succeeds."""
+    n = draw(hs.integers(min_value=2, max_value=max_steps))
+    plans = [StepPlan("s0", (), 1, True, 0, False)]
+    for i in range(1, n):
+        parents = draw(hs.sets(hs.integers(min_value=0, max_value=i - 1), min_size=1, max_size=3))
+        plans.append(StepPlan(f"s{i}", tuple(f"s{p}" for p in sorted(parents)), 1, True, 0, False))
+    direct = [p.name for p in plans if "s0" in p.deps]
+    labels = draw(hs.lists(hs.sampled_from(["a", "b", "c"]), min_size=1, unique=True))
+    branches = {lb: draw(hs.lists(hs.sampled_from(direct), unique=True)) for lb in labels}
+    chosen = draw(hs.lists(hs.sampled_from(labels), min_size=1, unique=True))
+    return plans, branches, chosen
+
+
+def run_decision_and_check(app: Tasker, clock: FakeClock, case: tuple) -> None:
+    plans, branches, chosen = case
+    rec = Recorder()
+    name = f"prop_decision_{next(_names)}"
+    first = plans[0]
+
+    def decide(task, sequence, step):
+        rec.handler(first)(task, sequence, step)
+        return Decision(*chosen)
+
+    templates = [StepTemplate(name="s0", handler=decide, branches=branches)]
+    templates += [
+        StepTemplate(name=p.name, handler=rec.handler(p), depends_on=list(p.deps))
+        for p in plans[1:]
+    ]
+    app.register(task_class(name, templates))
+    task = app.enqueue(TaskRequest(name=name))
+    done = settle(app, clock, task.task_id)
+
+    # The oracle: a step named only by branches not chosen is skipped, and so is a step
+    # all of whose dependencies were skipped; everything else runs once.
+    taken = {s for lb in chosen for s in branches[lb]}
+    skipped: set[str] = set()
+    for p in plans[1:]:
+        on_untaken = any(p.name in ss for lb, ss in branches.items() if lb not in chosen)
+        if (on_untaken and p.name not in taken) or all(d in skipped for d in p.deps):
+            skipped.add(p.name)
+    assert done.status == "complete"
+    assert rec.overlaps == []
+    for p in plans:
+        step = done.steps[p.name]
+        if p.name in skipped:
+            assert (step.status, step.attempts, step.results) == ("skipped", 0, None), p
+            assert p.name not in rec.calls
+        else:
+            assert step.status == "complete", (p, step)
+            assert rec.calls[p.name] == [1], p
+    rec.log.assert_dependency_order(
+        {
+            p.name: tuple(d for d in p.deps if d not in skipped)
+            for p in plans
+            if p.name not in skipped
+        }
+    )
+    check_history(app, task.task_id)
+
+
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(case=decisions())
+def test_random_dags_below_a_decision_on_sqlite(sqlite_app, clock, case):
+    """Given a random DAG below a decision step with random branches and choice, when it is
+    driven to its end, then exactly the steps on branches not taken (and those all of whose
+    dependencies were skipped) are skipped without running, every other step (joins too)
+    ran once after its dependencies, the task completes, and the history matches."""
+    run_decision_and_check(sqlite_app, clock, case)
+
+
+@pytest.mark.postgres
+@settings(max_examples=10, **PROPERTY_SETTINGS)
+@given(case=decisions(max_steps=6))
+def test_random_dags_below_a_decision_on_postgresql(pg_app, clock, case):
+    """The same property, a smaller run, on PostgreSQL."""
+    run_decision_and_check(pg_app, clock, case)

@@ -62,6 +62,7 @@ class Ended:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    decision: tuple[str, ...] | None = None
 
 
 def failed(name: str, **kw: Any) -> Ended:

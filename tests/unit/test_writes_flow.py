@@ -25,6 +25,7 @@ class Ended:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    decision: tuple[str, ...] | None = None
 
 
 def _noop(task, sequence, step):  # type: ignore[no-untyped-def]
