@@ -25,7 +25,7 @@ from tasker.core.views import AnnotationView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
-from tasker.engine.observer import Observer, Observers
+from tasker.engine.observer import Observer, Observers, enqueuing
 from tasker.engine.pass_ import Engine
 from tasker.errors import InvalidRequestError
 from tasker.settings import Settings
@@ -57,7 +57,7 @@ class Tasker:
         factory: a `HandlerFactory` to share between apps (default: a new one).
         **settings: any other field of `tasker.settings.Settings` (`lease_seconds`,
             `sweep_seconds`, `backoff_base`, `backoff_max`, `max_concurrent_steps`,
-            `step_timeout`, `queue_name`, `pool_size`, `retention`).
+            `step_timeout`, `queue_name`, `pool_size`, `retention`, `tracing`).
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -81,6 +81,10 @@ class Tasker:
         self._owner: tuple[int, str] | None = None
         #: What the engine reports to (`observe`): metrics, tracing, counts.
         self.observers = Observers()
+        if self.settings.tracing:
+            from tasker.engine.tracing import Tracing  # OpenTelemetry, only when asked for
+
+            self.observers.add(Tracing())
         self.dispatch = Dispatch(
             # A worker silent for a lease period has lost its leases too: its fetched
             # messages go back to the queue then (`tasker.transport.held`).
@@ -210,7 +214,11 @@ class Tasker:
             )
         reg = self.factory.get(request.name, request.version)
         caller = None if connection is None else check_caller(self.db, connection)
-        accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now(), caller)
+        with enqueuing(self.observers, [reg.name]) as ids:
+            accepted = create_task(
+                self.store, self.db, self.catalog, reg, request, self.now(), caller
+            )
+            ids.append(accepted.task_id)
         if accepted.view is not None:
             self._announce([accepted.task_id], caller)
             return accepted.view, accepted.created
@@ -262,7 +270,11 @@ class Tasker:
         caller = None if connection is None else check_caller(self.db, connection)
         if not items:
             return []
-        accepted = create_tasks(self.store, self.db, self.catalog, items, self.now(), caller=caller)
+        with enqueuing(self.observers, [reg.name for reg, _ in items]) as ids:
+            accepted = create_tasks(
+                self.store, self.db, self.catalog, items, self.now(), caller=caller
+            )
+            ids += [a.task_id for a in accepted]
         created = [a.task_id for a in accepted if a.view is not None]
         if created:
             self._announce(created, caller)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -31,17 +32,16 @@ class Observer:
     the step's name.
     """
 
-    def before_enqueue(self, names: Sequence[str]) -> str | None:
-        """Tasks of these names are about to be stored (one call per `enqueue` call).
+    def before_enqueue(self, names: Sequence[str]) -> None:
+        """An `enqueue` (or `enqueue_many`) call of tasks of these names begins.
 
-        Returns:
-            A trace context to store with the tasks (W3C `traceparent` text), or None.
-            The first observer returning one wins.
+        Called on the caller's thread: what an observer makes current here (a tracing
+        span) is current while the tasks are built, and `tasker.engine.tracing` stores
+        the trace context then current with each task.
         """
-        return None
 
     def after_enqueue(self, task_ids: Sequence[int], error: BaseException | None) -> None:
-        """The `enqueue` call that `before_enqueue` announced returned (or raised `error`)."""
+        """The call that `before_enqueue` announced returned these tasks, or raised `error`."""
 
     def on_pass_started(
         self, task_id: int, task: str, due_at: datetime | None, now: datetime, trace: str | None
@@ -51,7 +51,7 @@ class Observer:
         Args:
             due_at: when the task was due (its `next_run_at`): `now - due_at` is how long it
                 waited in the queue.
-            trace: the trace context stored with the task (see `before_enqueue`).
+            trace: the trace context stored with the task (`tasker.engine.tracing`).
         """
 
     def on_pass_finished(self, task_id: int, task: str, error: BaseException | None) -> None:
@@ -61,7 +61,14 @@ class Observer:
         """An attempt of a step starts; called on the step's thread, before its handler."""
 
     def on_attempt_finished(
-        self, task_id: int, task: str, step: str, ok: bool, flow: str | None, seconds: float
+        self,
+        task_id: int,
+        task: str,
+        step: str,
+        ok: bool,
+        flow: str | None,
+        seconds: float,
+        error: dict[str, Any] | None,
     ) -> None:
         """An attempt returned; called on the step's thread, before its outcome is recorded.
 
@@ -69,6 +76,7 @@ class Observer:
             ok: it returned results; False: it raised (a failed attempt) or asked for flow
                 control (`flow`: "reattempt", "skip", "pause", "cancel"; not a failure).
             seconds: how long the attempt ran.
+            error: what it raised, as stored (`message`, `error_class`, `backtrace`).
         """
 
     def on_lease_lost(self, task_id: int) -> None:
@@ -87,7 +95,7 @@ class Observer:
 _EVENTS = tuple(
     name
     for name in vars(Observer)
-    if name.startswith(("on_", "after_")) and callable(getattr(Observer, name))
+    if name.startswith(("on_", "after_", "before_")) and callable(getattr(Observer, name))
 )
 
 
@@ -158,19 +166,6 @@ class Observers(Observer):
 
         return call
 
-    def before_enqueue(self, names: Sequence[str]) -> str | None:
-        """The first trace context an observer returns (see `Observer.before_enqueue`)."""
-        found = None
-        for o in self._all:
-            try:
-                got = o.before_enqueue(names)
-            except Exception:
-                self._failed(o, "before_enqueue")
-                continue
-            if found is None:
-                found = got
-        return found
-
     def _failed(self, o: Observer, name: str) -> None:
         key = f"{type(o).__qualname__}.{name}"
         if key not in self._warned:
@@ -199,7 +194,14 @@ class Counts(Observer):
             self.passes += 1
 
     def on_attempt_finished(
-        self, task_id: int, task: str, step: str, ok: bool, flow: str | None, seconds: float
+        self,
+        task_id: int,
+        task: str,
+        step: str,
+        ok: bool,
+        flow: str | None,
+        seconds: float,
+        error: dict[str, Any] | None,
     ) -> None:
         """Count the attempt (and the failure)."""
         with self._lock:
@@ -226,3 +228,20 @@ class Counts(Observer):
         """Count the wait."""
         with self._lock:
             self.limit_waits += 1
+
+
+@contextmanager
+def enqueuing(observer: Observers, names: Sequence[str]) -> Iterator[list[int]]:
+    """Announce an enqueue call to `observer` around the block (`before_`/`after_enqueue`).
+
+    Yields:
+        A list the block fills with the ids of the tasks it enqueued.
+    """
+    ids: list[int] = []
+    observer.before_enqueue(names)
+    try:
+        yield ids
+    except BaseException as exc:
+        observer.after_enqueue(ids, exc)
+        raise
+    observer.after_enqueue(ids, None)

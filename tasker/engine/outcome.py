@@ -170,9 +170,8 @@ def observed(
     began = time.perf_counter()
 
     def done(o: Outcome) -> None:
-        observer.on_attempt_finished(
-            task_id, task_name, o.name, o.ok, o.flow, time.perf_counter() - began
-        )
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(task_id, task_name, o.name, o.ok, o.flow, seconds, o.error)
         deliver(o)
 
     run_handler(template, task, sequence, step, token, done, cancel_if)

@@ -350,7 +350,11 @@ class Engine:
         p.safe_until = sent + self._keep_seconds()
         due, trace = row.get("next_run_at"), row.get("trace_context")
         self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
-        self._launch(p, self._commit(p, [], now, recover=True))
+        try:
+            self._launch(p, self._commit(p, [], now, recover=True))
+        except BaseException as exc:  # no pass to return: it ends here
+            self._observer.on_pass_finished(task_id, reg.name, exc)
+            raise
         return p
 
     # -- the loop -----------------------------------------------------------------

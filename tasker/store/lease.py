@@ -112,6 +112,7 @@ CLAIM_FIELDS = (
     "tx_seq",
     "lease_epoch",
     "next_run_at",  # when it was due: how long it waited (`Observer.on_pass_started`)
+    "trace_context",  # the trace its passes continue (`tasker.engine.tracing`)
 )
 
 

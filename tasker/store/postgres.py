@@ -139,7 +139,8 @@ WITH x AS MATERIALIZED (
     FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
         n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
         initiator text, source_system text, reason text, idempotency_key text,
-        request_digest text, requested_at timestamptz, subject text, subject_scope text)
+        request_digest text, requested_at timestamptz, subject text, subject_scope text,
+        trace_context text)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -153,11 +154,11 @@ WITH x AS MATERIALIZED (
     INSERT INTO tasker_tasks
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
-         updated_at, next_run_at, subject, subject_scope)
+         updated_at, next_run_at, subject, subject_scope, trace_context)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope
+           subject_scope, trace_context
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -206,6 +207,7 @@ _TASK_FIELDS = (
     "requested_at",
     "subject",
     "subject_scope",
+    "trace_context",
 )
 
 

@@ -115,6 +115,9 @@ tasks = sa.Table(
     # it is unique (all versions of a name share it). A trigger of migration 0007 sets it
     # back to NULL whenever the task becomes final, whoever writes that status.
     sa.Column("subject_scope", sa.String(128), nullable=True),
+    # The W3C trace context its enqueue ran in, as JSON (`tasker.engine.tracing`): every
+    # pass continues that trace. NULL unless tracing is on.
+    sa.Column("trace_context", sa.Text, nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -116,7 +117,14 @@ class PrometheusObserver(Observer):
             self.queue_delay.labels(task).observe(max(0.0, (now - due_at).total_seconds()))
 
     def on_attempt_finished(
-        self, task_id: int, task: str, step: str, ok: bool, flow: str | None, seconds: float
+        self,
+        task_id: int,
+        task: str,
+        step: str,
+        ok: bool,
+        flow: str | None,
+        seconds: float,
+        error: dict[str, Any] | None,
     ) -> None:
         """Count the attempt (and the failure); observe its duration."""
         self.attempts.labels(task, step).inc()

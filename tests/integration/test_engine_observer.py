@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import Any
 
 from integration_support import task_class
 
@@ -38,10 +39,18 @@ class Recorder(Observer):
         self._add("start", step, attempt)
 
     def on_attempt_finished(
-        self, task_id: int, task: str, step: str, ok: bool, flow: str | None, seconds: float
+        self,
+        task_id: int,
+        task: str,
+        step: str,
+        ok: bool,
+        flow: str | None,
+        seconds: float,
+        error: dict[str, Any] | None,
     ) -> None:
         self.threads.add(threading.get_ident())
-        self._add("end", step, ok, flow, seconds >= 0, self._local.started == step)
+        failed = error is not None and error["message"] == "not yet"
+        self._add("end", step, ok, flow, seconds >= 0, self._local.started == step, failed)
 
     def on_lease_lost(self, task_id: int) -> None:
         self._add("lease_lost", task_id)
@@ -88,10 +97,10 @@ def test_a_pass_reports_its_attempts_failures_and_retries(backend: Tasker, clock
     # Each ended on the thread it started on (the last flag), not the pass's own.
     ends = sorted(e[1:] for e in ev if e[0] == "end")
     assert ends == [
-        ("a", True, None, True, True),
-        ("b", False, None, True, True),
-        ("b", True, None, True, True),
-        ("c", False, "skip", True, True),
+        ("a", True, None, True, True, False),
+        ("b", False, None, True, True, True),
+        ("b", True, None, True, True, False),
+        ("c", False, "skip", True, True, False),
     ]
     assert threading.get_ident() not in rec.threads
 

@@ -19,15 +19,15 @@ class Recorder(Observer):
     def on_lease_lost(self, task_id: int) -> None:
         self.seen.append((self.tag, task_id))
 
-    def before_enqueue(self, names: Sequence[str]) -> str | None:
-        return f"trace-of-{self.tag}"
+    def before_enqueue(self, names: Sequence[str]) -> None:
+        self.seen.append((self.tag, tuple(names)))
 
 
 class Broken(Observer):
     def on_lease_lost(self, task_id: int) -> None:
         raise RuntimeError("broken observer")
 
-    def before_enqueue(self, names: Sequence[str]) -> str | None:
+    def before_enqueue(self, names: Sequence[str]) -> None:
         raise RuntimeError("broken observer")
 
 
@@ -37,7 +37,7 @@ def test_with_no_observer_every_event_is_a_no_op_that_no_one_wants() -> None:
     assert not obs.active
     assert not obs.wants("on_attempt_started")
     obs.on_attempt_started(1, "t", "s", 1)
-    assert obs.before_enqueue(["t"]) is None
+    obs.before_enqueue(["t"])
 
 
 def test_events_reach_the_observers_that_override_them_in_order() -> None:
@@ -51,14 +51,15 @@ def test_events_reach_the_observers_that_override_them_in_order() -> None:
     obs.on_lease_lost(7)
     assert seen == [("a", 7), ("b", 7)]
     assert obs.wants("on_lease_lost") and not obs.wants("on_pass_started")
-    assert obs.before_enqueue(["t"]) == "trace-of-a"
+    obs.before_enqueue(["t"])
+    assert seen[2:] == [("a", ("t",)), ("b", ("t",))]
 
 
 def test_a_failing_observer_is_logged_once_and_the_others_still_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Given a broken observer before a recorder, when events come, then the recorder sees
-    every one, the failure is logged once, and enqueue still gets the recorder's trace."""
+    every one (before_enqueue too), and each failure is logged once."""
     seen: list[tuple[str, object]] = []
     obs = Observers()
     obs.add(Broken())
@@ -66,8 +67,8 @@ def test_a_failing_observer_is_logged_once_and_the_others_still_run(
     with caplog.at_level(logging.ERROR, logger="tasker.observer"):
         obs.on_lease_lost(1)
         obs.on_lease_lost(2)
-        assert obs.before_enqueue(["t"]) == "trace-of-r"
-    assert seen == [("r", 1), ("r", 2)]
+        obs.before_enqueue(["t"])
+    assert seen == [("r", 1), ("r", 2), ("r", ("t",))]
     failures = [r for r in caplog.records if "Broken.on_lease_lost" in r.getMessage()]
     assert len(failures) == 1
 
@@ -95,9 +96,9 @@ def test_counts_count_the_events() -> None:
     c = Counts()
     obs = Observers()
     obs.add(c)
-    obs.on_attempt_finished(1, "t", "a", True, None, 0.1)
-    obs.on_attempt_finished(1, "t", "b", False, None, 0.1)
-    obs.on_attempt_finished(1, "t", "c", False, "skip", 0.1)
+    obs.on_attempt_finished(1, "t", "a", True, None, 0.1, None)
+    obs.on_attempt_finished(1, "t", "b", False, None, 0.1, None)
+    obs.on_attempt_finished(1, "t", "c", False, "skip", 0.1, None)
     obs.on_sweeper_resend(3, 2)
     obs.on_messages_sent(4)
     obs.on_lease_lost(1)
