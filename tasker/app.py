@@ -379,6 +379,11 @@ class Tasker:
     def _run_message(self, task_id: int) -> None:
         self.engine.run_task(int(task_id))
 
+    def _notify_all(self, task_ids: list[int]) -> None:
+        """Message each of `task_ids` now (after a steering call woke them)."""
+        for task_id in task_ids:
+            self._notify(task_id)
+
     def _notify(self, task_id: int, at: datetime | None = None) -> None:
         try:
             self.dispatch.send(task_id, at)
@@ -443,7 +448,9 @@ class Tasker:
             TaskNotFoundError: no task has that id.
             InvalidTransitionError: the task already finished.
         """
-        steering.cancel(self.db, queries.task_id_of(task_id), self.now())
+        woken: list[int] = []  # a parent waiting for this task
+        steering.cancel(self.db, queries.task_id_of(task_id), self.now(), woken=woken)
+        self._notify_all(woken)
         return self.get_task(task_id)
 
     def resolve_step(
@@ -485,8 +492,9 @@ class Tasker:
                 final error.
         """
         tid = queries.task_id_of(task_id)
-        steering.retry(self.db, tid, self.now())
-        self._notify(tid)
+        woken: list[int] = []  # its children retried
+        steering.retry(self.db, tid, self.now(), woken=woken)
+        self._notify_all([*woken, tid])
         return self.get_task(tid)
 
     def update_task(
@@ -686,7 +694,9 @@ class Tasker:
                 (cancel it, or resolve or retry its steps).
         """
         tid = queries.task_id_of(task_id)
-        steering.resolve_task(self.db, tid, reason, self.now())
+        woken: list[int] = []  # a parent waiting for this task
+        steering.resolve_task(self.db, tid, reason, self.now(), woken=woken)
+        self._notify_all(woken)
         return self.get_task(tid)
 
 

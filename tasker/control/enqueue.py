@@ -315,6 +315,24 @@ def _store(
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
+def new_task(
+    catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime, extra: dict[str, Any]
+) -> NewTask:
+    """The row of a task checked as `enqueue` checks it, stored later by someone else.
+
+    For `step.spawn`: the child is inserted with its parent's outcome.
+
+    Args:
+        extra: more task columns (the child's id and parent, see `NewTask`).
+
+    Raises:
+        The errors of `check_request`.
+    """
+    values = check_request(reg, req)
+    built = _build(catalog, reg, req, values, now, 0, None).new
+    return NewTask({**built.values, **extra}, built.steps, built.edges)
+
+
 def _valid(reg: RegisteredTask, req: TaskRequest, index: int, batch: bool) -> dict[str, Any]:
     """`check_request`, its error naming the request of a batch."""
     try:

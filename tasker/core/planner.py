@@ -21,6 +21,8 @@ class StepState:
     status: Status
     next_attempt_at: datetime | None
     depends_on: tuple[str, ...]
+    # In progress with no thread: its handler returned and it awaits its children or items.
+    awaiting: bool = False
 
     @property
     def awaiting_retry(self) -> bool:
@@ -29,8 +31,8 @@ class StepState:
 
     @property
     def due_at(self) -> datetime | None:
-        """When a step that waits (a backoff, a wait, a reattempt) may start, else None."""
-        if self.status is Status.PENDING or self.status is Status.ERROR:
+        """When a waiting step may start (a backoff, wait, reattempt, its items' retries)."""
+        if self.status is Status.PENDING or self.status is Status.ERROR or self.awaiting:
             return self.next_attempt_at
         return None
 
@@ -42,6 +44,10 @@ class Verdict(str, Enum):
     WAIT = "wait"  # only backoffs, waits and reattempts remain: come back at `Plan.wake_at`
     COMPLETE = "complete"  # every step complete, resolved or skipped
     ERROR = "error"  # a step failed for good and nothing else can progress
+    # Idle until nudged: nothing runs or falls due, but a step awaits its children or
+    # items; the task is released with no due time, and a message (a finished child,
+    # an item's outcome) wakes it.
+    IDLE = "idle"
 
 
 @dataclass
@@ -71,6 +77,8 @@ def is_ready(step: StepState, steps: Mapping[str, StepState], now: datetime) -> 
     if step.status is Status.PENDING or step.awaiting_retry:
         due = step.next_attempt_at
         return (due is None or due <= now) and deps_satisfied(step, steps)
+    if step.awaiting:  # its items' retries are due: the item runner goes on
+        return step.next_attempt_at is not None and step.next_attempt_at <= now
     return False
 
 
@@ -100,4 +108,6 @@ def plan(steps: Mapping[str, StepState], now: datetime, running: Collection[str]
     waits = [d for s in steps.values() if (d := s.due_at) is not None and deps_satisfied(s, steps)]
     if waits:
         return Plan([], Verdict.WAIT, wake_at=min(waits))
+    if any(s.awaiting for s in steps.values()):
+        return Plan([], Verdict.IDLE)
     return Plan([], Verdict.ERROR)

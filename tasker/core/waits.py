@@ -49,15 +49,22 @@ def wait_due(
 
 
 def waiting_for(
-    status: str, deps_satisfied: bool, next_attempt_at: datetime | None, task_status: str
+    status: str,
+    deps_satisfied: bool,
+    next_attempt_at: datetime | None,
+    task_status: str,
+    awaiting: str | None = None,
 ) -> str | None:
     """Why a live step is not running now, or None.
 
     Returns:
+        "children" or "items" (its handler returned; it awaits those: `awaiting`),
         "paused" (its task is paused), "dependencies" (a step it depends on is not
         satisfied), "time" (a wait, a backoff or a reattempt is due at
         `next_attempt_at`), or None (running, finished, failed for good, or ready).
     """
+    if status == Status.IN_PROGRESS.value and awaiting is not None:
+        return awaiting
     if status not in _OPEN:
         return None
     if status == Status.ERROR.value and next_attempt_at is None:
@@ -78,7 +85,11 @@ def with_waiting_for(steps: Mapping[str, StepView], task_status: str) -> dict[st
         n: replace(
             v,
             waiting_for=waiting_for(
-                v.status, all(d in done for d in v.depends_on), v.next_attempt_at, task_status
+                v.status,
+                all(d in done for d in v.depends_on),
+                v.next_attempt_at,
+                task_status,
+                v.awaiting,
             ),
         )
         for n, v in steps.items()

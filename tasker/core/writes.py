@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tasker.core import branches as branch_rules
-from tasker.core import flow, waits
+from tasker.core import flow, items, spawns, waits
 from tasker.core.planner import StepState, Verdict, plan
-from tasker.core.states import Status
+from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
 from tasker.store.audit import StepChange
 from tasker.store.lease import Finish
@@ -44,6 +44,10 @@ class AttemptOutcome(Protocol):
     wait: float | None
     reason: str
     decision: tuple[str, ...] | None
+
+    @property
+    def spawned(self) -> Sequence[spawns.Spawn]:
+        """The sub-tasks the attempt spawned."""
 
 
 class StepRules(Protocol):
@@ -76,6 +80,7 @@ class _Lost:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: Sequence[spawns.Spawn] = ()
     decision: tuple[str, ...] | None = None
 
 
@@ -102,6 +107,9 @@ class Write:
         wake_at: while the pass goes on, when a retry that is not ready yet falls due.
         asked: a step's request to pause or cancel the task ("pause"/"cancel", the
             reason), kept by the pass until a write ends it.
+        spawned: the children the recorded outcomes spawned (`NewTask` rows, ids
+            handed out ahead), inserted by the write.
+        idle: the write releases the task idle until nudged (`Verdict.IDLE`).
     """
 
     steps: dict[str, StepView] = field(default_factory=dict)
@@ -111,6 +119,8 @@ class Write:
     notify_at: datetime | None = None
     wake_at: datetime | None = None
     asked: tuple[str, str] | None = None
+    spawned: list[Any] = field(default_factory=list)
+    idle: bool = False
 
 
 def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
@@ -121,9 +131,15 @@ def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
             status=Status(v.status),
             next_attempt_at=v.next_attempt_at,
             depends_on=v.depends_on,
+            awaiting=_awaits(v),
         )
         for name, v in views.items()
     }
+
+
+def _awaits(v: StepView) -> bool:
+    """In progress with no thread: its handler returned and it awaits children or items."""
+    return v.status == Status.IN_PROGRESS.value and v.awaiting is not None
 
 
 def decide(
@@ -139,6 +155,7 @@ def decide(
     steps: Mapping[str, StepRules] | None = None,
     created_at: datetime | None = None,
     asked: tuple[str, str] | None = None,
+    children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -158,16 +175,28 @@ def decide(
             a step without one has none).
         created_at: when the task was created (waits count from it; default `now`).
         asked: a pause or cancel asked by an earlier write's outcome (`Write.asked`).
+        children: for steps awaiting their children, the awaited children's (task id,
+            status) as last read; a step awaiting children absent here stays as it is.
     """
     w = Write(asked=asked)
     templates = steps or {}
     created = created_at or now
     lost: list[AttemptOutcome] = []
-    if recover:
-        lost = [_Lost(n) for n, v in views.items() if v.status == Status.IN_PROGRESS.value]
+    if recover:  # a step awaiting children or items has no thread: it is not lost
+        lost = [
+            _Lost(n)
+            for n, v in views.items()
+            if v.status == Status.IN_PROGRESS.value and not _awaits(v)
+        ]
+    fresh: set[str] = set()  # steps that just spawned children not inserted yet
     for o in [*lost, *outcomes]:
         _record(w, views, o, now, rules, templates.get(o.name), created)
+        if any(s.new is not None and s.wait for s in o.spawned) and _awaits(w.steps[o.name]):
+            fresh.add(o.name)
     current = {**views, **w.steps} if w.steps else views
+    if children:
+        _settle(w, current, children, fresh, now, templates)
+        current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:
         _end_as_asked(w, current, running, busy)
         return w
@@ -219,6 +248,51 @@ def _end_as_asked(
         w.finish = Finish(Status.PAUSED, None, reason)
 
 
+def _rules(v: StepView, template: StepRules | None) -> flow.Rules:
+    """The step's rules: its row's budget, and its template's failure rules."""
+    if template is None:
+        return flow.Rules(v.retry_limit, v.retryable)
+    return flow.Rules(
+        v.retry_limit,
+        v.retryable,
+        template.max_reattempts,
+        template.on_failure,
+        template.timing()[2],
+    )
+
+
+def _settle(
+    w: Write,
+    views: Mapping[str, StepView],
+    children: Mapping[str, Sequence[tuple[int, str]]],
+    fresh: Collection[str],
+    now: datetime,
+    templates: Mapping[str, StepRules],
+) -> None:
+    """Complete or fail the steps awaiting children whose children all ended."""
+    for name, kids in children.items():
+        v = views.get(name)
+        if v is None or name in fresh or not _awaits(v) or v.awaiting != AWAIT_CHILDREN:
+            continue
+        rec = spawns.settle(v, kids, _rules(v, templates.get(name)), now)
+        if rec is None:
+            continue
+        if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
+            w.asked = (rec.halt, rec.task_reason)
+        w.steps[name] = rec.view
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id,
+                name,
+                Status(v.status),
+                Status(rec.view.status),
+                v.attempts,
+                rec.reason,
+                rec.details,
+            )
+        )
+
+
 def _record(
     w: Write,
     views: Mapping[str, StepView],
@@ -234,16 +308,17 @@ def _record(
     in `w.asked` (a cancel wins over a pause).
     """
     v = views[o.name]
-    if template is None:
-        step_rules = flow.Rules(v.retry_limit, v.retryable)
-    else:
-        step_rules = flow.Rules(
-            v.retry_limit,
-            v.retryable,
-            template.max_reattempts,
-            template.on_failure,
-            template.timing()[2],
-        )
+    if o.flow == items.AWAIT:  # a for_each step's items wait for their retries
+        waiting = items.await_items(v, now + timedelta(seconds=o.wait or 0.0))
+        w.steps[v.name] = waiting
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, v.name, Status(v.status), Status.IN_PROGRESS, v.attempts,
+                f"waiting for items: {o.reason}",
+            )
+        )  # fmt: skip
+        return
+    step_rules = _rules(v, template)
     attempt = flow.Attempt(
         o.ok, o.results, o.error, o.retry_after, o.permanent, o.flow, o.wait, o.reason
     )
@@ -253,10 +328,17 @@ def _record(
     )
     if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
         w.asked = (rec.halt, rec.task_reason)
-    new = rec.view
+    new, reason = rec.view, rec.reason
+    if o.ok and o.spawned:  # children are inserted by this write; their parent may wait
+        w.spawned.extend(s.new for s in o.spawned if s.new is not None)
+        awaiting = spawns.await_children(new, o.spawned)
+        awaited = sum(1 for s in o.spawned if s.wait)
+        reason = f"spawned {len(o.spawned)} sub-task(s)"
+        if awaiting is not None:
+            new, reason = awaiting, f"{reason}; waiting for {awaited}"
     w.steps[v.name] = new
     decided = o.decision is not None and new.status == Status.COMPLETE.value
-    said = f"decided: {', '.join(o.decision or ())}" if decided else rec.reason
+    said = f"decided: {', '.join(o.decision or ())}" if decided else reason
     w.changes.append(
         StepChange(
             v.workflow_step_id,
@@ -309,6 +391,16 @@ def _advance(
         room = 0 if stopping else max(rules.max_concurrent_steps - busy, 0)
         for name in decision.ready[:room]:
             v = views[name]
+            if _awaits(v):  # items due again: the item runner goes on, no new attempt
+                w.changes.append(
+                    StepChange(
+                        v.workflow_step_id, name, Status.IN_PROGRESS, Status.IN_PROGRESS,
+                        v.attempts, "items resumed",
+                    )
+                )  # fmt: skip
+                w.steps[name] = replace(v, awaiting=None, next_attempt_at=None)
+                w.started.append(name)
+                continue
             w.changes.append(
                 StepChange(
                     v.workflow_step_id,
@@ -334,6 +426,9 @@ def _advance(
     elif decision.verdict is Verdict.WAIT:
         w.finish = Finish(None, decision.wake_at, "waiting for a retry")
         w.notify_at = decision.wake_at
+    elif decision.verdict is Verdict.IDLE:
+        w.finish = Finish(None, None, "idle: a step awaits its children or items")
+        w.idle = True
     elif decision.verdict is Verdict.COMPLETE:
         w.finish = Finish(Status.COMPLETE, None, "all steps done")
     else:

@@ -147,6 +147,13 @@ class StepTemplate:
             dependencies are satisfied; its handler sees the payload as `step.event`.
             Such a step may have no handler: a dict payload becomes its results, any
             other value `{"payload": value}`.
+        for_each: makes this a collection step: `fn(task, sequence) -> list` of JSON
+            values, evaluated once when the step first starts and stored; the handler
+            runs once per item (`step.item`, `step.item_index`), each item with its own
+            attempts and backoff under this step's retry rules and `timeout`; the
+            step's results are `{"items": [each item's results, in order]}`.
+        concurrency: at most this many items of a `for_each` step run at once (default:
+            the app's `max_concurrent_steps`).
 
     `wait`, `after` and `wait_timeout` are stored in seconds (floats).
 
@@ -171,6 +178,8 @@ class StepTemplate:
     wait_timeout: float | timedelta | None = None
     branches: Mapping[str, Sequence[str]] | None = None
     wait_for: str | None = None
+    for_each: Callable[..., Any] | None = None
+    concurrency: int | None = None
     _fn: HandleFn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +233,7 @@ class StepTemplate:
                 f"{where}: on_failure must be one of {list(ON_FAILURE)}, got {self.on_failure!r}"
             )
         object.__setattr__(self, "branches", _branches(where, self.branches))
+        _check_for_each(where, self.for_each, self.concurrency)
         if self.wait_for is not None and (
             not isinstance(self.wait_for, str) or not self.wait_for.strip()
         ):
@@ -248,6 +258,28 @@ class StepTemplate:
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""
         return self._fn(task, sequence, step)
+
+
+def _check_for_each(where: str, for_each: object, concurrency: object) -> None:
+    """Check `for_each` and `concurrency`.
+
+    Raises:
+        ConfigurationError: `for_each` is not callable, or `concurrency` is not an integer
+            of at least 1, or is given without `for_each`.
+    """
+    if for_each is not None and not callable(for_each):
+        raise ConfigurationError(
+            f"{where}: for_each must be a callable for_each(task, sequence) -> list, "
+            f"got {for_each!r}"
+        )
+    if concurrency is None:
+        return
+    if for_each is None:
+        raise ConfigurationError(f"{where}: concurrency is for a for_each step only")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(
+            f"{where}: concurrency must be an integer of at least 1, got {concurrency!r}"
+        )
 
 
 def _branches(where: str, value: object) -> dict[str, tuple[str, ...]] | None:

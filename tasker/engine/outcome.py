@@ -10,6 +10,7 @@ from typing import Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
+from tasker.core.spawns import Spawn
 from tasker.definition.decision import Decision
 from tasker.definition.template import StepTemplate
 from tasker.engine.observer import Observer
@@ -40,6 +41,8 @@ class Outcome:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    # The sub-tasks a succeeded attempt spawned (a failed one spawns nothing).
+    spawned: list[Spawn] = field(default_factory=list)
     # The labels a decision step chose (`tasker.Decision`); None for any other step.
     decision: tuple[str, ...] | None = None
 
@@ -128,7 +131,10 @@ def run_handler(
         problem = json_problem(results)
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
-        outcome = Outcome(step.name, token, ok=True, results=results, decision=decision)
+        outcome = Outcome(
+            step.name, token, ok=True, results=results, decision=decision,
+            spawned=step.take_spawns(),
+        )  # fmt: skip
     except FlowRequest as req:
         outcome = Outcome(
             step.name, token, ok=False, flow=req.kind, wait=req.wait, reason=req.reason

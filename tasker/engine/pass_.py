@@ -11,6 +11,7 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,16 +23,18 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tasker.core import flow, writes
+from tasker.core import flow, spawns, writes
 from tasker.core.clock import as_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.observer import Observers
 from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
 from tasker.errors import (
     ConfigurationError,
@@ -86,6 +89,9 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    # The awaited children of steps awaiting them, by step name: (task id, status).
+    children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    sends: list[int] = field(default_factory=list)  # tasks to message after the commit
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -144,6 +150,8 @@ class Engine:
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
         self._retrying = Retrier(db, settings.lease_seconds).run
+        self._spawner = Spawner(db, catalog, factory, clock)
+        self._items = ItemRunner(db, settings, clock)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -348,6 +356,7 @@ class Engine:
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
         p.safe_until = sent + self._keep_seconds()
+        p.children = self._children(p, p.views)
         due, trace = row.get("next_run_at"), row.get("trace_context")
         self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
         try:
@@ -394,6 +403,7 @@ class Engine:
             The steps it started.
         """
         before = p.snapshot()
+        refreshed = False
         while True:
             self._track(p, batch)
             d = writes.decide(
@@ -408,7 +418,13 @@ class Engine:
                 steps=p.reg.steps,
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
+                children=p.children,
             )
+            if d.idle and not refreshed:  # children may have ended since they were read
+                refreshed = True
+                p.children = self._children(p, {**p.views, **d.steps})
+                continue
+            nudge = self._nudge(p, d)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -418,6 +434,8 @@ class Engine:
                 step_changes=d.changes,
                 annotations=p.annotations,
                 finish=d.finish,
+                spawned=d.spawned,
+                nudge=nudge,
             )
             try:
                 self._apply(p, w, time.monotonic())
@@ -429,7 +447,26 @@ class Engine:
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
+            p.sends = [int(c.values["task_id"]) for c in d.spawned]
+            p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
+
+    def _children(self, p: _Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
+        """Read the awaited children of the steps awaiting them (no read if none does)."""
+        steps = awaiting_children(views.values())
+        if not steps:
+            return {}
+        read = partial(awaited_children, self._db, steps)
+        got = self._retrying(p.lease.task_id, read, None, self._until(p))
+        assert got is not None  # only a write that landed returns None
+        return got
+
+    @staticmethod
+    def _nudge(p: _Pass, d: writes.Write) -> int | None:
+        """The parent to wake when this write ends a task its parent's step waits for."""
+        ends = d.finish is not None and d.finish.to_status in spawns.ENDINGS
+        parent = p.row.get("parent_task_id")
+        return int(parent) if ends and parent is not None and p.row.get("parent_waits") else None
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:
@@ -466,6 +503,7 @@ class Engine:
             for n, v in fresh.items()
         }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
+        p.children = self._children(p, p.views)
 
     def _read(self, task_id: int) -> tuple[Any, list[Any]]:
         """The task's revision and transaction number, and its step rows."""
@@ -593,6 +631,10 @@ class Engine:
         if p.notify_at is not None:
             at, p.notify_at = p.notify_at, None
             self._notify(p.lease.task_id, at)
+        if p.sends:  # spawned children, and a parent this task's end wakes
+            sends, p.sends, now = p.sends, [], self._now()
+            for task_id in sends:
+                self._notify(task_id, now)
         if not started:
             return
         sequence = p.sequence()
@@ -608,6 +650,11 @@ class Engine:
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
+            hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
+            if tpl.for_each is not None:  # the item runner is the step's attempt
+                args = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *args)
+                continue
             self._threads.submit(
                 run_handler if run is None else partial(run, p.lease.task_id, view.attempts),
                 tpl,
@@ -626,6 +673,8 @@ class Engine:
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
+        if tpl is not None and tpl.for_each is not None:
+            return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
         return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
 
     def _now(self) -> datetime:

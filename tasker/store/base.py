@@ -30,11 +30,25 @@ class NewTask:
             `status`, `retryable`, `retry_limit`, `skippable`, `processed_at`) and its
             transition's `reason`.
         edges: (parent, child) positions.
+
+    A spawned child's `values` also hold its id, handed out ahead (`task_id`), and
+    `parent_task_id`, `parent_step_id`, `spawn_key` and `parent_waits`
+    (`NEW_TASK_DEFAULTS` for any other task).
     """
 
     values: dict[str, Any]
     steps: Sequence[dict[str, Any]]
     edges: Sequence[tuple[int, int]]
+
+
+#: The task columns only a spawned child sets (see `NewTask`).
+NEW_TASK_DEFAULTS: dict[str, Any] = {
+    "task_id": None,
+    "parent_task_id": None,
+    "parent_step_id": None,
+    "spawn_key": None,
+    "parent_waits": None,
+}
 
 
 class Store(Protocol):

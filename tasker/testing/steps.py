@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,13 +11,15 @@ from typing import Any
 
 from tasker.core import flow
 from tasker.core.clock import utc_now
+from tasker.core.spawns import Spawn
 from tasker.core.views import StepView
 from tasker.definition.dag import topological_order
 from tasker.definition.handler import TaskHandler
+from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepTemplate
 from tasker.engine.outcome import Outcome, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import TaskerError
+from tasker.errors import InvalidRequestError, TaskerError
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def run_step(
     step.inputs = copy.deepcopy(task.context)  # a step's inputs default to the task's context
     for name, value in (("item", item), ("event", event)):
         setattr(step, name, value)
+    step._spawner = _Spawns()
     outcomes: list[Outcome] = []
     run_handler(
         templates[step_name],
@@ -126,7 +130,34 @@ def run_step(
         wait=outcome.wait,
         reason=outcome.reason,
         annotations=tuple(outcome.annotations),
+        spawned=tuple(s.new for s in outcome.spawned),
     )
+
+
+class _Spawns:
+    """`step.spawn` in isolation: checks nothing stored, hands out ids 1, 2, ...
+
+    Each `Spawn.new` is the request itself (`StepRun.spawned`).
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def existing(self, step_id: int) -> dict[str, int]:
+        return {}
+
+    def spawn(
+        self,
+        parent_task_id: int,
+        step_id: int,
+        request: Any,
+        key: str,
+        wait: bool,
+        before: dict[str, int],
+    ) -> Spawn:
+        if not isinstance(request, TaskRequest):
+            raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
+        return Spawn(key, next(self._ids), wait, request)
 
 
 def _view(step_id: int, template: StepTemplate, results: Any, complete: bool) -> StepView:

@@ -169,3 +169,36 @@ def test_tracing_is_turned_on_by_the_setting_and_a_missing_sdk_is_named(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(ConfigurationError, match=r"tasker\[otel\]"):
         Tracing()
+
+
+def test_sub_tasks_spawned_by_a_step_continue_its_trace(backend: Tasker, spans) -> None:
+    """Given tracing on and a step spawning two sub-tasks it waits for, when the family
+    runs to the end, then each child's passes are in the parent's trace, under the
+    spawning attempt (whose context is stored with each child), and the parent's later
+    pass, woken by its children, is in the same trace too."""
+    provider, exporter = spans
+
+    def fan_out(task, sequence, step):
+        return {"ids": [step.spawn(TaskRequest(name="child", context={"n": i})) for i in (1, 2)]}
+
+    backend.register(task_class("child", [StepTemplate(name="work", handler=lambda t, q, s: {})]))
+    backend.register(task_class("family", [StepTemplate(name="fan_out", handler=fan_out)]))
+    backend.observe(Tracing(provider))
+    task = backend.enqueue(TaskRequest(name="family"))
+    for _ in range(5):
+        backend.run_until_idle()
+        if backend.get_task(task.task_id).status == "complete":
+            break
+    view = backend.get_task(task.task_id)
+    assert view.status == "complete" and len(view.children) == 2
+
+    found = exporter.get_finished_spans()
+    (enqueue,) = by_name(found, "tasker enqueue family")
+    assert {s.context.trace_id for s in found} == {enqueue.context.trace_id}
+    spawning = by_name(found, "tasker step family.fan_out")
+    child_passes = by_name(found, "tasker pass child")
+    assert len(child_passes) == 2
+    assert {p.parent.span_id for p in child_passes} <= {a.context.span_id for a in spawning}
+    assert len(by_name(found, "tasker pass family")) >= 2  # woken by its children
+    for child_id in view.children:
+        assert stored_trace(backend, child_id) is not None

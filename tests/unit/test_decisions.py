@@ -42,6 +42,7 @@ class Ended:
     wait: float | None = None
     reason: str = ""
     decision: tuple[str, ...] | None = None
+    spawned: tuple[Any, ...] = ()
 
 
 def ok(task, sequence, step):  # type: ignore[no-untyped-def]

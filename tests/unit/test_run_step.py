@@ -72,3 +72,25 @@ def test_an_unknown_step_name_is_a_tasker_error_naming_the_steps() -> None:
     """An unknown step name raises TaskerError listing the handler's steps."""
     with pytest.raises(TaskerError, match=r"no step 'nope'.*'boom'"):
         run_step(Billing, "nope")
+
+
+def test_run_step_reports_the_sub_tasks_a_step_spawned():
+    """Given a step spawning two sub-tasks, When run in isolation, Then `spawned` holds
+    their requests in order and the handler got distinct ids for them."""
+    from tasker import TaskRequest
+
+    ids: list[int] = []
+
+    def fan_out(task, sequence, step):  # type: ignore[no-untyped-def]
+        for region in ("eu", "us"):
+            ids.append(step.spawn(TaskRequest(name="sync", context={"r": region}), key=region))
+
+    cls = type(
+        "Fan",
+        (TaskHandler,),
+        {"name": "fan", "step_templates": [StepTemplate(name="f", handler=fan_out)]},
+    )
+    run = run_step(cls, "f")
+    assert run.status == "complete"
+    assert [r.context for r in run.spawned] == [{"r": "eu"}, {"r": "us"}]
+    assert len(set(ids)) == 2

@@ -62,6 +62,7 @@ class Ended:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: tuple[Any, ...] = ()
     decision: tuple[str, ...] | None = None
 
 
