@@ -311,6 +311,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serving.run_workers(args.app_ref, host, args.port, args.workers, args.insecure_no_auth)
         return 0
     if args.worker:
+        from tasker.web.worker_metrics import PrometheusObserver
+
+        # One process: its /metrics serves the worker's series beside the database's.
+        app.observe(PrometheusObserver(asgi.state.metrics))
         app.start(threads=args.threads)
     try:
         uvicorn.run(asgi, host=host, port=args.port, log_level="warning")
