@@ -31,6 +31,7 @@ from tasker.core.flow import FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
@@ -66,8 +67,15 @@ class _Ended:
 class ItemRunner:
     """Runs `for_each` steps' items for one engine (thread-safe: one call per step run)."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        observer: Observer | None = None,
+    ) -> None:
         self._db = db
+        self.observer = observer or Observer()  # each item attempt is a step attempt
         self._settings = settings
         self._clock = clock
         self._threads = ElasticThreads("tasker-item")
@@ -157,7 +165,7 @@ class _Run:
                     stopped, starting = exc, []
                 changed, done = {}, {}
             for i in starting:
-                self._start(i, values.get(i))
+                self._start(i, values.get(i), states[i].attempts)
             if not self.running and not self.abandoned:
                 break
             for e, timed_out in self._wait(agenda.next_due()):
@@ -191,13 +199,16 @@ class _Run:
             return self._outcome(ok=True, results={"items": []})
         return stored.insert(self.db, self.lease, step_id, listed, self.r.now())
 
-    def _start(self, index: int, value: Any) -> None:
+    def _start(self, index: int, value: Any, attempt: int) -> None:
         token = object()
         self.running[index] = (token, time.monotonic() + self.limit)
-        self.r._threads.submit(self._call, index, value, token)
+        self.r._threads.submit(self._call, index, value, token, attempt)
 
-    def _call(self, index: int, value: Any, token: object) -> None:
-        """Run the handler for one item; never raises."""
+    def _call(self, index: int, value: Any, token: object, attempt: int) -> None:
+        """Run the handler for one item, reported as an attempt of the step; never raises."""
+        observer, task_id, name = self.r.observer, self.lease.task_id, str(self.row.get("name"))
+        observer.on_attempt_started(task_id, name, self.view.name, attempt)
+        began = time.perf_counter()
         task = HandlerTask(self.row)
         step = HandlerStep(self.view, self.inputs)
         step.item, step.item_index = value, index
@@ -224,6 +235,10 @@ class _Run:
             )  # fmt: skip
         finally:
             task._in_run = step._in_run = False
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(
+            task_id, name, self.view.name, ended.ok, None, seconds, ended.error
+        )
         self.ended.put(ended)
 
     def _wait(self, next_due: datetime | None) -> list[tuple[_Ended, bool]]:

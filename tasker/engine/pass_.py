@@ -151,7 +151,7 @@ class Engine:
         )
         self._retrying = Retrier(db, settings.lease_seconds).run
         self._spawner = Spawner(db, catalog, factory, clock)
-        self._items = ItemRunner(db, settings, clock)
+        self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 

@@ -126,3 +126,37 @@ def test_a_pass_whose_lease_is_taken_reports_the_loss(backend: Tasker, clock) ->
     assert thief and thief[0] is not None
     tail = [e for e in rec.events if e[0] in ("lease_lost", "pass_end")]
     assert tail == [("lease_lost", task.task_id), ("pass_end", task.task_id, None)]
+
+
+def test_each_item_of_a_for_each_step_is_reported_as_an_attempt_of_the_step(
+    backend: Tasker, clock
+) -> None:
+    """Given a for_each step over two items whose first item fails once, when the task runs
+    to the end (the retry after the item's backoff), then the observer sees three attempts
+    of the step, on the items' threads: item 0 twice (failed, then ok), item 1 once."""
+    runs: list[int] = []
+
+    def each(task, sequence, step):
+        runs.append(step.item_index)
+        if step.item_index == 0 and runs.count(0) == 1:
+            raise RuntimeError("not yet")
+
+    backend.register(
+        task_class("items", [StepTemplate(name="each", handler=each, for_each=lambda t, s: [1, 2])])
+    )
+    rec = backend.observe(Recorder())
+    task = backend.enqueue(TaskRequest(name="items"))
+    backend.run_until_idle()
+    clock.advance(600)
+    backend.run_until_idle()
+
+    assert backend.get_task(task.task_id).status == "complete"
+    starts = sorted(e[1:] for e in rec.events if e[0] == "start")
+    assert starts == [("each", 1), ("each", 1), ("each", 2)]
+    ends = sorted(e[1:] for e in rec.events if e[0] == "end")
+    assert ends == [
+        ("each", False, None, True, True, True),
+        ("each", True, None, True, True, False),
+        ("each", True, None, True, True, False),
+    ]
+    assert threading.get_ident() not in rec.threads
