@@ -128,7 +128,11 @@ def run_one(
         ConfigurationError: the app cannot be loaded; the metrics port cannot be bound.
     """
     app = load_app(ref)
-    served = _count_metrics(app, metrics)
+    try:
+        served = _count_metrics(app, metrics)
+    except BaseException:
+        app.close()
+        raise
     grace = longest_step_timeout(app) if graceful_timeout is None else graceful_timeout
     stop = stop or threading.Event()
 

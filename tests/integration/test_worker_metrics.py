@@ -7,7 +7,10 @@ must be what both processes did together, as the database records it.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -100,3 +103,25 @@ def test_the_metrics_port_serves_what_every_worker_process_did(
     for name, (kind, _, _) in SERIES.items():
         if kind == "counter" and name not in ("tasker_limit_waits_total",):
             assert name in served, f"{name} is not served"
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_metrics_port_in_use_is_refused_naming_it(tmp_path: Path, processes: str) -> None:
+    """Given a port something already listens on, when a worker is asked to serve its
+    metrics there, then it exits 2 at once, naming the port, and runs nothing."""
+    (tmp_path / "tinyapp.py").write_text(
+        "from tasker import Tasker\napp = Tasker(database_url='sqlite:///tiny.db')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tasker", "-v", "worker", "tinyapp:app",
+             "--processes", processes, "--metrics-port", str(port), "--graceful-timeout", "1"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert " thread(s) on " not in done.stderr  # no worker started
