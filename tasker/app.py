@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from tasker.control import retention, schedules, steering
+from tasker.control import retention, schedules, signals, steering
 from tasker.control.caller import AfterCommit, check_caller
 from tasker.control.enqueue import create_task, create_tasks, tag_request
 from tasker.control.schedules import ScheduleView
@@ -440,6 +440,24 @@ class Tasker:
             TaskNotFoundError: `task_id` is not a valid id.
         """
         return queries.list_annotations(self.db, annotation_type, task_id, contains)
+
+    def signal(self, task_id: int, name: str, payload: Any = None) -> None:
+        """Signal event `name` to a task: a step that waits for it (`wait_for=`) goes on.
+
+        The event is stored durably; one signalled before any step waits for it is kept,
+        and events of one name are consumed in order, each by one step (the first in the
+        task's topological order that waits for that name). A live task is nudged at once;
+        a task in `error` or `paused` keeps the event for when it goes on.
+
+        Raises:
+            TaskNotFoundError: no task has that id.
+            InvalidStateError: the task is final (complete, cancelled, resolved manually).
+            InvalidRequestError: no step of the task waits for `name`, or `payload` is not
+                a JSON value. Nothing is stored in these cases.
+        """
+        tid = queries.task_id_of(task_id)
+        if signals.signal(self.db, tid, name, payload, self.now()):
+            self._notify(tid)
 
     def cancel(self, task_id: int) -> TaskView:
         """Cancel the task and its unfinished steps; nothing new starts.

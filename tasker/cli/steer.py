@@ -1,4 +1,4 @@
-"""The steering commands of `tasker`: cancel, retry, resume, resolve and history.
+"""The steering commands of `tasker`: cancel, retry, resume, resolve, signal and history.
 
 Each prints the task as it is afterwards (`--json` for a machine-readable form) and exits
 0, or 2 with the error on stderr when the call is refused (the main entry point maps every
@@ -74,6 +74,22 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         app.close()
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Signal an event (with a JSON payload) to a task; a step waiting for it goes on."""
+    payload = None
+    if args.payload is not None:
+        try:
+            payload = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"--payload is not valid JSON: {exc}") from exc
+    app = _app(args)
+    try:
+        app.signal(args.task_id, args.name, payload)
+        return _show(app.get_task(args.task_id), args.json)
+    finally:
+        app.close()
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Print a task's audit trail, oldest first."""
     app = _app(args)
@@ -102,7 +118,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def steering_commands(sub: Any, db_opts: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add the cancel, retry, resume, resolve and history subcommands to `sub`."""
+    """Add the cancel, retry, resume, resolve, signal and history subcommands to `sub`."""
     c = sub.add_parser("cancel", help="cancel a task, or one step of it")
     c.add_argument("task_id", type=int)
     c.add_argument("step", nargs="?", help="cancel only this pending or failed step")
@@ -115,9 +131,20 @@ def steering_commands(sub: Any, db_opts: Callable[[argparse.ArgumentParser], Non
     v.add_argument("step", nargs="?", help="the step to resolve; none: the whole task")
     v.add_argument("--results", help="the step's results, a JSON object")
     v.add_argument("--reason", default="resolved manually", help="for the whole task")
+    g = sub.add_parser("signal", help="signal an event to a task (a step waits for it)")
+    g.add_argument("task_id", type=int)
+    g.add_argument("name", help="the event's name (a step's wait_for)")
+    g.add_argument("--payload", help="the event's payload, a JSON value")
     h = sub.add_parser("history", help="a task's audit trail, oldest first")
     h.add_argument("task_id", type=int)
-    commands = (c, cmd_cancel), (r, cmd_retry), (u, cmd_resume), (v, cmd_resolve), (h, cmd_history)
+    commands = (
+        (c, cmd_cancel),
+        (r, cmd_retry),
+        (u, cmd_resume),
+        (v, cmd_resolve),
+        (g, cmd_signal),
+        (h, cmd_history),
+    )
     for sp, func in commands:
         sp.add_argument("--json", action="store_true", help="print JSON")
         db_opts(sp)

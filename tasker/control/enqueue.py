@@ -70,6 +70,7 @@ def _new_view(
             last_attempted_at=None,
             next_attempt_at=None,
             processed_at=now if name in bypass else None,
+            wait_for=tpl.wait_for,
         )
         for name, tpl in reg.steps.items()
     }
@@ -531,6 +532,7 @@ def _initial_steps(
                 "retry_limit": tpl.retry_limit,
                 "skippable": tpl.skippable,
                 "processed_at": now if name in bypass else None,
+                "wait_for": tpl.wait_for,
                 "reason": "bypassed by request" if name in bypass else "created",
             }
         )

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from tasker.core import flow, spawns, writes
 from tasker.core.clock import as_utc
+from tasker.core.events import Event
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
@@ -33,7 +34,7 @@ from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.observer import Observers
 from tasker.engine.outcome import Outcome, describe, observed, run_handler
-from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
 from tasker.errors import (
@@ -49,6 +50,7 @@ from tasker.store import schema as m
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.events import read_events
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 log = logging.getLogger("tasker.engine")
@@ -89,6 +91,10 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    # The events the last write's started steps run with, by step name.
+    started_events: dict[str, Event] = field(default_factory=dict)
+    # The task's events (`tasker.core.events`), read when a step waits for one.
+    events: list[Event] = field(default_factory=list)
     # The awaited children of steps awaiting them, by step name: (task id, status).
     children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     sends: list[int] = field(default_factory=list)  # tasks to message after the commit
@@ -103,11 +109,13 @@ class _Pass:
             self.revision,
             list(self.annotations),
             self.asked,
+            list(self.events),
         )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations, self.asked = saved
+        views, running, self.revision, annotations, self.asked, events = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
+        self.events = list(events)
         self.notify_at = None
 
 
@@ -117,6 +125,7 @@ _Snapshot = tuple[
     int,
     list[tuple[int, dict[str, Any]]],
     tuple[str, str] | None,
+    list[Event],
 ]
 
 
@@ -355,6 +364,8 @@ class Engine:
             return None
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        if _waits_for_events(views):
+            p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
         p.children = self._children(p, p.views)
         due, trace = row.get("next_run_at"), row.get("trace_context")
@@ -418,6 +429,7 @@ class Engine:
                 steps=p.reg.steps,
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
+                events=p.events,
                 children=p.children,
             )
             if d.idle and not refreshed:  # children may have ended since they were read
@@ -434,6 +446,7 @@ class Engine:
                 step_changes=d.changes,
                 annotations=p.annotations,
                 finish=d.finish,
+                consumed=d.consumed,
                 spawned=d.spawned,
                 nudge=nudge,
             )
@@ -447,6 +460,13 @@ class Engine:
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
+            if d.consumed:
+                by = dict(d.consumed)
+                p.events = [
+                    replace(e, consumed_by=by[e.event_id]) if e.event_id in by else e
+                    for e in p.events
+                ]
+            p.started_events = d.events
             p.sends = [int(c.values["task_id"]) for c in d.spawned]
             p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
@@ -490,8 +510,9 @@ class Engine:
             p.lease.task_id, partial(self._read, p.lease.task_id), None, self._until(p)
         )
         assert read is not None  # only a write that landed returns None
-        task, rows = read
+        task, rows, events = read
         fresh = views_of(rows)
+        p.events = events
         # A running step keeps the state this pass gave it (the columns the engine writes),
         # and takes what steering may change meanwhile (its inputs, its retry limit). A step
         # whose attempt was abandoned (timed out, its thread still running) has its time-out
@@ -505,13 +526,20 @@ class Engine:
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
         p.children = self._children(p, p.views)
 
-    def _read(self, task_id: int) -> tuple[Any, list[Any]]:
-        """The task's revision and transaction number, and its step rows."""
+    def _read(self, task_id: int) -> tuple[Any, list[Any], list[Event]]:
+        """The task's revision and transaction number, its step rows and its events."""
         with self._db.read() as conn:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            return task, list(conn.execute(select_steps([task_id])).all())
+            rows = list(conn.execute(select_steps([task_id])).all())
+            waiting = any(getattr(r, "wait_for", None) for r in rows)
+            return task, rows, read_events(conn, task_id) if waiting else []
+
+    def _events(self, task_id: int) -> list[Event]:
+        """The task's events (a step of it waits for one)."""
+        with self._db.read() as conn:
+            return read_events(conn, task_id)
 
     def _wait(self, p: _Pass, at_most: float | None = None) -> list[Outcome]:
         """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
@@ -650,6 +678,9 @@ class Engine:
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
+            event = p.started_events.get(view.name)
+            if event is not None:
+                hstep.event = json_copy(event.payload)
             hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
             if tpl.for_each is not None:  # the item runner is the step's attempt
                 args = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
@@ -679,6 +710,10 @@ class Engine:
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _waits_for_events(views: dict[str, StepView]) -> bool:
+    return any(v.wait_for is not None for v in views.values())
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:

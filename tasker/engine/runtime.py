@@ -194,6 +194,10 @@ class HandlerStep(flow.FlowControl):
         self._task_id = 0
         self._spawns: list[Spawn] = []
         self._spawned_before: dict[str, int] | None = None
+        self.event: Any = None
+        # A `for_each` step's item and its index in the list (None for any other step).
+        self.item: Any = None
+        self.item_index: int | None = None
 
     def spawn(self, request: Any, key: str | int | None = None, wait: bool = True) -> int:
         """Spawn a sub-task; returns its task id at once.
@@ -238,10 +242,6 @@ class HandlerStep(flow.FlowControl):
         """Hand over the sub-tasks spawned in this run (engine use)."""
         taken, self._spawns = self._spawns, []
         return taken
-        self.event: Any = None
-        # A `for_each` step's item and its index in the list (None for any other step).
-        self.item: Any = None
-        self.item_index: int | None = None
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

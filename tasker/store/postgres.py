@@ -124,6 +124,12 @@ WITH f AS (
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
     SELECT %(task_id)s::bigint, %(deliver_at)s::timestamptz, %(now)s::timestamptz
     FROM f WHERE %(deliver_at)s::timestamptz IS NOT NULL
+), consumed AS (
+    UPDATE tasker_events AS e
+    SET consumed_by = x.step_id, consumed_at = %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(consumed)s::jsonb) AS x(event_id bigint, step_id bigint)
+    WHERE e.event_id = x.event_id AND e.task_id = %(task_id)s::bigint
+      AND e.consumed_by IS NULL
 ), nudge AS (
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
     SELECT %(nudge)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz
@@ -330,6 +336,7 @@ class PgStore:
             "task_reason": None if task_row is None else task_row["reason"],
             "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
             "deliver_at": w.deliver_at(),
+            "consumed": dumps([{"event_id": e, "step_id": s} for e, s in w.consumed]),
             "nudge": w.nudge,
         }
         if not w.spawned:  # the hot path: one autocommit statement
