@@ -158,7 +158,8 @@ class _Run:
             if changed or done:
                 try:
                     values = stored.write(
-                        self.db, self.lease, step_id, self.view.name, changed.values(), done,
+                        self.db, self.lease, step_id, (self.view.name, self.view.attempts),
+                        changed.values(), done,
                         starting, now,
                     )  # fmt: skip
                 except BaseException as exc:  # start nothing more; let running items end
@@ -202,16 +203,19 @@ class _Run:
     def _start(self, index: int, value: Any, attempt: int) -> None:
         token = object()
         self.running[index] = (token, time.monotonic() + self.limit)
-        self.r._threads.submit(self._call, index, value, token, attempt)
+        self.r._threads.submit(self._call, index, value, attempt, token)
 
-    def _call(self, index: int, value: Any, token: object, attempt: int) -> None:
-        """Run the handler for one item, reported as an attempt of the step; never raises."""
+    def _call(self, index: int, value: Any, attempt: int, token: object) -> None:
+        """Run the handler for one item (`step.attempts`: the item's attempt); never raises.
+
+        It is reported to the observers as an attempt of the step.
+        """
         observer, task_id, name = self.r.observer, self.lease.task_id, str(self.row.get("name"))
         observer.on_attempt_started(task_id, name, self.view.name, attempt)
         began = time.perf_counter()
         task = HandlerTask(self.row)
         step = HandlerStep(self.view, self.inputs)
-        step.item, step.item_index = value, index
+        step.item, step.item_index, step.attempts = value, index, attempt
         task._in_run = step._in_run = True
         try:
             returned = self.tpl.call(task, self.sequence, step)

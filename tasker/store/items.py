@@ -42,13 +42,9 @@ _UPDATE = (
         attempts=sa.bindparam("p_attempts"),
         error=sa.bindparam("p_error", type_=m.Json),
         next_attempt_at=sa.bindparam("p_next", type_=m.When),
+        results=sa.bindparam("p_results", type_=m.Json),
         updated_at=sa.bindparam("p_now", type_=m.When),
     )
-)
-_RESULTS = (
-    sa.update(IT)
-    .where(IT.c.workflow_step_id == sa.bindparam("p_step"), IT.c.item_index == sa.bindparam("p_i"))
-    .values(results=sa.bindparam("p_results", type_=m.Json))
 )
 
 
@@ -113,7 +109,7 @@ def write(
     db: Database,
     lease: Lease,
     step_id: int,
-    step_name: str,
+    step: tuple[str, int],
     changed: Iterable[Item],
     results: Mapping[int, Any],
     fetch: Sequence[int],
@@ -122,8 +118,10 @@ def write(
     """One fenced batch: items' new states, their results, failed items' history rows.
 
     Args:
+        step: the step's name and attempt (its history rows' attempt; the item's own
+            attempt is in their reason).
         changed: the items whose state changed (recorded outcomes, started attempts).
-        results: the results of the items that completed, by index.
+        results: the results of the items of `changed` that completed, by index.
         fetch: the items whose values to read back (those it starts).
 
     Returns:
@@ -140,6 +138,7 @@ def write(
             "p_attempts": i.attempts,
             "p_error": i.error,
             "p_next": i.next_attempt_at,
+            "p_results": results.get(i.index),
             "p_now": now,
         }
         for i in changed
@@ -149,13 +148,8 @@ def write(
         _fence(conn, lease, db.is_postgres)
         if rows:
             conn.execute(_UPDATE, rows)
-        if results:
-            conn.execute(
-                _RESULTS,
-                [{"p_step": step_id, "p_i": i, "p_results": r} for i, r in results.items()],
-            )
         if failed:  # the history records every item failure
-            write_step_changes(conn, lease.task_id, _failures(step_id, step_name, failed), now)
+            write_step_changes(conn, lease.task_id, _failures(step_id, step, failed), now)
         if not fetch:
             return {}
         got = conn.execute(
@@ -166,20 +160,23 @@ def write(
     return {int(r.item_index): r.item for r in got}
 
 
-def _failures(step_id: int, step_name: str, rows: list[dict[str, Any]]) -> list[StepChange]:
+def _failures(step_id: int, step: tuple[str, int], rows: list[dict[str, Any]]) -> list[StepChange]:
     """The history rows of failed items: the step stays in progress, its items go on."""
     out = []
     for r in rows:
         err = r["p_error"] or {}
         final = "no attempt left" if r["p_next"] is None else "will be retried"
-        why = f"item {r['p_i']} failed ({final}): {err.get('error_class', '')}: "
+        why = (
+            f"item {r['p_i']} failed (attempt {r['p_attempts']}, {final}): "
+            f"{err.get('error_class', '')}: "
+        )
         out.append(
             StepChange(
                 step_id,
-                step_name,
+                step[0],
                 _IN_PROGRESS,
                 _IN_PROGRESS,
-                int(r["p_attempts"]),
+                step[1],
                 f"{why}{err.get('message', '')}",
                 err or None,
             )

@@ -1,4 +1,5 @@
-"""The app the chaos test's workers run: diamonds whose steps log every execution.
+"""The app the chaos test's workers run: diamonds whose steps log every execution, and
+tasks whose `for_each` step logs every run of each of its items.
 
 Each execution of a step (one call of the handler) gets a row in `chaos_log`, in the
 same PostgreSQL database but written on a separate autocommit connection: inserted
@@ -83,12 +84,16 @@ def _journal(record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-    """Log the start, sleep 20-80 ms, log the end."""
+def work(task: Any, sequence: Any, step: Any, pause: tuple[float, float] = (0.02, 0.08)) -> Any:
+    """Log the start, sleep 20-80 ms, log the end.
+
+    An item of a `for_each` step logs as step `E<index>` (its attempt: the item's).
+    """
+    name = step.name if step.item_index is None else f"E{step.item_index}"
     rec: dict[str, Any] = {
         "execution_id": uuid.uuid4().hex,
         "task_id": task.task_id,
-        "step": step.name,
+        "step": name,
         "pid": os.getpid(),
         "attempt": step.attempts,
         "started_at": time.time(),
@@ -106,7 +111,7 @@ def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
                 rec["started_at"],
             ),
         )
-        time.sleep(random.uniform(0.02, 0.08))
+        time.sleep(random.uniform(*pause))
         ended = time.time()
         _log(
             "UPDATE chaos_log SET ended_at = %s WHERE execution_id = %s",
@@ -131,8 +136,33 @@ class ChaosDiamond(TaskHandler):
     ]
 
 
+#: Items of a `ChaosItems` task's for_each step.
+ITEMS = 50
+
+
+def work_item(task: Any, sequence: Any, step: Any) -> Any:
+    """One item: logged like a step, sleeping longer (50-150 ms) so that kills cut some."""
+    return work(task, sequence, step, (0.05, 0.15))
+
+
+class ChaosItems(TaskHandler):
+    """One for_each step over `ITEMS` items, each run logged."""
+
+    name = "chaos_items"
+    step_templates = [  # noqa: RUF012
+        StepTemplate(
+            name="L",
+            handler=work_item,
+            retry_limit=RETRY_LIMIT,
+            for_each=lambda task, sequence: list(range(ITEMS)),
+            concurrency=4,
+        ),
+    ]
+
+
 def make_app(**settings: Any) -> Tasker:
     """The app, configured from `settings` and the `TASKER_*` environment."""
     app = Tasker(**settings)
     app.register(ChaosDiamond)
+    app.register(ChaosItems)
     return app
