@@ -138,6 +138,20 @@ def record_outcome(
     return Recorded(new, reason, a.error)
 
 
+def wait_timed_out(
+    v: StepView, rules: Rules, now: datetime, deadline: datetime, waiting_for: str
+) -> Recorded:
+    """A step still waiting (for `waiting_for`) when its `wait_timeout` passed at `deadline`.
+
+    It fails for good with `WaitTimeoutError`, using no attempt; `on_failure` applies.
+    """
+    msg = (
+        f"step {v.name!r} still waited for {waiting_for} when its wait_timeout of "
+        f"{rules.wait_timeout:g} s ended at {deadline.isoformat()}"
+    )
+    return failed_for_good(v, _error(WaitTimeoutError, msg), rules, now, f"WaitTimeoutError: {msg}")
+
+
 def failed_for_good(
     v: StepView, error: dict[str, Any] | None, rules: Rules, now: datetime, reason: str
 ) -> Recorded:

@@ -51,8 +51,16 @@ AWAITING = frozenset({AWAIT_CHILDREN, AWAIT_ITEMS})
 # `None` is the state before the row exists.
 STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING, Status.SKIPPED}),
+    # pending -> error: a step still waiting for its event when its `wait_timeout` passed
+    # (pending -> skipped also: `on_failure="skip"`, or a branch not taken).
     Status.PENDING: frozenset(
-        {Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY, Status.SKIPPED}
+        {
+            Status.IN_PROGRESS,
+            Status.CANCELLED,
+            Status.RESOLVED_MANUALLY,
+            Status.SKIPPED,
+            Status.ERROR,
+        }
     ),
     # in_progress -> error also covers "worker lost" and "timed out".
     # in_progress -> pending: the run asked for a reattempt, or paused the task.

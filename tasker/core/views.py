@@ -14,7 +14,8 @@ class StepView:
 
     `reattempts` counts the runs that asked to run again later (`step.reattempt`); they
     are not `attempts`. `waiting_for` says why a live step is not running now (None,
-    "dependencies", "time" (see `next_attempt_at`) or "paused"; `tasker.core.waits`).
+    "dependencies", "time" (see `next_attempt_at`), "event:<name>", "limit" or "paused";
+    `tasker.core.waits`). `wait_for` is the event it waits for (`StepTemplate.wait_for`).
     `idempotency_key` is the same for every attempt of the step and differs between
     steps and tasks. `awaiting` is what an `in_progress` step whose handler returned
     waits for ("children", "items"; `tasker.core.states.AWAITING`), else None; `items`
@@ -44,6 +45,7 @@ class StepView:
     processed_at: datetime | None = None
     reattempts: int = 0
     awaiting: str | None = None
+    wait_for: str | None = None
     waiting_for: str | None = None
     items: dict[str, int] | None = None
     idempotency_key: str = field(init=False, default="")

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from tasker.core import branches as branch_rules
 from tasker.core import flow, items, spawns, waits
-from tasker.core.planner import StepState, Verdict, plan
+from tasker.core.events import Assignment, Event, assign
+from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
 from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
 from tasker.store.audit import StepChange
@@ -107,6 +108,8 @@ class Write:
         wake_at: while the pass goes on, when a retry that is not ready yet falls due.
         asked: a step's request to pause or cancel the task ("pause"/"cancel", the
             reason), kept by the pass until a write ends it.
+        consumed: (event_id, workflow_step_id) of each event a step it starts consumes.
+        events: the event each started `wait_for` step runs with, by step name.
         spawned: the children the recorded outcomes spawned (`NewTask` rows, ids
             handed out ahead), inserted by the write.
         idle: the write releases the task idle until nudged (`Verdict.IDLE`).
@@ -119,18 +122,27 @@ class Write:
     notify_at: datetime | None = None
     wake_at: datetime | None = None
     asked: tuple[str, str] | None = None
+    consumed: list[tuple[int, int]] = field(default_factory=list)
+    events: dict[str, Event] = field(default_factory=dict)
     spawned: list[Any] = field(default_factory=list)
     idle: bool = False
 
 
-def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
+#: Why a held step is held, and until when it must be looked at again (or None).
+Held = Mapping[str, tuple[str, datetime | None]]
+
+
+def states(views: Mapping[str, StepView], held: Held | None = None) -> dict[str, StepState]:
     """What the planner needs of each step, in the views' (topological) order."""
+    holds = held or {}
     return {
         name: StepState(
             name=name,
             status=Status(v.status),
             next_attempt_at=v.next_attempt_at,
             depends_on=v.depends_on,
+            held=holds[name][0] if name in holds else None,
+            held_until=holds[name][1] if name in holds else None,
             awaiting=_awaits(v),
         )
         for name, v in views.items()
@@ -155,6 +167,7 @@ def decide(
     steps: Mapping[str, StepRules] | None = None,
     created_at: datetime | None = None,
     asked: tuple[str, str] | None = None,
+    events: Sequence[Event] = (),
     children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
@@ -175,6 +188,8 @@ def decide(
             a step without one has none).
         created_at: when the task was created (waits count from it; default `now`).
         asked: a pause or cancel asked by an earlier write's outcome (`Write.asked`).
+        events: the task's events (`tasker.core.events`); a `wait_for` step starts only
+            with one, and one still waiting past its `wait_timeout` fails for good.
         children: for steps awaiting their children, the awaited children's (task id,
             status) as last read; a step awaiting children absent here stays as it is.
     """
@@ -205,8 +220,58 @@ def decide(
         w.steps[name] = replace(current[name], next_attempt_at=at)
     if due:
         current = {**current, **w.steps}
-    _advance(w, current, now, rules, running, busy, stopping)
+    offers = assign(current, events, now) if events or _any_wait_for(current) else Assignment()
+    held = _hold_for_events(w, current, offers, templates, created, now)
+    current = {**views, **w.steps} if w.steps else views
+    if w.asked is not None:  # a wait_timeout with on_failure="pause"/"cancel"
+        _end_as_asked(w, current, running, busy)
+        return w
+    _advance(w, current, now, rules, running, busy, stopping, held, offers)
     return w
+
+
+def _any_wait_for(views: Mapping[str, StepView]) -> bool:
+    return any(v.wait_for is not None for v in views.values())
+
+
+def _hold_for_events(
+    w: Write,
+    views: Mapping[str, StepView],
+    offers: Assignment,
+    templates: Mapping[str, StepRules],
+    created: datetime,
+    now: datetime,
+) -> dict[str, tuple[str, datetime | None]]:
+    """Hold the steps still waiting for their event; fail those past their `wait_timeout`.
+
+    Returns:
+        The held steps (`Held`), each until its `wait_timeout` ends (None: no timeout).
+    """
+    held: dict[str, tuple[str, datetime | None]] = {}
+    for name in offers.waiting:
+        v = views[name]
+        t = templates.get(name)
+        timeout = t.timing()[2] if t is not None else None
+        if timeout is None:
+            held[name] = (HELD_EVENT, None)
+            continue
+        deadline = waits.since(v, views, created) + timedelta(seconds=timeout)
+        if deadline > now:
+            held[name] = (HELD_EVENT, deadline)
+            continue
+        assert t is not None
+        rules = flow.Rules(v.retry_limit, v.retryable, t.max_reattempts, t.on_failure, timeout)
+        rec = flow.wait_timed_out(v, rules, now, deadline, f"event {v.wait_for!r}")
+        if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
+            w.asked = (rec.halt, rec.task_reason)
+        w.steps[name] = rec.view
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, name, Status(v.status), Status(rec.view.status), v.attempts,
+                rec.reason, rec.details,
+            )
+        )  # fmt: skip
+    return held
 
 
 def _waits(templates: Mapping[str, StepRules]) -> dict[str, tuple[float | None, float | None]]:
@@ -383,9 +448,14 @@ def _advance(
     running: Collection[str],
     busy: int,
     stopping: bool,
+    held: Held | None = None,
+    offers: Assignment | None = None,
 ) -> None:
-    """Start what is ready (within the concurrency bound), or end the pass."""
-    decision = plan(states(views), now, running)
+    """Start what is ready (within the concurrency bound), or end the pass.
+
+    A `wait_for` step started with an offered event consumes it in this write.
+    """
+    decision = plan(states(views, held), now, running)
     if decision.verdict is Verdict.RUN:
         w.wake_at = decision.wake_at
         room = 0 if stopping else max(rules.max_concurrent_steps - busy, 0)
@@ -401,16 +471,19 @@ def _advance(
                 w.steps[name] = replace(v, awaiting=None, next_attempt_at=None)
                 w.started.append(name)
                 continue
+            event = offers.event_of(name) if offers is not None else None
+            why = "started"
+            if event is not None:
+                w.events[name] = event
+                if event.consumed_by is None:  # consumed now, by this step, in this write
+                    w.consumed.append((event.event_id, v.workflow_step_id))
+                    why = f"started: consumed event {event.name!r} (#{event.event_id})"
             w.changes.append(
                 StepChange(
-                    v.workflow_step_id,
-                    name,
-                    Status(v.status),
-                    Status.IN_PROGRESS,
-                    v.attempts + 1,
-                    "started",
+                    v.workflow_step_id, name, Status(v.status), Status.IN_PROGRESS,
+                    v.attempts + 1, why,
                 )
-            )
+            )  # fmt: skip
             w.steps[name] = replace(
                 v,
                 status=Status.IN_PROGRESS.value,
@@ -427,7 +500,10 @@ def _advance(
         w.finish = Finish(None, decision.wake_at, "waiting for a retry")
         w.notify_at = decision.wake_at
     elif decision.verdict is Verdict.IDLE:
-        w.finish = Finish(None, None, "idle: a step awaits its children or items")
+        # Nothing to come back for at a time: a signal, a finished child or an item's
+        # outcome nudges the task.
+        kinds = ", ".join(decision.held or ()) or "its children or items"
+        w.finish = Finish(None, None, f"idle until nudged: waiting for {kinds}")
         w.idle = True
     elif decision.verdict is Verdict.COMPLETE:
         w.finish = Finish(Status.COMPLETE, None, "all steps done")

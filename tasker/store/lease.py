@@ -71,6 +71,8 @@ class TaskWrite:
     step_changes: Sequence[StepChange] = ()
     annotations: Sequence[tuple[int, Any]] = ()  # (annotation_type_id, annotation)
     finish: Finish | None = None
+    # (event_id, workflow_step_id): events consumed by the steps this write starts.
+    consumed: Sequence[tuple[int, int]] = ()
     # Side effects of the write, stored only if its fence matched, in its transaction:
     spawned: Sequence[NewTask] = ()  # children its outcomes spawned (ids handed out ahead)
     nudge: int | None = None  # a parent task to wake (an outbox row for it): this one ended
@@ -119,6 +121,8 @@ CLAIM_FIELDS = (
     "lease_epoch",
     "parent_task_id",
     "parent_waits",
+    "next_run_at",  # when it was due: how long it waited (`Observer.on_pass_started`)
+    "trace_context",  # the trace its passes continue (`tasker.engine.tracing`)
 )
 
 

@@ -15,11 +15,12 @@ from tasker.core.jsonvalue import contains as json_contains
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
-from tasker.core.waits import with_waiting_for
+from tasker.core.waits import awaits_event, with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
 from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
+from tasker.store.events import consumers
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
@@ -53,6 +54,12 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     return out
 
 
+def _holding(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int]:
+    """The steps that have consumed their event, among these tasks' (asked only if needed)."""
+    asking = [t for t, views in steps.items() if any(awaits_event(v) for v in views.values())]
+    return consumers(conn, asking) if asking else set()
+
+
 def _children(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
     """The ids of the tasks each of `task_ids` spawned, in spawn order."""
     out: dict[int, list[int]] = {t: [] for t in task_ids}
@@ -71,9 +78,10 @@ def _task_view(
     steps: dict[str, StepView],
     notes: list[AnnotationView],
     children: list[int] | None = None,
+    holding: set[int] | None = None,
 ) -> TaskView:
     steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
-    steps = with_waiting_for(steps, row.status)
+    steps = with_waiting_for(steps, row.status, holding or ())
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -109,10 +117,11 @@ def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> Ta
         row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
         if row is None:
             raise TaskNotFoundError(f"no task has id {tid}")
-        steps = _steps(conn, [tid])[tid]
+        by_task = _steps(conn, [tid])
         notes = _annotations(conn, None, tid)
         children = _children(conn, [tid])[tid]
-    return _task_view(row, steps, notes, children)
+        holding = _holding(conn, by_task)
+    return _task_view(row, by_task[tid], notes, children, holding)
 
 
 def list_tasks(
@@ -148,7 +157,10 @@ def list_tasks(
         ids = [int(r.task_id) for r in rows]
         steps = _steps(conn, ids) if ids else {}
         children = _children(conn, ids) if ids else {}
-    return [_task_view(r, steps[int(r.task_id)], [], children[int(r.task_id)]) for r in rows]
+        holding = _holding(conn, steps)
+    return [
+        _task_view(r, steps[int(r.task_id)], [], children[int(r.task_id)], holding) for r in rows
+    ]
 
 
 def _annotations(

@@ -122,6 +122,9 @@ tasks = sa.Table(
     sa.Column("parent_step_id", BigId, nullable=True),
     sa.Column("spawn_key", sa.String(255), nullable=True),
     sa.Column("parent_waits", sa.Boolean, nullable=True),
+    # The W3C trace context its enqueue ran in, as JSON (`tasker.engine.tracing`): every
+    # pass continues that trace. NULL unless tracing is on.
+    sa.Column("trace_context", sa.Text, nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(
@@ -206,6 +209,9 @@ workflow_steps = sa.Table(
     sa.Column("updated_at", When, nullable=False),
     # Runs that asked to run again later (`step.reattempt`): never counted in `attempts`.
     sa.Column("reattempts", sa.Integer, nullable=False, server_default="0"),
+    # The event this step waits for (`StepTemplate.wait_for`), from the DAG the task was
+    # created with: `app.signal` checks names against it, and reads show the wait.
+    sa.Column("wait_for", sa.String(128), nullable=True),
     # What an `in_progress` step whose handler has returned awaits (`tasker.core.states`
     # AWAITING: "children", "items"); NULL while its handler runs (or once it finished).
     sa.Column("awaiting", sa.String(16), nullable=True),
@@ -229,6 +235,7 @@ STEP_CREATE = (
     "retry_limit",
     "skippable",
     "processed_at",
+    "wait_for",
 )
 #: The step columns an engine write sets from its view of each step it changes
 #: (`Store.apply`; `updated_at` is set by the store).
@@ -361,6 +368,25 @@ schedules = sa.Table(
     sa.Column("created_at", When, nullable=False),
     sa.Column("updated_at", When, nullable=False),
     sa.Index("ix_tasker_schedules_next_tick", "next_tick"),
+)
+
+# Events signalled to a task (`Tasker.signal`), kept in order until a step consumes one:
+# the engine reads a task's events by `task_id` (the index serves it and, with `name`,
+# the lookup of the oldest unconsumed event of a name that wakes a waiting step).
+events = sa.Table(
+    "tasker_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("payload", Json, nullable=True),
+    sa.Column("created_at", When, nullable=False),
+    # The step that consumed it (NULL: not consumed yet), and when.
+    sa.Column("consumed_by", BigId, nullable=True),
+    sa.Column("consumed_at", When, nullable=True),
+    sa.Index("ix_tasker_events_task_id_name_event_id", "task_id", "name", "event_id"),
 )
 
 # SQLite has no sequences: the task ids handed out ahead of their rows (`step.spawn`)

@@ -93,6 +93,15 @@ _TASK_TRANSITIONS = m.task_transitions.insert()
 _STEP_TRANSITIONS = m.step_transitions.insert()
 _ANNOTATIONS = m.task_annotations.insert()
 _OUTBOX = m.outbox.insert()
+_CONSUME = (
+    sa.update(m.events)
+    .where(
+        m.events.c.event_id == _p("event_id"),
+        m.events.c.task_id == _p("task_id"),
+        m.events.c.consumed_by.is_(None),
+    )
+    .values(consumed_by=_p("step_id"), consumed_at=_p("now", _When))
+)
 _LEASE_OF = sa.select(T.c.lease_epoch, T.c.lease_owner, T.c.status).where(
     T.c.task_id == _p("task_id")
 )
@@ -218,10 +227,10 @@ class SqlStore:
             steps = list(conn.execute(select_steps([task_id])).all())
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`."""
         step_rows, task_row = audit_rows(w)
-        with self._db.write() as conn:
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             seq = _apply(conn, w, step_rows, task_row)
             if seq is None:
                 current = conn.execute(_LEASE_OF, {"p_task_id": w.lease.task_id}).first()
@@ -280,6 +289,14 @@ def _apply(
     deliver_at = w.deliver_at()
     if deliver_at is not None:
         conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now})
+    if w.consumed:
+        conn.execute(
+            _CONSUME,
+            [
+                {"p_event_id": e, "p_step_id": s, "p_task_id": task_id, "p_now": now}
+                for e, s in w.consumed
+            ],
+        )
     if w.nudge is not None:
         conn.execute(_OUTBOX, {"task_id": w.nudge, "deliver_at": now, "created_at": now})
     return seq
