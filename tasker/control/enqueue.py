@@ -24,6 +24,7 @@ from tasker.core.views import StepView, TaskView
 from tasker.core.waits import with_waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
+from tasker.engine import tracing
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
 from tasker.store.base import NewTask, Store
@@ -365,6 +366,7 @@ def _build(
         **values,
         "named_task_id": entry.named_task_id,
         "requested_at": requested_at,
+        "trace_context": tracing.carrier(),  # the trace of this call (or spawning step)
     }
     steps = _initial_steps(reg, entry.named_step_ids, values, now)
     return _Checked(index, reg, req, values, requested_at, NewTask(row, steps, _edges(reg)))

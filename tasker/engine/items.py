@@ -31,6 +31,7 @@ from tasker.core.flow import FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
@@ -66,8 +67,15 @@ class _Ended:
 class ItemRunner:
     """Runs `for_each` steps' items for one engine (thread-safe: one call per step run)."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        observer: Observer | None = None,
+    ) -> None:
         self._db = db
+        self.observer = observer or Observer()  # each item attempt is a step attempt
         self._settings = settings
         self._clock = clock
         self._threads = ElasticThreads("tasker-item")
@@ -198,7 +206,13 @@ class _Run:
         self.r._threads.submit(self._call, index, value, attempt, token)
 
     def _call(self, index: int, value: Any, attempt: int, token: object) -> None:
-        """Run the handler for one item (`step.attempts`: the item's attempt); never raises."""
+        """Run the handler for one item (`step.attempts`: the item's attempt); never raises.
+
+        It is reported to the observers as an attempt of the step.
+        """
+        observer, task_id, name = self.r.observer, self.lease.task_id, str(self.row.get("name"))
+        observer.on_attempt_started(task_id, name, self.view.name, attempt)
+        began = time.perf_counter()
         task = HandlerTask(self.row)
         step = HandlerStep(self.view, self.inputs)
         step.item, step.item_index, step.attempts = value, index, attempt
@@ -225,6 +239,10 @@ class _Run:
             )  # fmt: skip
         finally:
             task._in_run = step._in_run = False
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(
+            task_id, name, self.view.name, ended.ok, None, seconds, ended.error
+        )
         self.ended.put(ended)
 
     def _wait(self, next_due: datetime | None) -> list[tuple[_Ended, bool]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from tasker.core.jsonvalue import json_problem
 from tasker.core.spawns import Spawn
 from tasker.definition.decision import Decision
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import (
     InvalidResultError,
@@ -156,3 +158,32 @@ def run_handler(
         task._in_run = step._in_run = False
     outcome.annotations = task.take_annotations()
     deliver(outcome)
+
+
+def observed(
+    observer: Observer,
+    task_name: str,
+    task_id: int,
+    attempt: int,
+    template: StepTemplate,
+    task: HandlerTask,
+    sequence: StepSequence,
+    step: HandlerStep,
+    token: object,
+    deliver: Callable[[Outcome], None],
+    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None = None,
+) -> None:
+    """`run_handler`, reporting the attempt's start and end to `observer` on this thread.
+
+    The end is reported before the outcome is delivered, so what an observer makes of an
+    attempt (a span, a count) is complete before the engine records it.
+    """
+    observer.on_attempt_started(task_id, task_name, step.name, attempt)
+    began = time.perf_counter()
+
+    def done(o: Outcome) -> None:
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(task_id, task_name, o.name, o.ok, o.flow, seconds, o.error)
+        deliver(o)
+
+    run_handler(template, task, sequence, step, token, done, cancel_if)

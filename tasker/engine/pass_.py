@@ -33,7 +33,8 @@ from tasker.definition.registry import HandlerFactory, RegisteredTask
 from tasker.engine.attempt_tx import Held
 from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
-from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.observer import Observers
+from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
@@ -150,6 +151,7 @@ class Engine:
         clock: Callable[[], datetime],
         owner: Callable[[], str],
         notify: Notify,
+        observer: Observers | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -159,6 +161,7 @@ class Engine:
         self._clock = clock
         self._owner = owner
         self._notify = notify
+        self._observer = observer or Observers()
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
         self._rules = writes.Rules(
@@ -168,7 +171,7 @@ class Engine:
         self._retrying = self._retrier.run
         self._txn = self.transactions = StepTransactions(db, store, self._retrier)
         self._spawner = Spawner(db, catalog, factory, clock)
-        self._items = ItemRunner(db, settings, clock)
+        self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -199,19 +202,24 @@ class Engine:
             self._notify(task_id, self._now())  # leave it to a worker that is not stopping
             return True
         p: _Pass | None = None
+        failed: BaseException | None = None
         try:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
         except LeaseLostError as exc:
+            self._observer.on_lease_lost(task_id)
             log.info("task %s: %s; stopping this pass", task_id, exc)
-        except Exception:
+        except Exception as exc:
+            failed = exc
             log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
             return False
         finally:
-            if p is not None and p.running:
-                p.txn.end(p.running)
-                self._wait_out(p)
+            if p is not None:
+                if p.running:
+                    p.txn.end(p.running)
+                    self._wait_out(p)
+                self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
 
     def _wait_out(self, p: _Pass) -> None:
@@ -255,6 +263,7 @@ class Engine:
             self._renew(p, once=True)
             return time.monotonic() + renew_every
         except LeaseLostError:
+            self._observer.on_lease_lost(p.lease.task_id)
             if self._taken_over(p) and self._still_running(p):
                 self._halt(p, "another worker took the lease while an attempt runs here")
             return None
@@ -375,7 +384,13 @@ class Engine:
             p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
         p.children = self._children(p, p.views)
-        self._launch(p, self._commit(p, [], now, recover=True))
+        due, trace = row.get("next_run_at"), row.get("trace_context")
+        self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
+        try:
+            self._launch(p, self._commit(p, [], now, recover=True))
+        except BaseException as exc:  # no pass to return: it ends here
+            self._observer.on_pass_finished(task_id, reg.name, exc)
+            raise
         return p
 
     # -- the loop -----------------------------------------------------------------
@@ -707,6 +722,8 @@ class Engine:
             return
         sequence = p.sequence()
         context = p.row["context"]
+        # Observed attempts report on their own thread (`observed`); none: no wrapper.
+        run = partial(observed, self._observer, p.reg.name) if self._attempts_seen() else None
         for view in started:
             token = object()
             p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
@@ -734,11 +751,16 @@ class Engine:
                 getattr(p.reg.handler, "cancel_if", None),
             )
             if not tpl.transactional:
-                self._threads.submit(run_handler, *args)
+                attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
+                self._threads.submit(attempt, *args)
             elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
                 p.txn.defer(view.name, p.running[view.name], args)  # SQLite: one lock at a time
             else:
                 p.running[view.name].held = self._txn.start(self._threads.submit, *args)
+
+    def _attempts_seen(self) -> bool:
+        obs = self._observer
+        return obs.wants("on_attempt_started") or obs.wants("on_attempt_finished")
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""

@@ -153,7 +153,7 @@ WITH x AS MATERIALIZED (
         initiator text, source_system text, reason text, idempotency_key text,
         request_digest text, requested_at timestamptz, subject text, subject_scope text,
         given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
-        parent_waits boolean)
+        parent_waits boolean, trace_context text)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -168,11 +168,11 @@ WITH x AS MATERIALIZED (
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
          updated_at, next_run_at, subject, subject_scope, parent_task_id, parent_step_id,
-         spawn_key, parent_waits)
+         spawn_key, parent_waits, trace_context)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits
+           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits, trace_context
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -225,6 +225,7 @@ _TASK_FIELDS = (
     "parent_step_id",
     "spawn_key",
     "parent_waits",
+    "trace_context",
 )
 
 
