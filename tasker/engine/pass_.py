@@ -750,13 +750,14 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
             if not tpl.transactional:
-                attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
                 self._threads.submit(attempt, *args)
             elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
-                p.txn.defer(view.name, p.running[view.name], args)  # SQLite: one lock at a time
+                # SQLite: one transaction (write lock) at a time
+                p.txn.defer(view.name, p.running[view.name], (attempt, *args))
             else:
-                p.running[view.name].held = self._txn.start(self._threads.submit, *args)
+                p.running[view.name].held = self._txn.start(self._threads.submit, attempt, *args)
 
     def _attempts_seen(self) -> bool:
         obs = self._observer
