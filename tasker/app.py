@@ -23,7 +23,7 @@ from tasker.core.clock import as_utc, utc_now
 from tasker.core.duration import to_seconds
 from tasker.core.views import AnnotationView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
-from tasker.definition.registry import HandlerFactory
+from tasker.definition.registry import HandlerFactory, compile_handler
 from tasker.definition.request import TaskRequest
 from tasker.engine.observer import Observer, Observers, enqueuing
 from tasker.engine.pass_ import Engine
@@ -141,9 +141,12 @@ class Tasker:
         """Register a task handler class (see `HandlerFactory.register`).
 
         Raises:
-            ConfigurationError: the handler is invalid.
+            ConfigurationError: the handler is invalid, or a transactional step declares
+                another database than the app's (`StepTemplate(database=)`): nothing
+                is registered.
             DagCycleError: its steps form a cycle.
         """
+        self.engine.transactions.check(compile_handler(handler_cls))
         return self.factory.register(handler_cls)
 
     def observe(self, observer: _O) -> _O:

@@ -317,7 +317,12 @@ def _store(
 
 
 def new_task(
-    catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime, extra: dict[str, Any]
+    catalog: Catalog,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    now: datetime,
+    extra: dict[str, Any],
+    caller: Connection | None = None,
 ) -> NewTask:
     """The row of a task checked as `enqueue` checks it, stored later by someone else.
 
@@ -325,12 +330,13 @@ def new_task(
 
     Args:
         extra: more task columns (the child's id and parent, see `NewTask`).
+        caller: a connection in an open transaction for the catalog rows it may need.
 
     Raises:
         The errors of `check_request`.
     """
     values = check_request(reg, req)
-    built = _build(catalog, reg, req, values, now, 0, None).new
+    built = _build(catalog, reg, req, values, now, 0, caller).new
     return NewTask({**built.values, **extra}, built.steps, built.edges)
 
 

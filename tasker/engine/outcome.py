@@ -6,7 +6,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
@@ -22,6 +22,9 @@ from tasker.errors import (
     RetryableError,
     StepTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from tasker.engine.attempt_tx import Held
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Outcome:
     reason: str = ""
     # The sub-tasks a succeeded attempt spawned (a failed one spawns nothing).
     spawned: list[Spawn] = field(default_factory=list)
+    # A transactional step's transaction, still open: the write that records this
+    # outcome goes through it (`tasker.engine.transactional`).
+    held: Held | None = None
     # The labels a decision step chose (`tasker.Decision`); None for any other step.
     decision: tuple[str, ...] | None = None
 

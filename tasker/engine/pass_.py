@@ -30,6 +30,7 @@ from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.attempt_tx import Held
 from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.observer import Observers
@@ -37,6 +38,12 @@ from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
+from tasker.engine.transactional import (
+    PassTransactions,
+    StepTransactions,
+    TransactionLost,
+    lost,
+)
 from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -68,6 +75,7 @@ class _Running:
     # Timed out and recorded as failed, but its thread still runs (Python cannot kill
     # it): the step is not started again, here or elsewhere, until the thread ends.
     abandoned: bool = False
+    held: Held | None = None  # a transactional step's open transaction
 
 
 @dataclass
@@ -91,6 +99,7 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
     # The events the last write's started steps run with, by step name.
     started_events: dict[str, Event] = field(default_factory=dict)
     # The task's events (`tasker.core.events`), read when a step waits for one.
@@ -158,7 +167,9 @@ class Engine:
         self._rules = writes.Rules(
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
-        self._retrying = Retrier(db, settings.lease_seconds).run
+        self._retrier = Retrier(db, settings.lease_seconds)
+        self._retrying = self._retrier.run
+        self._txn = self.transactions = StepTransactions(db, store, self._retrier)
         self._spawner = Spawner(db, catalog, factory, clock)
         self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
@@ -206,6 +217,7 @@ class Engine:
         finally:
             if p is not None:
                 if p.running:
+                    p.txn.end(p.running)
                     self._wait_out(p)
                 self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
@@ -232,6 +244,8 @@ class Engine:
         An attempt past its time limit still counts: its thread lives until it returns.
         """
         for o in self._wait(p, at_most):
+            if o.held is not None:
+                o.held.close()
             if o.timed_out:
                 p.running[o.name].abandoned = True
             else:
@@ -323,8 +337,10 @@ class Engine:
             StaleRevisionError: a steering call changed the task; nothing was written.
         """
         seq = p.tx_seq + 1
-        if once:
-            written: int | None = self._store.apply(w)
+        if p.txn.via is not None:  # SQLite: inside the transactional step's transaction
+            written: int | None = self._store.apply(w, caller=p.txn.via)
+        elif once:
+            written = self._store.apply(w)
         else:
             written = self._retrying(
                 p.lease.task_id, partial(self._store.apply, w), (seq, p.revision), self._until(p)
@@ -381,18 +397,25 @@ class Engine:
 
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
-            batch = self._wait(p)
-            if batch:
-                self._annotate(p, batch)
-            now = self._now()  # after update_annotations, which may take a while
+            gated = p.txn.gate(self._wait(p), p.running, p.outcomes.put, self._txn.exclusive)
+            if gated is None:
+                continue
+            batch = gated
             try:
+                if batch:
+                    self._annotate(p, batch)
+                now = self._now()  # after update_annotations, which may take a while
                 started = self._commit(p, batch, now)
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.
                 for o in batch:
+                    if o.held is not None:
+                        o.held.close()
                     if not o.timed_out:
                         p.running.pop(o.name, None)
                 raise
+            finally:
+                p.txn.via = None
             self._launch(p, started)
 
     def _commit(
@@ -450,12 +473,23 @@ class Engine:
                 spawned=d.spawned,
                 nudge=nudge,
             )
+            txo = next((o for o in batch if o.held is not None), None)
             try:
-                self._apply(p, w, time.monotonic())
+                if txo is None:
+                    self._apply(p, w, time.monotonic())
+                else:
+                    complete = d.steps[txo.name].status == Status.COMPLETE.value
+                    self._apply_held(p, w, txo, complete)
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()
+                continue
+            except TransactionLost as exc:
+                # Nothing landed, the step's writes with it: record the attempt as failed.
+                p.restore(before)
+                p.txn.via = None
+                batch = [lost(o, exc) if o is txo else o for o in batch]
                 continue
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
@@ -470,6 +504,16 @@ class Engine:
             p.sends = [int(c.values["task_id"]) for c in d.spawned]
             p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
+
+    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
+        """`_apply` through a transactional step's transaction, committing it.
+
+        Raises:
+            As `StepTransactions.record`.
+        """
+        sent = time.monotonic()
+        p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
+        p.safe_until = sent + self._keep_seconds()
 
     def _children(self, p: _Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
         """Read the awaited children of the steps awaiting them (no read if none does)."""
@@ -570,16 +614,19 @@ class Engine:
         batch = []
         for o in arrived:
             r = p.running.get(o.name)
-            if r is None or r.token is not o.token:
+            if r is None or r.token is not o.token or r.abandoned:
+                if o.held is not None:  # a transactional outcome that no longer counts
+                    o.held.close()
+                if r is not None and r.token is o.token:  # came too late; the step is free
+                    del p.running[o.name]
                 continue
-            if r.abandoned:  # its result came too late to count; the step is free again
-                del p.running[o.name]
-            else:
-                batch.append(o)
+            batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
+                if r.held is not None:  # its writes must not commit late: roll them back
+                    r.held.abort()
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
@@ -598,7 +645,10 @@ class Engine:
         now, task_id = self._now(), p.lease.task_id
         ids = [
             self._retrying(
-                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+                task_id,
+                partial(self._catalog.annotation_type_id, t, now, p.txn.via),
+                None,
+                self._until(p),
             )
             for t, _ in wanted
         ]
@@ -663,6 +713,11 @@ class Engine:
             sends, p.sends, now = p.sends, [], self._now()
             for task_id in sends:
                 self._notify(task_id, now)
+        turn = p.txn.take_turn(p.running)
+        if turn is not None:  # SQLite: a transactional step deferred until now
+            name, args = turn
+            p.running[name].deadline = time.monotonic() + self._limit(p, name)
+            p.running[name].held = self._txn.start(self._threads.submit, *args)
         if not started:
             return
         sequence = p.sequence()
@@ -683,11 +738,10 @@ class Engine:
                 hstep.event = json_copy(event.payload)
             hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
             if tpl.for_each is not None:  # the item runner is the step's attempt
-                args = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
-                self._threads.submit(self._items.run, tpl, *args)
+                items = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *items)
                 continue
-            self._threads.submit(
-                run_handler if run is None else partial(run, p.lease.task_id, view.attempts),
+            args = (
                 tpl,
                 HandlerTask(p.row),
                 sequence,
@@ -696,6 +750,13 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            if not tpl.transactional:
+                attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
+                self._threads.submit(attempt, *args)
+            elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
+                p.txn.defer(view.name, p.running[view.name], args)  # SQLite: one lock at a time
+            else:
+                p.running[view.name].held = self._txn.start(self._threads.submit, *args)
 
     def _attempts_seen(self) -> bool:
         obs = self._observer
@@ -706,7 +767,8 @@ class Engine:
         tpl = p.reg.steps.get(name)
         if tpl is not None and tpl.for_each is not None:
             return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
-        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
 
     def _now(self) -> datetime:
         return as_utc(self._clock())

@@ -56,8 +56,17 @@ class TaskIds:
         self._lock = threading.Lock()
         self._held: list[int] = []  # the ids of the block held, last one first
 
-    def take(self) -> int:
-        """One task id no other row has or will get."""
+    def take(self, conn: Connection | None = None) -> int:
+        """One task id no other row has or will get.
+
+        Args:
+            conn: a connection in an open transaction (a transactional step's): on SQLite
+                the id is reserved there, alone and not cached, since that transaction
+                may roll back (and it holds the write lock a write of our own would wait
+                for). PostgreSQL's sequence ignores transactions: the block serves.
+        """
+        if conn is not None and not self._db.is_postgres:
+            return reserve(conn, 1)
         with self._lock:
             if not self._held:
                 self._held = sorted(self._fetch(), reverse=True)

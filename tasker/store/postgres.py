@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -320,8 +321,8 @@ class PgStore:
         steps = [r for r in rows if r.workflow_step_id is not None]
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
-        """See `Store.apply`."""
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
+        """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
         params = {
             "task_id": w.lease.task_id,
@@ -339,15 +340,17 @@ class PgStore:
             "consumed": dumps([{"event_id": e, "step_id": s} for e, s in w.consumed]),
             "nudge": w.nudge,
         }
-        if not w.spawned:  # the hot path: one autocommit statement
+        if caller is None and not w.spawned:  # the hot path: one autocommit statement
             rows = self._run(APPLY, params)
             if rows and rows[0].tx_seq is not None:
                 return int(rows[0].tx_seq)
             raise refusal(w, rows[0]._asdict() if rows else None)
-        # Children are inserted in the same transaction, only if the fence matched.
-        with self._db.write() as conn:
+        # Children are inserted in the same transaction, only if the fence matched; with a
+        # `caller` (a transactional step's), that is its transaction, left for it to commit.
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             rows = _on(conn, APPLY, params)
             if not rows or rows[0].tx_seq is None:
                 raise refusal(w, rows[0]._asdict() if rows else None)
-            self.insert_tasks(w.spawned, w.now, conn)
+            if w.spawned:
+                self.insert_tasks(w.spawned, w.now, conn)
             return int(rows[0].tx_seq)

@@ -227,10 +227,10 @@ class SqlStore:
             steps = list(conn.execute(select_steps([task_id])).all())
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`."""
         step_rows, task_row = audit_rows(w)
-        with self._db.write() as conn:
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             seq = _apply(conn, w, step_rows, task_row)
             if seq is None:
                 current = conn.execute(_LEASE_OF, {"p_task_id": w.lease.task_id}).first()

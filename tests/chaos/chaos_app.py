@@ -1,6 +1,11 @@
 """The app the chaos test's workers run: diamonds whose steps log every execution, and
 tasks whose `for_each` step logs every run of each of its items.
 
+After the diamond (A -> B, C -> D) comes E, a transactional step: it inserts one row
+for its (task, step) into the user table `chaos_ledger` through `step.connection`, in
+the transaction that records its outcome, so the table must end with exactly one row
+per task whatever was killed (the table has no unique key that would hide a second).
+
 Each execution of a step (one call of the handler) gets a row in `chaos_log`, in the
 same PostgreSQL database but written on a separate autocommit connection: inserted
 before the step's work (a short sleep) and completed with its end time after it. When
@@ -23,6 +28,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 
 from tasker import StepTemplate, Tasker, TaskHandler
 
@@ -38,6 +44,20 @@ CREATE TABLE IF NOT EXISTS chaos_log (
     ended_at double precision
 )
 """
+
+
+LEDGER_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_ledger (
+    task_id bigint NOT NULL,
+    step text NOT NULL,
+    attempt integer NOT NULL,
+    pid integer NOT NULL
+)
+"""
+_BOOK = sa.text(
+    "INSERT INTO chaos_ledger (task_id, step, attempt, pid)"
+    " VALUES (:task_id, :step, :attempt, :pid)"
+)
 
 
 _idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
@@ -124,8 +144,15 @@ def work(task: Any, sequence: Any, step: Any, pause: tuple[float, float] = (0.02
     return {"pid": rec["pid"], "attempt": rec["attempt"], "execution_id": rec["execution_id"]}
 
 
+def book(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+    """Transactional: the ledger row in the step's transaction, then `work` (logged)."""
+    row = {"task_id": task.task_id, "step": step.name, "attempt": step.attempts}
+    step.connection.execute(_BOOK, {**row, "pid": os.getpid()})
+    return work(task, sequence, step)
+
+
 class ChaosDiamond(TaskHandler):
-    """A -> (B, C) -> D."""
+    """A -> (B, C) -> D -> E (transactional)."""
 
     name = "chaos_diamond"
     step_templates = [  # noqa: RUF012
@@ -133,6 +160,9 @@ class ChaosDiamond(TaskHandler):
         StepTemplate(name="B", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
         StepTemplate(name="C", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
         StepTemplate(name="D", handler=work, depends_on=["B", "C"], retry_limit=RETRY_LIMIT),
+        StepTemplate(
+            name="E", handler=book, depends_on=["D"], retry_limit=RETRY_LIMIT, transactional=True
+        ),
     ]
 
 

@@ -1,11 +1,11 @@
 """Chaos: kill workers, wipe Redis and restart PostgreSQL while diamonds run; lose nothing.
 
-240 diamond tasks (A -> B, C -> D) are enqueued over ~20 s while three real worker
-processes (`tasker worker ... --processes 1`, owned by the test) run them with a 3 s
-lease and a 0.5 s sweep. Meanwhile the test SIGKILLs a worker (preferably one with a
-step in flight) every 1-2 s and starts a replacement, FLUSHDBs the broker's Redis db
-once and restarts PostgreSQL once. Then it waits for every task to complete and checks,
-from the handlers' own log of every execution (see `chaos_app.py`):
+240 diamond tasks (A -> B, C -> D, then E, a transactional step) are enqueued over ~20 s
+while three real worker processes (`tasker worker ... --processes 1`, owned by the test)
+run them with a 3 s lease and a 0.5 s sweep. Meanwhile the test SIGKILLs a worker
+(preferably one with a step in flight) every 1-2 s and starts a replacement, FLUSHDBs the
+broker's Redis db once and restarts PostgreSQL once. Then it waits for every task to
+complete and checks, from the handlers' own log of every execution (see `chaos_app.py`):
 
 - every task and every step is `complete`, no lease is held, attempts <= retry_limit;
 - executions of one step never overlap: each starts after the previous one ended, where
@@ -15,7 +15,9 @@ from the handlers' own log of every execution (see `chaos_app.py`):
   killed worker's lease had expired (its start transaction's time + lease_seconds);
 - attempt numbers of one step's executions are distinct, none above the step's attempt
   count; the stored results come from the last attempt, which logged its end;
-- B and C only ever ran after A's recorded execution ended, D after B's and C's;
+- B and C only ever ran after A's recorded execution ended, D after B's and C's, E after D's;
+- exactly once: the user table E writes in its step's transaction (`chaos_ledger`) has
+  exactly one row per task, from the attempt recorded complete;
 - a few `chaos_items` tasks, fed among the diamonds, run a for_each step over 50
   items: every item ends complete, no item's runs overlap (as for steps), its attempts
   stay within the retry limit and its stored results come from its last, finished run,
@@ -320,6 +322,7 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
     app.migrate()
     sql = Sql(database)
     sql(chaos_app.LOG_TABLE)
+    sql(chaos_app.LEDGER_TABLE)
     pool = Pool(tmp_path, env)
     stop_feeding = threading.Event()
     fed: list[int] = []
@@ -511,7 +514,7 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
             WHERE s.task_id = ANY(%s)""",
         (fed,),
     )
-    assert len(steps) == 4 * N_TASKS
+    assert len(steps) == len(chaos_app.ChaosDiamond.step_templates) * N_TASKS
     bad = [s for s in steps if s[2] != "complete"]
     assert not bad, f"steps not complete: {bad[:10]}"
     over = [s for s in steps if s[3] > s[4] or s[4] != chaos_app.RETRY_LIMIT]
@@ -574,7 +577,7 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
                 f"; transitions {step_history(sql, *key)}"
             )
     by_id = {e.execution_id: e for e in executions}
-    after = {"B": ["A"], "C": ["A"], "D": ["B", "C"]}
+    after = {"B": ["A"], "C": ["A"], "D": ["B", "C"], "E": ["D"]}
     for task_id in fed:
         for s_name, deps in after.items():
             first = min((e.started_at for e in by_step[(task_id, s_name)]), default=None)
@@ -586,6 +589,17 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
                     problems.append(f"task {task_id}: {s_name} ran before {d} had finished")
     assert not problems, "\n".join(problems[:30])
 
+    # Exactly once: one ledger row per (task, transactional step), from its recorded attempt.
+    ledger = sql("SELECT task_id, step, attempt FROM chaos_ledger")
+    per_key = Counter((r[0], r[1]) for r in ledger)
+    assert per_key == {(t, "E"): 1 for t in fed}, (
+        f"ledger rows per (task, step) not exactly one: "
+        f"{[(k, n) for k, n in per_key.items() if n != 1][:10]}, "
+        f"missing {[t for t in fed if (t, 'E') not in per_key][:10]}"
+    )
+    wrong = [r for r in ledger if r[2] != step[(r[0], r[1])][3]]
+    assert not wrong, f"ledger rows not from the attempt recorded complete: {wrong[:10]}"
+
     attempts_total = sum(s[3] for s in steps)
     return {
         "tasks": N_TASKS,
@@ -596,6 +610,8 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
         "attempts_never_logged": attempts_total - len(executions),
         "retries": attempts_total - len(steps),
         "max_attempts": max(s[3] for s in steps),
+        "transactional_rows": len(ledger),
+        "transactional_retries": sum(step[(t, "E")][3] - 1 for t in fed),
         "retry_after_kill_min_s_past_lease": round(min(margins), 2) if margins else None,
     }
 

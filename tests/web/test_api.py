@@ -173,6 +173,7 @@ def test_handlers_annotations_health_and_metrics(server: Server) -> None:
         shipping = next(h for h in handlers if h["name"] == "shipping")
         assert shipping["version"] == "2.0.0"
         assert ["charge", "ship"] in shipping["edges"]
+        assert {s["name"]: s["transactional"] for s in shipping["steps"]}["charge"] is False
         assert c.get("/api/v1/annotations", params={"contains": '{"a": 1}'}).json() == {
             "items": [],
             "next_cursor": None,
