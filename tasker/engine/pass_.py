@@ -45,7 +45,7 @@ from tasker.store import schema as m
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
-from tasker.store.steps import inputs_of, select_steps, views_of
+from tasker.store.steps import inputs_of, read_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -458,7 +458,7 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            return task, list(conn.execute(select_steps([task_id])).all())
+            return task, read_steps(conn, [task_id])
 
     def _wait(self, p: _Pass, at_most: float | None = None) -> list[Outcome]:
         """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
