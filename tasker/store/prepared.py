@@ -3,8 +3,9 @@
 On every execution SQLAlchemy generates the statement's cache key, builds and converts
 its parameters and sets up a result: for the engine's short writes that costs more than
 SQLite takes to run them. The hot writes of `tasker.store.sqlite` therefore run their
-statements through `execute` and `execute_many`, on the driver connection of the
-SQLAlchemy transaction they are part of (its BEGIN and COMMIT stay SQLAlchemy's). What
+statements through `execute`, `execute_many` and `execute_each`, on the driver
+connection of the SQLAlchemy transaction they are part of (its BEGIN and COMMIT stay
+SQLAlchemy's; a connection not in one begins one, as SQLAlchemy's autobegin would). What
 is run is SQLAlchemy's own compilation of the same statement: its text, the order of its
 parameters and their conversions (JSON, times), so nothing is declared twice and the
 rows written are the ones `Connection.execute` would write.
@@ -93,6 +94,8 @@ def prepared(
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:
+    if not conn.in_transaction():  # begin as SQLAlchemy would ("autobegin")
+        conn.begin()
     driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     return driver
 

@@ -22,8 +22,9 @@ from tasker.core.states import TASK_LIVE, Status
 from tasker.store import prepared
 from tasker.store import schema as m
 from tasker.store.audit import task_change_row
-from tasker.store.base import NewTask
+from tasker.store.base import NEW_TASK_DEFAULTS, NewTask
 from tasker.store.db import Database
+from tasker.store.ids import reserve
 from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
 from tasker.store.steps import read_steps
 
@@ -42,11 +43,14 @@ _CLAIM = (
         T.c.task_id == _p("task_id"),
         # Literals, not one expanding parameter: the text is fixed (see `prepared`).
         T.c.status.in_([sa.literal(s.value, m.tasks.c.status.type) for s in TASK_LIVE]),
-        T.c.next_run_at <= _p("now", _When),
+        # NULL: idle until nudged (a step awaits its children): any message claims it.
+        sa.or_(T.c.next_run_at.is_(None), T.c.next_run_at <= _p("now", _When)),
         sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < _p("now", _When)),
     )
     .values(
         status=_IN_PROGRESS,
+        # Due while leased, so the sweeper finds it should this worker die.
+        next_run_at=sa.func.coalesce(T.c.next_run_at, _p("now", _When)),
         lease_owner=_p("owner"),
         lease_epoch=T.c.lease_epoch + 1,
         lease_expires_at=_p("expires", _When),
@@ -94,6 +98,15 @@ _STEP_TRANSITIONS = m.step_transitions.insert()
 _ANNOTATIONS = m.task_annotations.insert()
 _OUTBOX = m.outbox.insert()
 _EDGES = m.step_edges.insert()
+_CONSUME = (
+    sa.update(m.events)
+    .where(
+        m.events.c.event_id == _p("event_id"),
+        m.events.c.task_id == _p("task_id"),
+        m.events.c.consumed_by.is_(None),
+    )
+    .values(consumed_by=_p("step_id"), consumed_at=_p("now", _When))
+)
 _LEASE_OF = sa.select(T.c.lease_epoch, T.c.lease_owner, T.c.status).where(
     T.c.task_id == _p("task_id")
 )
@@ -121,12 +134,18 @@ class SqlStore:
         if not tasks:
             return []
         with self._db.write() if caller is None else nullcontext(caller) as conn:
+            # Ids from the counter that ids handed out ahead come from (`tasker.store.ids`);
+            # a spawned child brings its own.
+            unnumbered = sum(1 for t in tasks if t.values.get("task_id") is None)
+            fresh = iter(range(reserve(conn, unnumbered), 1 << 62) if unnumbered else ())
             rows = prepared.execute_each(
                 conn,
                 _TASK_INSERT,
                 [
                     {
+                        **NEW_TASK_DEFAULTS,
                         **t.values,
+                        "task_id": t.values.get("task_id") or next(fresh),
                         "status": Status.PENDING.value,
                         "created_at": now,
                         "updated_at": now,
@@ -219,14 +238,16 @@ class SqlStore:
             steps = read_steps(conn, [task_id])
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`."""
         step_rows, task_row = audit_rows(w)
-        with self._db.write() as conn:
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             seq = _apply(conn, w, step_rows, task_row)
             if seq is None:
                 current = conn.execute(_LEASE_OF, {"p_task_id": w.lease.task_id}).first()
                 raise refusal(w, None if current is None else dict(current._mapping))
+            if w.spawned:
+                self.insert_tasks(w.spawned, w.now, conn)
         return seq
 
 
@@ -280,4 +301,14 @@ def _apply(
         prepared.execute(
             conn, _OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now}
         )
+    prepared.execute_many(
+        conn,
+        _CONSUME,
+        [
+            {"p_event_id": e, "p_step_id": s, "p_task_id": task_id, "p_now": now}
+            for e, s in w.consumed
+        ],
+    )
+    if w.nudge is not None:
+        prepared.execute(conn, _OUTBOX, {"task_id": w.nudge, "deliver_at": now, "created_at": now})
     return seq

@@ -57,6 +57,7 @@ def _writes(task_id: int, step_ids: list[int]) -> list[tuple[Any, Any]]:
     later = NOW + timedelta(seconds=30)
     steps = [
         {
+            **{f"p_{c}": None for c in m.STEP_WRITE},  # a step column added since: NULL
             "p_id": i,
             "p_now": NOW,
             "p_status": "error",
@@ -67,6 +68,7 @@ def _writes(task_id: int, step_ids: list[int]) -> list[tuple[Any, Any]]:
             "p_next_attempt_at": None if n else later,
             "p_processed_at": later,
             "p_reattempts": n,
+            "p_awaiting": "children" if n else None,
         }
         for n, i in enumerate(step_ids)
     ]
