@@ -58,7 +58,7 @@ from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.events import read_events
-from tasker.store.steps import inputs_of, select_steps, views_of
+from tasker.store.steps import inputs_of, read_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -576,7 +576,7 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            rows = list(conn.execute(select_steps([task_id])).all())
+            rows = read_steps(conn, [task_id])
             waiting = any(getattr(r, "wait_for", None) for r in rows)
             return task, rows, read_events(conn, task_id) if waiting else []
 
