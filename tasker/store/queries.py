@@ -102,7 +102,7 @@ def _task_view(
         subject=row.subject,
         created_at=as_utc(row.created_at),
         parent_task_id=None if row.parent_task_id is None else int(row.parent_task_id),
-        children=list(children or ()),
+        children=tuple(children or ()),
     )
 
 
