@@ -11,14 +11,18 @@ a run is not a failed attempt: it does not count in `attempts`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tasker.core.backoff import backoff_seconds
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.errors import InvalidStateError, ReattemptLimitError, WaitTimeoutError
+
+if TYPE_CHECKING:  # spawns builds on this module
+    from tasker.core.spawns import Spawn
 
 REATTEMPT, SKIP, PAUSE, CANCEL = "reattempt", "skip", "pause", "cancel"
 #: The status each flow-control request leaves its step in.
@@ -56,11 +60,40 @@ class Rules:
     wait_timeout: float | None = None
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """How one run of a step ended (the engine's `Outcome`, as plain values)."""
+class AttemptOutcome(Protocol):
+    """What the pure decisions read of one attempt's outcome.
 
+    `record_outcome` reads how the run ended; `tasker.core.writes.decide` also reads
+    the step's name, the sub-tasks it spawned and a decision step's labels. The engine's
+    `tasker.engine.outcome.Outcome` is one; `Attempt` is one as plain values.
+    """
+
+    name: str
     ok: bool
+    results: Any
+    error: dict[str, Any] | None
+    retry_after: float | None
+    permanent: bool
+    flow: str | None
+    wait: float | None
+    reason: str
+    decision: tuple[str, ...] | None
+
+    @property
+    def spawned(self) -> Sequence[Spawn]:
+        """The sub-tasks the attempt spawned."""
+
+
+@dataclass
+class Attempt:
+    """How one run of step `name` ended, as plain values (an `AttemptOutcome`).
+
+    The engine records one itself for a step its lost worker left running; tests
+    describe outcomes with it.
+    """
+
+    name: str
+    ok: bool = False
     results: Any = None
     error: dict[str, Any] | None = None
     retry_after: float | None = None
@@ -68,6 +101,8 @@ class Attempt:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: Sequence[Spawn] = ()
+    decision: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +129,7 @@ def _error(cls: type[Exception], message: str) -> dict[str, Any]:
 
 def record_outcome(
     v: StepView,
-    a: Attempt,
+    a: AttemptOutcome,
     rules: Rules,
     now: datetime,
     since: datetime,
@@ -169,7 +204,7 @@ def failed_for_good(
     return Recorded(new, reason, error)
 
 
-def _flow(v: StepView, a: Attempt, rules: Rules, now: datetime, since: datetime) -> Recorded:
+def _flow(v: StepView, a: AttemptOutcome, rules: Rules, now: datetime, since: datetime) -> Recorded:
     """A run that ended with a flow-control request: not a failed attempt."""
     uncounted = replace(v, attempts=max(v.attempts - 1, 0))
     said = f": {a.reason}" if a.reason else ""

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from tasker.core import branches as branch_rules
 from tasker.core import flow, items, spawns, waits
 from tasker.core.events import Assignment, Event, assign
+from tasker.core.flow import AttemptOutcome
 from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
 from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
@@ -30,25 +31,6 @@ WORKER_LOST = {
     "error_class": "tasker.errors.WorkerLostError",
     "backtrace": "",
 }
-
-
-class AttemptOutcome(Protocol):
-    """What `decide` reads of one attempt's outcome (`tasker.engine.outcome.Outcome`)."""
-
-    name: str
-    ok: bool
-    results: Any
-    error: dict[str, Any] | None
-    retry_after: float | None
-    permanent: bool
-    flow: str | None
-    wait: float | None
-    reason: str
-    decision: tuple[str, ...] | None
-
-    @property
-    def spawned(self) -> Sequence[spawns.Spawn]:
-        """The sub-tasks the attempt spawned."""
 
 
 class StepRules(Protocol):
@@ -68,21 +50,6 @@ class StepRules(Protocol):
 
     def timing(self) -> tuple[float | None, float | None, float | None]:
         """`wait`, `after` and `wait_timeout` in seconds."""
-
-
-@dataclass
-class _Lost:
-    name: str
-    ok: bool = False
-    results: Any = None
-    error: dict[str, Any] | None = field(default_factory=lambda: dict(WORKER_LOST))
-    retry_after: float | None = None
-    permanent: bool = False
-    flow: str | None = None
-    wait: float | None = None
-    reason: str = ""
-    spawned: Sequence[spawns.Spawn] = ()
-    decision: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +166,7 @@ def decide(
     lost: list[AttemptOutcome] = []
     if recover:  # a step awaiting children or items has no thread: it is not lost
         lost = [
-            _Lost(n)
+            flow.Attempt(n, error=dict(WORKER_LOST))
             for n, v in views.items()
             if v.status == Status.IN_PROGRESS.value and not _awaits(v)
         ]
@@ -384,13 +351,8 @@ def _record(
         )  # fmt: skip
         return
     step_rules = _rules(v, template)
-    attempt = flow.Attempt(
-        o.ok, o.results, o.error, o.retry_after, o.permanent, o.flow, o.wait, o.reason
-    )
     since = waits.since(v, views, created)
-    rec = flow.record_outcome(
-        v, attempt, step_rules, now, since, (rules.backoff_base, rules.backoff_max)
-    )
+    rec = flow.record_outcome(v, o, step_rules, now, since, (rules.backoff_base, rules.backoff_max))
     if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
         w.asked = (rec.halt, rec.task_reason)
     new, reason = rec.view, rec.reason

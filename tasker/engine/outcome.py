@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
+from tasker.core.flow import CANCEL, SKIP, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.spawns import Spawn
 from tasker.definition.decision import Decision
@@ -51,13 +51,6 @@ class Outcome:
     held: Held | None = None
     # The labels a decision step chose (`tasker.Decision`); None for any other step.
     decision: tuple[str, ...] | None = None
-
-    def attempt(self) -> Attempt:
-        """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""
-        return Attempt(
-            self.ok, self.results, self.error, self.retry_after, self.permanent,
-            self.flow, self.wait, self.reason,
-        )  # fmt: skip
 
     @classmethod
     def after_time_limit(cls, name: str, token: object, limit: float) -> Outcome:

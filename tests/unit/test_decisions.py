@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from writes_support import NOW, RULES, Ended, running, step
 
 from tasker import Decision, StepTemplate, TaskHandler
 from tasker.core.branches import not_taken
 from tasker.core.views import StepView
-from tasker.core.writes import Rules, decide
+from tasker.core.writes import decide
 from tasker.definition.registry import compile_handler
 from tasker.errors import ConfigurationError
 from tasker.testing import run_step
 from tasker.web import graph
-
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-RULES = Rules(backoff_base=1, backoff_max=300, max_concurrent_steps=8)
-
-
-def view(name: str, deps: tuple[str, ...] = (), status: str = "pending", sid: int = 0) -> StepView:
-    return StepView(
-        sid, name, status, 1 if status == "in_progress" else 0, 3, True, False, deps, "default",
-        None, None, None, None, None,
-    )  # fmt: skip
-
-
-@dataclass
-class Ended:
-    name: str
-    ok: bool
-    results: Any = None
-    error: dict[str, Any] | None = None
-    retry_after: float | None = None
-    permanent: bool = False
-    flow: str | None = None
-    wait: float | None = None
-    reason: str = ""
-    decision: tuple[str, ...] | None = None
-    spawned: tuple[Any, ...] = ()
 
 
 def ok(task, sequence, step):  # type: ignore[no-untyped-def]
@@ -75,9 +49,10 @@ def test_the_decision_and_its_skips_are_one_write_and_a_join_is_left_to_run():
     join (which depends on the branch taken too) pending; the express step starts."""
     reg = compile_handler(Shipping)
     views = {
-        n: view(n, tuple(sorted(t.depends_on)), sid=i) for i, (n, t) in enumerate(reg.steps.items())
+        n: step(n, deps=tuple(sorted(t.depends_on)), sid=i)
+        for i, (n, t) in enumerate(reg.steps.items())
     }
-    views["route"] = view("route", status="in_progress")
+    views["route"] = running("route", sid=0)
     w = decide(
         views, [Ended("route", True, {"took": ["fast"]}, decision=("fast",))], NOW, RULES,
         steps=reg.steps,
@@ -97,8 +72,8 @@ def test_the_decision_and_its_skips_are_one_write_and_a_join_is_left_to_run():
 def test_a_failed_decision_skips_nothing():
     """Given a decision step whose attempt failed, Then no branch is skipped."""
     reg = compile_handler(Shipping)
-    views = {n: view(n, tuple(sorted(t.depends_on))) for n, t in reg.steps.items()}
-    views["route"] = view("route", status="in_progress")
+    views = {n: step(n, deps=tuple(sorted(t.depends_on)), sid=0) for n, t in reg.steps.items()}
+    views["route"] = running("route", sid=0)
     err = {"message": "no", "error_class": "tasker.errors.NoDecisionError"}
     w = decide(views, [Ended("route", False, error=err)], NOW, RULES, steps=reg.steps)
     assert set(w.steps) == {"route"}
@@ -110,10 +85,10 @@ def decided_dags(draw: st.DrawFn) -> tuple[dict[str, StepView], dict[str, list[s
     """A decision step "d", steps below it in a random DAG, random branches and choice."""
     n = draw(st.integers(1, 7))
     names = [f"s{i}" for i in range(n)]
-    views = {"d": view("d", status="complete")}
+    views = {"d": step("d", "complete", sid=0)}
     for i, name in enumerate(names):
         deps = draw(st.lists(st.sampled_from(["d", *names[:i]]), min_size=1, unique=True))
-        views[name] = view(name, tuple(sorted(deps)))
+        views[name] = step(name, deps=tuple(sorted(deps)), sid=0)
     direct = [nm for nm in names if "d" in views[nm].depends_on]
     labels = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, unique=True))
     branches = {

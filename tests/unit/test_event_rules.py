@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
+
+from writes_support import NOW, RULES, step
 
 from tasker import StepTemplate
 from tasker.core.events import Event, assign
@@ -12,38 +13,12 @@ from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.core.waits import waiting_for
-from tasker.core.writes import Rules, decide
-
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-RULES = Rules(backoff_base=1, backoff_max=300, max_concurrent_steps=8)
+from tasker.core.writes import decide
 
 
-def view(
-    name: str,
-    sid: int,
-    deps: tuple[str, ...] = (),
-    status: str = "pending",
-    wait_for: str | None = None,
-    processed_at: datetime | None = None,
-) -> StepView:
-    return StepView(
-        sid, name, status, 0, 3, True, False, deps, "default", None, None, None, None, None,
-        processed_at, 0, wait_for=wait_for,
-    )  # fmt: skip
-
-
-@dataclass
-class Ended:
-    name: str
-    ok: bool
-    results: Any = None
-    error: dict[str, Any] | None = None
-    retry_after: float | None = None
-    permanent: bool = False
-    flow: str | None = None
-    wait: float | None = None
-    reason: str = ""
-    decision: tuple[str, ...] | None = None
+def view(name: str, sid: int, **kw: Any) -> StepView:
+    """Step `name` of id `sid` (the decisions tests' builder)."""
+    return step(name, sid=sid, **kw)
 
 
 def test_events_go_in_signal_order_to_waiting_steps_in_topological_order():

@@ -31,7 +31,12 @@ def test_a_reattempt_is_not_an_attempt_and_is_due_after_its_wait():
     """Given a run that asks to reattempt in 300 s, Then the step is pending, due then, with
     its launch uncounted and one reattempt more; the history says reattempt."""
     rec = record_outcome(
-        running(2, 1), Attempt(ok=False, flow="reattempt", wait=300), Rules(), NOW, NOW, BACKOFF
+        running(2, 1),
+        Attempt("poll", ok=False, flow="reattempt", wait=300),
+        Rules(),
+        NOW,
+        NOW,
+        BACKOFF,
     )
     v = rec.view
     assert (v.status, v.attempts, v.reattempts) == ("pending", 1, 2)
@@ -43,8 +48,8 @@ def test_the_reattempt_after_max_reattempts_fails_the_step_for_good():
     """Given max_reattempts=2 and two reattempts made, When a third is asked, Then the step
     fails for good with ReattemptLimitError."""
     rec = record_outcome(
-        running(1, 2), Attempt(ok=False, flow="reattempt", wait=10), Rules(max_reattempts=2),
-        NOW, NOW, BACKOFF,
+        running(1, 2), Attempt("poll", ok=False, flow="reattempt", wait=10),
+        Rules(max_reattempts=2), NOW, NOW, BACKOFF,
     )  # fmt: skip
     assert rec.view.status == "error" and rec.view.next_attempt_at is None
     assert rec.view.error is not None
@@ -58,13 +63,13 @@ def test_a_reattempt_that_would_run_past_wait_timeout_fails_with_wait_timeout_er
     since = NOW - timedelta(minutes=50)
     rules = Rules(wait_timeout=3600)
     late = record_outcome(
-        running(), Attempt(ok=False, flow="reattempt", wait=600), rules, NOW, since, BACKOFF
+        running(), Attempt("poll", ok=False, flow="reattempt", wait=600), rules, NOW, since, BACKOFF
     )
     assert late.view.status == "error"
     assert late.view.error is not None
     assert late.view.error["error_class"].endswith("WaitTimeoutError")
     ok = record_outcome(
-        running(), Attempt(ok=False, flow="reattempt", wait=300), rules, NOW, since, BACKOFF
+        running(), Attempt("poll", ok=False, flow="reattempt", wait=300), rules, NOW, since, BACKOFF
     )
     assert ok.view.status == "pending"
 
@@ -77,7 +82,12 @@ def test_skip_pause_and_cancel_leave_the_step_and_ask_the_task(kind, status, hal
     """Given a run ending with skip, pause or cancel, Then the step's new status, no attempt
     used, and what the task must do, with the reason given."""
     rec = record_outcome(
-        running(), Attempt(ok=False, flow=kind, reason="because"), Rules(), NOW, NOW, BACKOFF
+        running(),
+        Attempt("poll", ok=False, flow=kind, reason="because"),
+        Rules(),
+        NOW,
+        NOW,
+        BACKOFF,
     )
     assert (rec.view.status, rec.view.attempts, rec.halt) == (status, 0, halt)
     assert "because" in rec.reason
@@ -89,7 +99,12 @@ def test_a_failure_with_attempts_left_backs_off_and_on_failure_does_not_apply():
     """Given a failure on attempt 1 of 3 with on_failure=cancel, Then a retry is scheduled."""
     err = {"message": "down", "error_class": "RuntimeError", "backtrace": ""}
     rec = record_outcome(
-        running(), Attempt(ok=False, error=err), Rules(on_failure="cancel"), NOW, NOW, BACKOFF
+        running(),
+        Attempt("poll", ok=False, error=err),
+        Rules(on_failure="cancel"),
+        NOW,
+        NOW,
+        BACKOFF,
     )
     assert rec.view.status == "error" and rec.view.next_attempt_at is not None
     assert rec.halt is None
@@ -104,8 +119,8 @@ def test_on_failure_decides_what_a_step_with_no_attempt_left_does(on_failure, st
     """Given a permanent failure, Then on_failure says the step's status and the task's."""
     err = {"message": "rejected", "error_class": "PermanentError", "backtrace": ""}
     rec = record_outcome(
-        running(), Attempt(ok=False, error=err, permanent=True), Rules(on_failure=on_failure),
-        NOW, NOW, BACKOFF,
+        running(), Attempt("poll", ok=False, error=err, permanent=True),
+        Rules(on_failure=on_failure), NOW, NOW, BACKOFF,
     )  # fmt: skip
     assert (rec.view.status, rec.halt) == (status, halt)
     assert rec.view.error == err  # kept, also when skipped
@@ -114,7 +129,9 @@ def test_on_failure_decides_what_a_step_with_no_attempt_left_does(on_failure, st
 
 def test_success_completes_the_step():
     """Given a successful run, Then the step is complete with its results."""
-    rec = record_outcome(running(), Attempt(ok=True, results={"a": 1}), Rules(), NOW, NOW, BACKOFF)
+    rec = record_outcome(
+        running(), Attempt("poll", ok=True, results={"a": 1}), Rules(), NOW, NOW, BACKOFF
+    )
     assert (rec.view.status, rec.view.results, rec.view.attempts) == ("complete", {"a": 1}, 1)
 
 

@@ -67,7 +67,7 @@ def test_flow_requests_never_use_the_retry_budget(attempts, reattempts, kind, wa
         None, None, reattempts,
     )  # fmt: skip
     rec = record_outcome(
-        v, Attempt(ok=False, flow=kind, wait=wait), Rules(max_reattempts=max_reattempts),
+        v, Attempt("s", ok=False, flow=kind, wait=wait), Rules(max_reattempts=max_reattempts),
         NOW, NOW, (1.0, 60.0),
     )  # fmt: skip
     new = rec.view

@@ -2,68 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+from writes_support import NOW, RULES, Ended, running, step, views
+
 from tasker.core.states import Status
-from tasker.core.views import StepView
-from tasker.core.writes import WORKER_LOST, Rules, decide
+from tasker.core.writes import WORKER_LOST, decide
 from tasker.store.audit import StepChange
 from tasker.store.lease import Finish
-
-NOW = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
-RULES = Rules(backoff_base=1, backoff_max=300, max_concurrent_steps=8)
-
-
-def step(
-    name: str,
-    status: Status = Status.PENDING,
-    deps: tuple[str, ...] = (),
-    attempts: int = 0,
-    retry_limit: int = 3,
-    next_at: datetime | None = None,
-    retryable: bool = True,
-) -> StepView:
-    return StepView(
-        workflow_step_id=hash(name) % 1000,
-        name=name,
-        status=status.value,
-        attempts=attempts,
-        retry_limit=retry_limit,
-        retryable=retryable,
-        skippable=False,
-        depends_on=deps,
-        dependent_system="default",
-        inputs=None,
-        results=None,
-        error=None,
-        last_attempted_at=None,
-        next_attempt_at=next_at,
-    )
-
-
-def running(name: str, deps: tuple[str, ...] = (), attempts: int = 1, **kw: Any) -> StepView:
-    return step(name, Status.IN_PROGRESS, deps, attempts=attempts, **kw)
-
-
-def views(*steps: StepView) -> dict[str, StepView]:
-    return {s.name: s for s in steps}
-
-
-@dataclass
-class Ended:
-    name: str
-    ok: bool
-    results: Any = None
-    error: dict[str, Any] | None = None
-    retry_after: float | None = None
-    permanent: bool = False
-    flow: str | None = None
-    wait: float | None = None
-    reason: str = ""
-    spawned: tuple[Any, ...] = ()
-    decision: tuple[str, ...] | None = None
 
 
 def failed(name: str, **kw: Any) -> Ended:

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from test_writes import NOW, RULES, running, step, views
+from writes_support import NOW, RULES, Ended, running, step, views
 
 from tasker import StepTemplate
 from tasker.core.states import Status
 from tasker.core.writes import decide
 from tasker.store.lease import Finish
-
-
-@dataclass
-class Ended:
-    name: str
-    ok: bool = False
-    results: Any = None
-    error: dict[str, Any] | None = None
-    retry_after: float | None = None
-    permanent: bool = False
-    flow: str | None = None
-    wait: float | None = None
-    reason: str = ""
-    spawned: tuple[Any, ...] = ()
-    decision: tuple[str, ...] | None = None
 
 
 def _noop(task, sequence, step):  # type: ignore[no-untyped-def]
