@@ -16,6 +16,7 @@ from tasker.core.duration import to_seconds
 from tasker.core.jsonvalue import json_problem
 from tasker.core.spawns import Spawn
 from tasker.core.views import StepView
+from tasker.definition.request import TaskRequest
 from tasker.errors import InvalidRequestError, InvalidStateError, StepNotFoundError
 
 _V = TypeVar("_V")
@@ -31,13 +32,13 @@ class SpawnerLike(Protocol):
         self,
         parent_task_id: int,
         step_id: int,
-        request: Any,
+        request: TaskRequest,
         key: str,
         wait: bool,
         before: dict[str, int],
         conn: Connection | None = None,
     ) -> Spawn:
-        """One child of the step."""
+        """One child of the step (`HandlerStep.spawn` has checked the request's type)."""
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -236,6 +237,8 @@ class HandlerStep(flow.FlowControl):
             raise InvalidRequestError(f"spawn(): key must be 1 to 255 characters, got {key!r}")
         if any(s.key == name for s in self._spawns):
             raise InvalidRequestError(f"spawn(): key {name!r} was spawned already in this run")
+        if not isinstance(request, TaskRequest):
+            raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
         if self._spawned_before is None:
             self._spawned_before = self._spawner.existing(self.workflow_step_id)
         spawned = self._spawner.spawn(

@@ -59,7 +59,7 @@ class Spawner:
         self,
         parent_task_id: int,
         step_id: int,
-        request: Any,
+        request: TaskRequest,
         key: str,
         wait: bool,
         before: dict[str, int],
@@ -68,17 +68,15 @@ class Spawner:
         """One child of step `step_id`: the existing one for `key`, else a new one.
 
         Raises:
-            InvalidRequestError: `request` is not a `TaskRequest`, or is one `enqueue`
-                refuses, or it has an idempotency key, or it names a `one_per_subject`
-                task with a subject (a spawn key says what is the same child).
+            InvalidRequestError: `request` is one `enqueue` refuses, or it has an
+                idempotency key, or it names a `one_per_subject` task with a subject (a
+                spawn key says what is the same child).
             UnknownTaskError: no handler of that name is registered here.
 
         With `conn` (a transactional step's connection, in its open transaction) what
         must be written ahead (SQLite's id counter, a new catalog row) is written there:
         on SQLite that transaction holds the only write lock.
         """
-        if not isinstance(request, TaskRequest):
-            raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
         if key in before:
             return Spawn(key, before[key], wait)
         if request.idempotency_key is not None:

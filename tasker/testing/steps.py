@@ -21,7 +21,7 @@ from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepTemplate
 from tasker.engine.outcome import Outcome, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import InvalidRequestError, TaskerError
+from tasker.errors import TaskerError
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,12 @@ class _Spawns:
         self,
         parent_task_id: int,
         step_id: int,
-        request: Any,
+        request: TaskRequest,
         key: str,
         wait: bool,
         before: dict[str, int],
         conn: Connection | None = None,
     ) -> Spawn:
-        if not isinstance(request, TaskRequest):
-            raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
         return Spawn(key, next(self._ids), wait, request)
 
 

@@ -128,3 +128,22 @@ def test_run_step_reports_the_sub_tasks_a_step_spawned():
     assert run.status == "complete"
     assert [r.context for r in run.spawned] == [{"r": "eu"}, {"r": "us"}]
     assert len(set(ids)) == 2
+
+
+def test_a_spawn_of_anything_but_a_task_request_fails_the_attempt_naming_it():
+    """Given a step spawning a plain dict, When run in isolation, Then the attempt fails with
+    an InvalidRequestError saying spawn() takes a TaskRequest, and nothing is spawned."""
+
+    def bad(task, sequence, step):  # type: ignore[no-untyped-def]
+        step.spawn({"name": "sync"})
+
+    cls = type(
+        "Bad",
+        (TaskHandler,),
+        {"name": "bad", "step_templates": [StepTemplate(name="b", handler=bad)]},
+    )
+    run = run_step(cls, "b")
+    assert run.status == "error" and run.spawned == ()
+    assert run.error is not None
+    assert run.error["error_class"] == "tasker.errors.InvalidRequestError"
+    assert run.error["message"] == "spawn() takes a TaskRequest, got dict"
