@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from tasker.control import retention, schedules, steering
+from tasker.control import finishing, retention, schedules, steering
 from tasker.control.caller import AfterCommit, check_caller
 from tasker.control.enqueue import create_task, create_tasks, tag_request
 from tasker.control.schedules import ScheduleView
@@ -98,6 +98,7 @@ class Tasker:
             self.now,
             self.owner,
             self._notify,
+            self._finished,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -412,7 +413,9 @@ class Tasker:
             TaskNotFoundError: no task has that id.
             InvalidTransitionError: the task already finished.
         """
-        steering.cancel(self.db, queries.task_id_of(task_id), self.now())
+        tid = queries.task_id_of(task_id)
+        steering.cancel(self.db, tid, self.now())
+        self._finish_now([tid])
         return self.get_task(task_id)
 
     def resolve_step(
@@ -624,6 +627,11 @@ class Tasker:
         """
         now = self.now()
         try:
+            finishing.expire_paused(self.db, now)
+            finishing.run_due(self.db, self.factory, now, self.settings.lease_seconds)
+        except Exception:
+            log.exception("timing out paused tasks or finish callbacks failed; next sweep")
+        try:
             schedules.fire_due(self.db, now, self.enqueue)
         except Exception:
             log.exception("firing the due schedules failed; trying again next sweep")
@@ -633,6 +641,20 @@ class Tasker:
                 retention.purge(self.db, cutoff, max_batches=_PURGE_BATCHES_PER_SWEEP)
             except Exception:
                 log.exception("the retention purge failed; trying again next sweep")
+
+    def _finished(self, task_id: int, claimed: datetime) -> None:
+        """Run the `on_finish` an engine pass's ending owes (claimed with `claimed`)."""
+        finishing.run(self.db, self.factory, task_id, claimed, self.now())
+
+    def _finish_now(self, task_ids: list[int]) -> None:
+        """Run the `on_finish` calls a steering call's ending owes; the sweeper's if this fails."""
+        try:
+            for task_id, claimed in finishing.claim(
+                self.db, self.now(), self.settings.lease_seconds, task_ids
+            ):
+                finishing.run(self.db, self.factory, task_id, claimed, self.now())
+        except Exception:
+            log.exception("on_finish of tasks %s: left to the sweeper", task_ids)
 
     def __enter__(self) -> Tasker:
         return self

@@ -42,6 +42,8 @@ class StepView:
     processed_at: datetime | None = None
     reattempts: int = 0
     waiting_for: str | None = None
+    # Collections (`for_each`, API.md part two) are not built yet: always None.
+    items: dict[str, int] | None = None
     idempotency_key: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -81,7 +83,9 @@ class TaskView:
 
     `bypass_steps` are the steps its request asked to skip (sorted), created `skipped`.
     `subject` is what the task is about (`TaskRequest.subject`, or None); `created_at`
-    is when it was stored.
+    is when it was stored. `error` is None, or why the task itself ended in `error`
+    (`{"message", ...}`: a timeout, see `tasker.core.deadlines`); `deadline_at` is when
+    it times out (None: no `TaskHandler.timeout`).
     """
 
     task_id: int
@@ -102,3 +106,8 @@ class TaskView:
     bypass_steps: Sequence[str] = ()
     subject: str | None = None
     created_at: datetime | None = None
+    error: dict[str, Any] | None = None
+    deadline_at: datetime | None = None
+    # Sub-tasks (API.md part two) are not built yet: no task has a parent or children.
+    parent_task_id: int | None = None
+    children: Sequence[int] = ()

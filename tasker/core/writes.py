@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from tasker.core import flow, waits
+from tasker.core import deadlines, flow, waits
 from tasker.core.planner import StepState, Verdict, plan
 from tasker.core.states import Status
 from tasker.core.views import StepView
@@ -132,6 +132,7 @@ def decide(
     steps: Mapping[str, StepRules] | None = None,
     created_at: datetime | None = None,
     asked: tuple[str, str] | None = None,
+    deadline: datetime | None = None,
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -151,10 +152,16 @@ def decide(
             a step without one has none).
         created_at: when the task was created (waits count from it; default `now`).
         asked: a pause or cancel asked by an earlier write's outcome (`Write.asked`).
+        deadline: the task's timeout deadline (None: no timeout). Once it has passed the
+            task ends in `error` and `outcomes` are refused (`tasker.core.deadlines`);
+            until then every time the pass or the task waits for is capped by it.
     """
     w = Write(asked=asked)
     templates = steps or {}
     created = created_at or now
+    if deadline is not None and deadlines.timed_out(deadline, now):
+        _time_out(w, views, created, deadline)
+        return w
     lost: list[AttemptOutcome] = []
     if recover:
         lost = [_Lost(n) for n, v in views.items() if v.status == Status.IN_PROGRESS.value]
@@ -163,6 +170,8 @@ def decide(
     current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:
         _end_as_asked(w, current, running, busy)
+        if w.finish is None:  # a pause waits for the running steps, not past the deadline
+            w.wake_at = deadline
         return w
     due = waits.due_waits(current, _waits(templates), created, now)
     for name, at in due.items():  # pending steps just ready whose wait has not passed
@@ -170,7 +179,46 @@ def decide(
     if due:
         current = {**current, **w.steps}
     _advance(w, current, now, rules, running, busy, stopping)
+    if deadline is not None:  # wake the pass, or the released task, at the deadline
+        if w.finish is None:
+            w.wake_at = deadlines.sooner(w.wake_at, deadline)
+        f = w.finish
+        if f is not None and f.to_status is None and f.wake_at is not None:
+            w.finish = replace(f, wake_at=deadlines.sooner(f.wake_at, deadline))
+            w.notify_at = w.finish.wake_at
     return w
+
+
+def _time_out(
+    w: Write, views: Mapping[str, StepView], created: datetime, deadline: datetime
+) -> None:
+    """The task reached its deadline: it ends in `error`, and nothing runs any more.
+
+    A running step's attempt ends in `error` (its outcome, when it comes, is refused);
+    a failed step loses its next attempt; pending steps stay as they are.
+    """
+    for name, v in views.items():
+        if v.status == Status.IN_PROGRESS.value:
+            w.steps[name] = replace(
+                v,
+                status=Status.ERROR.value,
+                error=deadlines.step_timeout_error(deadline),
+                next_attempt_at=None,
+            )
+            w.changes.append(
+                StepChange(
+                    v.workflow_step_id,
+                    name,
+                    Status.IN_PROGRESS,
+                    Status.ERROR,
+                    v.attempts,
+                    "task timed out",
+                )
+            )
+        elif v.status == Status.ERROR.value and v.next_attempt_at is not None:
+            w.steps[name] = replace(v, next_attempt_at=None)
+    error = deadlines.timeout_error(created, deadline)
+    w.finish = Finish(Status.ERROR, None, error["message"], error)
 
 
 def _waits(templates: Mapping[str, StepRules]) -> dict[str, tuple[float | None, float | None]]:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from tasker.core import flow, writes
-from tasker.core.clock import as_utc
+from tasker.core.clock import as_utc, maybe_utc
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
@@ -53,6 +53,10 @@ _T = TypeVar("_T")
 
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
+
+#: Called after a commit that ended a task owing `on_finish`: (task_id, finish_due_at as
+#: written, which the call is claimed by; see `tasker.control.finishing`).
+Finished = Callable[[int, datetime], None]
 
 
 @dataclass
@@ -85,6 +89,7 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    owed: datetime | None = None  # an ending owes `on_finish`: its `finish_due_at`
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -126,8 +131,10 @@ class Engine:
         clock: Callable[[], datetime],
         owner: Callable[[], str],
         notify: Notify,
+        finished: Finished | None = None,
     ) -> None:
         self._db = db
+        self._finished = finished
         self._store = store
         self._factory = factory
         self._catalog = catalog
@@ -175,6 +182,8 @@ class Engine:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
+                if p.owed is not None and self._finished is not None:
+                    self._finished(task_id, p.owed)  # before waiting out abandoned threads
         except LeaseLostError as exc:
             log.info("task %s: %s; stopping this pass", task_id, exc)
         except Exception:
@@ -393,6 +402,7 @@ class Engine:
                 steps=p.reg.steps,
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
+                deadline=maybe_utc(p.row.get("deadline_at")),
             )
             w = leases.TaskWrite(
                 p.lease,
@@ -403,6 +413,7 @@ class Engine:
                 step_changes=d.changes,
                 annotations=p.annotations,
                 finish=d.finish,
+                callback=p.reg.has_on_finish,
             )
             try:
                 self._apply(p, w, time.monotonic())
@@ -414,6 +425,8 @@ class Engine:
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
+            if w.owes_callback():
+                p.owed = w.lease_until
             return [p.views[n] for n in d.started]
 
     @staticmethod

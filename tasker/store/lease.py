@@ -22,6 +22,7 @@ from tasker.store.audit import StepChange, step_change_rows, task_change_row
 
 _IN_PROGRESS = Status.IN_PROGRESS.value
 _COMPLETED = (Status.COMPLETE, Status.CANCELLED)  # final statuses an engine write sets
+_ENDED = (Status.COMPLETE, Status.CANCELLED, Status.ERROR)  # endings that owe `on_finish`
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,13 @@ class Finish:
     `to_status` is complete, error, paused or cancelled.
 
     A released task stays live and is due again at `wake_at` (announced by an outbox row).
+    `error` is why the task itself ends in `error` (a timeout; `TaskView.error`).
     """
 
     to_status: Status | None
     wake_at: datetime | None
     reason: str
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class TaskWrite:
     step_changes: Sequence[StepChange] = ()
     annotations: Sequence[tuple[int, Any]] = ()  # (annotation_type_id, annotation)
     finish: Finish | None = None
+    # The handler has `on_finish`: an ending owes a call, which the writer runs once this
+    # commits; it is due to the sweeper a lease period later (`lease_until`), in case
+    # the writer dies first.
+    callback: bool = False
 
     def task_values(self) -> dict[str, Any]:
         """The task row's new lease and scheduling values (see `Finish`)."""
@@ -80,6 +87,8 @@ class TaskWrite:
                 "set_next": False,
                 "next_run_at": None,
                 "completed_at": None,
+                "error": None,
+                "finish_due_at": None,
             }
         done = f.to_status is not None
         return {
@@ -89,7 +98,14 @@ class TaskWrite:
             "set_next": True,
             "next_run_at": None if done else f.wake_at,
             "completed_at": self.now if f.to_status in _COMPLETED else None,
+            "error": f.error,
+            "finish_due_at": self.lease_until if self.owes_callback() else None,
         }
+
+    def owes_callback(self) -> bool:
+        """Whether this write ends the task and owes an `on_finish` call."""
+        f = self.finish
+        return self.callback and f is not None and f.to_status in _ENDED
 
     def deliver_at(self) -> datetime | None:
         """When the message announcing a released task is due (its outbox row), else None."""
@@ -108,6 +124,7 @@ CLAIM_FIELDS = (
     "reason",
     "requested_at",
     "created_at",
+    "deadline_at",
     "revision",
     "tx_seq",
     "lease_epoch",

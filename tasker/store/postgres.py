@@ -86,7 +86,9 @@ WITH f AS (
         lease_owner = %(new_owner)s::text, lease_expires_at = %(expires)s::timestamptz,
         next_run_at = CASE WHEN %(set_next)s::boolean THEN %(next_run_at)s::timestamptz
                       ELSE next_run_at END,
-        completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at)
+        completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at),
+        error = CASE WHEN %(set_next)s::boolean THEN %(error)s::jsonb ELSE error END,
+        finish_due_at = COALESCE(%(finish_due_at)s::timestamptz, finish_due_at)
     WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
       AND lease_owner = %(owner)s::text AND status = 'in_progress'
       AND revision = %(revision)s::integer
@@ -139,7 +141,8 @@ WITH x AS MATERIALIZED (
     FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
         n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
         initiator text, source_system text, reason text, idempotency_key text,
-        request_digest text, requested_at timestamptz, subject text, subject_scope text)
+        request_digest text, requested_at timestamptz, subject text, subject_scope text,
+        deadline_at timestamptz)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -153,11 +156,11 @@ WITH x AS MATERIALIZED (
     INSERT INTO tasker_tasks
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
-         updated_at, next_run_at, subject, subject_scope)
+         updated_at, next_run_at, subject, subject_scope, deadline_at)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope
+           subject_scope, deadline_at
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -206,6 +209,7 @@ _TASK_FIELDS = (
     "requested_at",
     "subject",
     "subject_scope",
+    "deadline_at",
 )
 
 
@@ -300,13 +304,16 @@ class PgStore:
     def apply(self, w: TaskWrite) -> int:
         """See `Store.apply`."""
         step_rows, task_row = audit_rows(w)
+        values = w.task_values()
+        if values["error"] is not None:
+            values["error"] = dumps(values["error"])
         params = {
             "task_id": w.lease.task_id,
             "epoch": w.lease.epoch,
             "owner": w.lease.owner,
             "revision": w.revision,
             "now": w.now,
-            **w.task_values(),
+            **values,
             "steps": dumps([_step_values(v) for v in w.steps]),
             "step_changes": dumps(step_rows),
             "task_to": None if task_row is None else task_row["to_status"],

@@ -66,6 +66,8 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
         bypass_steps=list(row.bypass_steps),
         subject=row.subject,
         created_at=as_utc(row.created_at),
+        error=row.error,
+        deadline_at=maybe_utc(row.deadline_at),
     )
 
 

@@ -31,6 +31,8 @@ _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 _LIVE = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
 #: Final tasks (nothing more happens to them), as SQL: the retention purge's index and query.
 FINAL_SQL = "status IN ('complete', 'cancelled', 'resolved_manually')"
+#: Paused tasks with a deadline, as SQL: no engine pass wakes them at it (the sweeper does).
+PAUSED_DEADLINE_SQL = "status = 'paused' AND deadline_at IS NOT NULL"
 #: The unique index that holds one live task per (task name, subject): see `subject_scope`.
 SUBJECT_INDEX = "uq_tasker_tasks_live_subject"
 
@@ -115,6 +117,13 @@ tasks = sa.Table(
     # it is unique (all versions of a name share it). A trigger of migration 0007 sets it
     # back to NULL whenever the task becomes final, whoever writes that status.
     sa.Column("subject_scope", sa.String(128), nullable=True),
+    # `TaskHandler.timeout`: the task ends in `error` if it is not finished by then.
+    sa.Column("deadline_at", When, nullable=True),
+    # Why the task itself ended in `error` (a timeout), as `TaskView.error`; NULL otherwise.
+    sa.Column("error", Json, nullable=True),
+    # `on_finish` is owed for the task's last ending: due (to the sweeper) from then; NULL
+    # once it ran. The one who runs it first moves it a lease period on (`finishing`).
+    sa.Column("finish_due_at", When, nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(
@@ -139,6 +148,19 @@ tasks = sa.Table(
         "task_id",
         postgresql_where=sa.text("subject IS NOT NULL"),
         sqlite_where=sa.text("subject IS NOT NULL"),
+    ),
+    # The sweeper's scans: finish callbacks owed, and paused tasks that reach their deadline.
+    sa.Index(
+        "ix_tasker_tasks_finish_due_at",
+        "finish_due_at",
+        postgresql_where=sa.text("finish_due_at IS NOT NULL"),
+        sqlite_where=sa.text("finish_due_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_tasker_tasks_paused_deadline_at",
+        "deadline_at",
+        postgresql_where=sa.text(PAUSED_DEADLINE_SQL),
+        sqlite_where=sa.text(PAUSED_DEADLINE_SQL),
     ),
     # The retention purge: final tasks, oldest completion first.
     sa.Index(
