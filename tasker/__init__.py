@@ -10,15 +10,20 @@ from tasker.app import Tasker
 from tasker.control.schedules import ScheduleView
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
+from tasker.definition.decision import Decision
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepHandler, StepTemplate
+from tasker.engine.observer import Counts, Observer
 from tasker.errors import PermanentError, RetryableError, TaskerError
 
 __all__ = [
     "AnnotationView",
+    "Counts",
+    "Decision",
     "HandlerFactory",
+    "Observer",
     "PermanentError",
     "RetryableError",
     "ScheduleView",

@@ -171,3 +171,14 @@ class NoDecisionError(StepError):
 
 class SpeedrunError(TaskerError):
     """`tasker.testing.speedrun` ran more steps than its `max_steps` allow."""
+
+
+class SubTaskError(StepError):
+    """A sub-task the step waited for (`step.spawn(wait=True)`) ended in error or cancelled.
+
+    The step fails for good; its error message names the sub-task's id.
+    """
+
+
+class ItemError(StepError):
+    """A `for_each` step failed: an item has no attempt left, or the item list is invalid."""

@@ -1,4 +1,4 @@
-"""The steering commands of `tasker`: cancel, retry, resolve and history.
+"""The steering commands of `tasker`: cancel, retry, resume, resolve, signal and history.
 
 Each prints the task as it is afterwards (`--json` for a machine-readable form) and exits
 0, or 2 with the error on stderr when the call is refused (the main entry point maps every
@@ -43,6 +43,18 @@ def cmd_retry(args: argparse.Namespace) -> int:
         app.close()
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Let a paused task go on (steps that ran out of attempts pausing it get a fresh budget).
+
+    A task that is not paused is refused (exit 2) and left as it is.
+    """
+    app = _app(args)
+    try:
+        return _show(app.resume(args.task_id), args.json)
+    finally:
+        app.close()
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     """Resolve one step by hand (with results), or the whole task without a step name."""
     app = _app(args)
@@ -58,6 +70,22 @@ def cmd_resolve(args: argparse.Namespace) -> int:
             except json.JSONDecodeError as exc:
                 raise InvalidRequestError(f"--results is not valid JSON: {exc}") from exc
         return _show(app.resolve_step(args.task_id, args.step, results), args.json)
+    finally:
+        app.close()
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Signal an event (with a JSON payload) to a task; a step waiting for it goes on."""
+    payload = None
+    if args.payload is not None:
+        try:
+            payload = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"--payload is not valid JSON: {exc}") from exc
+    app = _app(args)
+    try:
+        app.signal(args.task_id, args.name, payload)
+        return _show(app.get_task(args.task_id), args.json)
     finally:
         app.close()
 
@@ -90,20 +118,34 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def steering_commands(sub: Any, db_opts: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add the cancel, retry, resolve and history subcommands to `sub`."""
+    """Add the cancel, retry, resume, resolve, signal and history subcommands to `sub`."""
     c = sub.add_parser("cancel", help="cancel a task, or one step of it")
     c.add_argument("task_id", type=int)
     c.add_argument("step", nargs="?", help="cancel only this pending or failed step")
     r = sub.add_parser("retry", help="retry a task's failed steps with a fresh budget")
     r.add_argument("task_id", type=int)
+    u = sub.add_parser("resume", help="let a paused task go on")
+    u.add_argument("task_id", type=int)
     v = sub.add_parser("resolve", help="resolve a step (or, with no step, the task) by hand")
     v.add_argument("task_id", type=int)
     v.add_argument("step", nargs="?", help="the step to resolve; none: the whole task")
     v.add_argument("--results", help="the step's results, a JSON object")
     v.add_argument("--reason", default="resolved manually", help="for the whole task")
+    g = sub.add_parser("signal", help="signal an event to a task (a step waits for it)")
+    g.add_argument("task_id", type=int)
+    g.add_argument("name", help="the event's name (a step's wait_for)")
+    g.add_argument("--payload", help="the event's payload, a JSON value")
     h = sub.add_parser("history", help="a task's audit trail, oldest first")
     h.add_argument("task_id", type=int)
-    for sp, func in ((c, cmd_cancel), (r, cmd_retry), (v, cmd_resolve), (h, cmd_history)):
+    commands = (
+        (c, cmd_cancel),
+        (r, cmd_retry),
+        (u, cmd_resume),
+        (v, cmd_resolve),
+        (g, cmd_signal),
+        (h, cmd_history),
+    )
+    for sp, func in commands:
         sp.add_argument("--json", action="store_true", help="print JSON")
         db_opts(sp)
         sp.set_defaults(func=func)

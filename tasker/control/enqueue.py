@@ -24,6 +24,7 @@ from tasker.core.views import StepView, TaskView
 from tasker.core.waits import with_waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
+from tasker.engine import tracing
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
 from tasker.store.base import NewTask, Store
@@ -69,6 +70,7 @@ def _new_view(
             last_attempted_at=None,
             next_attempt_at=None,
             processed_at=now if name in bypass else None,
+            wait_for=tpl.wait_for,
         )
         for name, tpl in reg.steps.items()
     }
@@ -315,6 +317,30 @@ def _store(
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
+def new_task(
+    catalog: Catalog,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    now: datetime,
+    extra: dict[str, Any],
+    caller: Connection | None = None,
+) -> NewTask:
+    """The row of a task checked as `enqueue` checks it, stored later by someone else.
+
+    For `step.spawn`: the child is inserted with its parent's outcome.
+
+    Args:
+        extra: more task columns (the child's id and parent, see `NewTask`).
+        caller: a connection in an open transaction for the catalog rows it may need.
+
+    Raises:
+        The errors of `check_request`.
+    """
+    values = check_request(reg, req)
+    built = _build(catalog, reg, req, values, now, 0, caller).new
+    return NewTask({**built.values, **extra}, built.steps, built.edges)
+
+
 def _valid(reg: RegisteredTask, req: TaskRequest, index: int, batch: bool) -> dict[str, Any]:
     """`check_request`, its error naming the request of a batch."""
     try:
@@ -343,6 +369,7 @@ def _build(
         "requested_at": requested_at,
         # `created_at` is `now` too: the deadline is a full timeout after it.
         "deadline_at": None if reg.timeout is None else now + timedelta(seconds=reg.timeout),
+        "trace_context": tracing.carrier(),  # the trace of this call (or spawning step)
     }
     steps = _initial_steps(reg, entry.named_step_ids, values, now)
     return _Checked(index, reg, req, values, requested_at, NewTask(row, steps, _edges(reg)))
@@ -514,6 +541,7 @@ def _initial_steps(
                 "retry_limit": tpl.retry_limit,
                 "skippable": tpl.skippable,
                 "processed_at": now if name in bypass else None,
+                "wait_for": tpl.wait_for,
                 "reason": "bypassed by request" if name in bypass else "created",
             }
         )

@@ -33,6 +33,8 @@ CHILD_TABLES: Sequence[sa.Table] = (
     m.task_transitions,
     m.task_annotations,
     m.outbox,
+    m.events,
+    m.step_items,
     m.workflow_steps,
 )
 

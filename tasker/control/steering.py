@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tasker.control import family
 from tasker.core import deadlines, states
 from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
@@ -26,6 +27,7 @@ from tasker.errors import (
     StepNotFoundError,
     TaskNotFoundError,
 )
+from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, write_step_changes, write_task_change
 from tasker.store.db import Database
@@ -81,8 +83,20 @@ def _resume(conn: Connection, task_id: int, status: Status, reason: str, now: da
     conn.execute(m.outbox.insert(), {"task_id": task_id, "deliver_at": now, "created_at": now})
 
 
-def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled") -> bool:
+def cancel(
+    db: Database,
+    task_id: int,
+    now: datetime,
+    reason: str = "cancelled",
+    woken: list[int] | None = None,
+) -> bool:
     """Cancel a task and its unfinished steps; nothing new starts.
+
+    Its children that have not ended for good are cancelled too (and theirs); a child
+    cancelled by itself wakes the parent step waiting for it.
+
+    Args:
+        woken: the ids of other tasks to message after the commit are appended here.
 
     Returns:
         True if it was cancelled now, False if it already was.
@@ -92,35 +106,45 @@ def cancel(db: Database, task_id: int, now: datetime, reason: str = "cancelled")
         InvalidTransitionError: the task is already finished.
     """
     with db.write() as conn:
-        status = _lock(conn, task_id)
-        if status is Status.CANCELLED:
-            return False
-        write_task_change(conn, task_id, status, Status.CANCELLED, reason, now)
-        conn.execute(
-            sa.update(T)
-            .where(T.c.task_id == task_id)
-            .values(
-                status=Status.CANCELLED.value,
-                completed_at=now,  # final: retention counts from here
-                next_run_at=None,
-                error=None,
-                # `on_finish` is owed (if the handler has one): `Tasker.cancel` runs it
-                # after this commits, else the sweeper does (`tasker.control.finishing`).
-                finish_due_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                revision=T.c.revision + 1,
-                updated_at=now,
-            )
+        done = _cancel(conn, task_id, now, reason)
+        if done:
+            family.nudge_parent(conn, task_id, now, [] if woken is None else woken)
+    return done
+
+
+def _cancel(conn: Connection, task_id: int, now: datetime, reason: str) -> bool:
+    """`cancel` in `conn`'s transaction, cascading to the children."""
+    status = _lock(conn, task_id)
+    if status is Status.CANCELLED:
+        return False
+    write_task_change(conn, task_id, status, Status.CANCELLED, reason, now)
+    conn.execute(
+        sa.update(T)
+        .where(T.c.task_id == task_id)
+        .values(
+            status=Status.CANCELLED.value,
+            completed_at=now,  # final: retention counts from here
+            next_run_at=None,
+            error=None,
+            # `on_finish` is owed (if the handler has one): `Tasker.cancel` runs it after
+            # this commits, else the sweeper does (`tasker.control.finishing`).
+            finish_due_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            revision=T.c.revision + 1,
+            updated_at=now,
         )
-        open_steps = [r for r in _steps(conn, task_id) if r.status in _UNFINISHED]
-        if open_steps:
-            conn.execute(
-                sa.update(S)
-                .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
-                .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
-            )
-            _record_steps(conn, task_id, open_steps, Status.CANCELLED, reason, now)
+    )
+    open_steps = [r for r in _steps(conn, task_id) if r.status in _UNFINISHED]
+    if open_steps:
+        conn.execute(
+            sa.update(S)
+            .where(S.c.workflow_step_id.in_([r.workflow_step_id for r in open_steps]))
+            .values(status=Status.CANCELLED.value, next_attempt_at=None, updated_at=now)
+        )
+        _record_steps(conn, task_id, open_steps, Status.CANCELLED, reason, now)
+    for child in family.children(conn, task_id, family.NOT_FINAL):
+        _cancel(conn, child, now, f"parent task {task_id} cancelled")
     return True
 
 
@@ -186,6 +210,7 @@ def _fresh_budget(conn: Connection, task_id: int, reason: str, now: datetime) ->
             )
         )
         _record_steps(conn, task_id, failed, Status.PENDING, reason, now)
+        items.retry_failed(conn, [r.workflow_step_id for r in failed], now)  # only those run
     return [r.name for r in failed]
 
 
@@ -208,11 +233,16 @@ def resume(db: Database, task_id: int, now: datetime) -> list[str]:
     return names
 
 
-def retry(db: Database, task_id: int, now: datetime) -> list[str]:
+def retry(db: Database, task_id: int, now: datetime, woken: list[int] | None = None) -> list[str]:
     """Give every step in final error a fresh attempt budget, due at once.
 
     A paused task goes on (as with `resume`), also when no step is in final error; so
-    does a task that timed out, with a new deadline a full timeout from now.
+    does a task that timed out, with a new deadline a full timeout from now. Its
+    children in error are retried too (and theirs), before it.
+
+    Args:
+        woken: the ids of the children retried (to message after the commit) are
+            appended here.
 
     Returns:
         The names of the steps that will be retried.
@@ -226,6 +256,7 @@ def retry(db: Database, task_id: int, now: datetime) -> list[str]:
         status = _lock(conn, task_id)
         if status in (Status.COMPLETE, Status.CANCELLED, Status.RESOLVED_MANUALLY):
             raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
+        _retry_children(conn, task_id, now, [] if woken is None else woken)
         names = _fresh_budget(conn, task_id, "retry requested: fresh attempt budget", now)
         # A paused task goes on all the same, and so does one that timed out.
         goes_on = status is Status.PAUSED or (
@@ -235,6 +266,17 @@ def retry(db: Database, task_id: int, now: datetime) -> list[str]:
             raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
         _resume(conn, task_id, status, "retry requested", now)
     return names
+
+
+def _retry_children(conn: Connection, task_id: int, now: datetime, woken: list[int]) -> None:
+    """Retry the task's children in error (and theirs), in `conn`'s transaction."""
+    for child in family.children(conn, task_id, (Status.ERROR.value,)):
+        status = _lock(conn, child)
+        _retry_children(conn, child, now, woken)
+        reason = f"parent task {task_id} retried: fresh attempt budget"
+        _fresh_budget(conn, child, reason, now)
+        _resume(conn, child, status, f"parent task {task_id} retried", now)
+        woken.append(child)
 
 
 def _record_steps(
@@ -257,7 +299,9 @@ def _record_steps(
     )
 
 
-def resolve_task(db: Database, task_id: int, reason: str, now: datetime) -> bool:
+def resolve_task(
+    db: Database, task_id: int, reason: str, now: datetime, woken: list[int] | None = None
+) -> bool:
     """Declare a task done by hand: its unfinished steps and the task become `resolved_manually`.
 
     For a task that is `pending` (not run yet) or in `error`: a person did its remaining
@@ -311,6 +355,7 @@ def resolve_task(db: Database, task_id: int, reason: str, now: datetime) -> bool
                 updated_at=now,
             )
         )
+        family.nudge_parent(conn, task_id, now, [] if woken is None else woken)
     return True
 
 

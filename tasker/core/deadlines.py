@@ -9,8 +9,15 @@ new deadline as far away as the first one was (`extended`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from tasker.core.states import Status
+from tasker.core.views import StepView
+from tasker.store.audit import StepChange
+from tasker.store.lease import Finish
 
 #: The error class named in a timed-out task's `error` (and its running steps').
 TIMEOUT_CLASS = "tasker.errors.TaskTimeoutError"
@@ -59,3 +66,40 @@ def is_timeout(error: Any) -> bool:
 def extended(created_at: datetime, deadline: datetime, now: datetime) -> datetime:
     """The deadline of a timed-out task that a person lets go on: a full timeout from now."""
     return now + (deadline - created_at)
+
+
+def time_out(
+    views: Mapping[str, StepView], created: datetime, deadline: datetime
+) -> tuple[dict[str, StepView], list[StepChange], Finish]:
+    """The write of a task that reached its deadline: it ends in `error`, nothing runs.
+
+    A running step's attempt ends in `error` (its outcome, when it comes, is refused);
+    a failed step loses its next attempt; pending steps stay as they are.
+
+    Returns:
+        The steps it changes, their transitions, and the task's ending.
+    """
+    steps: dict[str, StepView] = {}
+    changes: list[StepChange] = []
+    for name, v in views.items():
+        if v.status == Status.IN_PROGRESS.value:
+            steps[name] = replace(
+                v,
+                status=Status.ERROR.value,
+                error=step_timeout_error(deadline),
+                next_attempt_at=None,
+            )
+            changes.append(
+                StepChange(
+                    v.workflow_step_id,
+                    name,
+                    Status.IN_PROGRESS,
+                    Status.ERROR,
+                    v.attempts,
+                    "task timed out",
+                )
+            )
+        elif v.status == Status.ERROR.value and v.next_attempt_at is not None:
+            steps[name] = replace(v, next_attempt_at=None)
+    error = timeout_error(created, deadline)
+    return steps, changes, Finish(Status.ERROR, None, error["message"], error)

@@ -127,7 +127,7 @@ def record_outcome(
     err = a.error or {}
     reason = f"{err.get('error_class', 'error')}: {err.get('message', '')}"
     if last:
-        return _failed_for_good(v, a.error, rules, now, reason)
+        return failed_for_good(v, a.error, rules, now, reason)
     new = replace(
         v,
         status=Status.ERROR.value,
@@ -138,7 +138,21 @@ def record_outcome(
     return Recorded(new, reason, a.error)
 
 
-def _failed_for_good(
+def wait_timed_out(
+    v: StepView, rules: Rules, now: datetime, deadline: datetime, waiting_for: str
+) -> Recorded:
+    """A step still waiting (for `waiting_for`) when its `wait_timeout` passed at `deadline`.
+
+    It fails for good with `WaitTimeoutError`, using no attempt; `on_failure` applies.
+    """
+    msg = (
+        f"step {v.name!r} still waited for {waiting_for} when its wait_timeout of "
+        f"{rules.wait_timeout:g} s ended at {deadline.isoformat()}"
+    )
+    return failed_for_good(v, _error(WaitTimeoutError, msg), rules, now, f"WaitTimeoutError: {msg}")
+
+
+def failed_for_good(
     v: StepView, error: dict[str, Any] | None, rules: Rules, now: datetime, reason: str
 ) -> Recorded:
     """A step with no attempt left: `on_failure` says what follows."""
@@ -168,7 +182,7 @@ def _flow(v: StepView, a: Attempt, rules: Rules, now: datetime, since: datetime)
                 f"is {rules.max_reattempts}"
             )
             err = _error(ReattemptLimitError, msg)
-            return _failed_for_good(v, err, rules, now, f"ReattemptLimitError: {msg}")
+            return failed_for_good(v, err, rules, now, f"ReattemptLimitError: {msg}")
         if rules.wait_timeout is not None:
             deadline = since + timedelta(seconds=rules.wait_timeout)
             if due >= deadline:
@@ -177,7 +191,7 @@ def _flow(v: StepView, a: Attempt, rules: Rules, now: datetime, since: datetime)
                     f"wait_timeout of {rules.wait_timeout:g} s ends at {deadline.isoformat()}"
                 )
                 err = _error(WaitTimeoutError, msg)
-                return _failed_for_good(v, err, rules, now, f"WaitTimeoutError: {msg}")
+                return failed_for_good(v, err, rules, now, f"WaitTimeoutError: {msg}")
         new = replace(
             uncounted,
             status=Status.PENDING.value,

@@ -40,17 +40,41 @@ TASK_LIVE = frozenset({Status.PENDING, Status.IN_PROGRESS})
 #: as they are until `resume`, `retry`, `resolve_step` or `cancel`).
 TASK_HALTED = frozenset({Status.ERROR, Status.PAUSED})
 
+#: What an `in_progress` step may await once its handler returned (its `awaiting` column):
+#: its spawned sub-tasks, or its `for_each` items. Such a step has no thread, and is not
+#: "worker lost": it completes (or fails) when a finished child or item nudges its task.
+#: A running handler's step has `awaiting` None.
+AWAIT_CHILDREN = "children"
+AWAIT_ITEMS = "items"
+AWAITING = frozenset({AWAIT_CHILDREN, AWAIT_ITEMS})
+
 # `None` is the state before the row exists.
 STEP_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     None: frozenset({Status.PENDING, Status.SKIPPED}),
+    # pending -> error: a step still waiting for its event when its `wait_timeout` passed
+    # (pending -> skipped also: `on_failure="skip"`, or a branch not taken).
     Status.PENDING: frozenset(
-        {Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY, Status.SKIPPED}
+        {
+            Status.IN_PROGRESS,
+            Status.CANCELLED,
+            Status.RESOLVED_MANUALLY,
+            Status.SKIPPED,
+            Status.ERROR,
+        }
     ),
     # in_progress -> error also covers "worker lost" and "timed out".
     # in_progress -> pending: the run asked for a reattempt, or paused the task.
     # in_progress -> skipped: `step.skip()`, `run_if` false, or `on_failure="skip"`.
+    # in_progress -> in_progress: its handler returned and the step now awaits (AWAITING).
     Status.IN_PROGRESS: frozenset(
-        {Status.COMPLETE, Status.ERROR, Status.CANCELLED, Status.PENDING, Status.SKIPPED}
+        {
+            Status.COMPLETE,
+            Status.ERROR,
+            Status.CANCELLED,
+            Status.PENDING,
+            Status.SKIPPED,
+            Status.IN_PROGRESS,
+        }
     ),
     # error -> in_progress is a retry; error -> pending is `retry()` with a fresh budget.
     Status.ERROR: frozenset(

@@ -14,9 +14,12 @@ class StepView:
 
     `reattempts` counts the runs that asked to run again later (`step.reattempt`); they
     are not `attempts`. `waiting_for` says why a live step is not running now (None,
-    "dependencies", "time" (see `next_attempt_at`) or "paused"; `tasker.core.waits`).
+    "dependencies", "time" (see `next_attempt_at`), "event:<name>", "limit" or "paused";
+    `tasker.core.waits`). `wait_for` is the event it waits for (`StepTemplate.wait_for`).
     `idempotency_key` is the same for every attempt of the step and differs between
-    steps and tasks.
+    steps and tasks. `awaiting` is what an `in_progress` step whose handler returned
+    waits for ("children", "items"; `tasker.core.states.AWAITING`), else None; `items`
+    counts a `for_each` step's items (`total`, `complete`, `error`, `pending`), else None.
 
     `depends_on` are the steps it waits for, from the task's stored edges (the DAG it
     was created with). `inputs` are what its handler sees as `step.inputs`: the step's
@@ -41,8 +44,9 @@ class StepView:
     next_attempt_at: datetime | None
     processed_at: datetime | None = None
     reattempts: int = 0
+    awaiting: str | None = None
+    wait_for: str | None = None
     waiting_for: str | None = None
-    # Collections (`for_each`, API.md part two) are not built yet: always None.
     items: dict[str, int] | None = None
     idempotency_key: str = field(init=False, default="")
 
@@ -83,7 +87,9 @@ class TaskView:
 
     `bypass_steps` are the steps its request asked to skip (sorted), created `skipped`.
     `subject` is what the task is about (`TaskRequest.subject`, or None); `created_at`
-    is when it was stored. `error` is None, or why the task itself ended in `error`
+    is when it was stored. `parent_task_id` is the task whose step spawned this one
+    (None if no step did), and `children` the ids of the tasks its steps spawned, in
+    spawn order. `error` is None, or why the task itself ended in `error`
     (`{"message", ...}`: a timeout, see `tasker.core.deadlines`); `deadline_at` is when
     it times out (None: no `TaskHandler.timeout`).
     """
@@ -106,8 +112,8 @@ class TaskView:
     bypass_steps: Sequence[str] = ()
     subject: str | None = None
     created_at: datetime | None = None
-    error: dict[str, Any] | None = None
-    deadline_at: datetime | None = None
-    # Sub-tasks (API.md part two) are not built yet: no task has a parent or children.
     parent_task_id: int | None = None
     children: Sequence[int] = ()
+    # Why the task itself ended in error (a task timeout), else None.
+    error: dict[str, Any] | None = None
+    deadline_at: datetime | None = None

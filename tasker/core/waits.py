@@ -6,7 +6,7 @@ next attempt, on a pending step the due time of a `wait=`/`after=` or of a reatt
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -49,15 +49,31 @@ def wait_due(
 
 
 def waiting_for(
-    status: str, deps_satisfied: bool, next_attempt_at: datetime | None, task_status: str
+    status: str,
+    deps_satisfied: bool,
+    next_attempt_at: datetime | None,
+    task_status: str,
+    awaiting: str | None = None,
+    event: str | None = None,
+    limited: bool = False,
 ) -> str | None:
     """Why a live step is not running now, or None.
 
+    Args:
+        awaiting: what an in-progress step whose handler returned awaits, else None.
+        event: the event a pending step still waits for (its `wait_for`, when it has
+            consumed none yet), else None.
+        limited: the step is held back by its dependent system's limit.
+
     Returns:
+        "children" or "items" (its handler returned; it awaits those: `awaiting`),
         "paused" (its task is paused), "dependencies" (a step it depends on is not
         satisfied), "time" (a wait, a backoff or a reattempt is due at
-        `next_attempt_at`), or None (running, finished, failed for good, or ready).
+        `next_attempt_at`), "limit", "event:<name>", or None (running, finished, failed
+        for good, or ready).
     """
+    if status == Status.IN_PROGRESS.value and awaiting is not None:
+        return awaiting
     if status not in _OPEN:
         return None
     if status == Status.ERROR.value and next_attempt_at is None:
@@ -68,17 +84,42 @@ def waiting_for(
         return "dependencies"
     if next_attempt_at is not None:
         return "time"
+    if limited:
+        return "limit"
+    if event is not None and status == Status.PENDING.value:
+        return f"event:{event}"
     return None
 
 
-def with_waiting_for(steps: Mapping[str, StepView], task_status: str) -> dict[str, StepView]:
-    """The views of one task's steps with their `waiting_for` filled in."""
+def awaits_event(v: StepView) -> bool:
+    """Whether the step may still be waiting for its event (reads then ask which did)."""
+    return v.wait_for is not None and v.status == Status.PENDING.value
+
+
+def with_waiting_for(
+    steps: Mapping[str, StepView],
+    task_status: str,
+    holding: Collection[int] = (),
+    limited: Collection[int] = (),
+) -> dict[str, StepView]:
+    """The views of one task's steps with their `waiting_for` filled in.
+
+    Args:
+        holding: the ids of the steps that have consumed their event.
+        limited: the ids of the steps held back by a limit (`tasker_limit_waits`).
+    """
     done = {n for n, v in steps.items() if v.status in _SATISFIED}
     return {
         n: replace(
             v,
             waiting_for=waiting_for(
-                v.status, all(d in done for d in v.depends_on), v.next_attempt_at, task_status
+                v.status,
+                all(d in done for d in v.depends_on),
+                v.next_attempt_at,
+                task_status,
+                v.awaiting,
+                v.wait_for if v.workflow_step_id not in holding else None,
+                v.workflow_step_id in limited,
             ),
         )
         for n, v in steps.items()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from tasker.core import deadlines, flow, waits
-from tasker.core.planner import StepState, Verdict, plan
-from tasker.core.states import Status
+from tasker.core import branches as branch_rules
+from tasker.core import deadlines, flow, items, spawns, waits
+from tasker.core.events import Assignment, Event, assign
+from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
+from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
 from tasker.store.audit import StepChange
 from tasker.store.lease import Finish
@@ -42,6 +44,11 @@ class AttemptOutcome(Protocol):
     flow: str | None
     wait: float | None
     reason: str
+    decision: tuple[str, ...] | None
+
+    @property
+    def spawned(self) -> Sequence[spawns.Spawn]:
+        """The sub-tasks the attempt spawned."""
 
 
 class StepRules(Protocol):
@@ -54,6 +61,10 @@ class StepRules(Protocol):
     @property
     def on_failure(self) -> str:
         """What a step with no attempt left does."""
+
+    @property
+    def branches(self) -> Mapping[str, Sequence[str]] | None:
+        """A decision step's branches (label -> step names), else None."""
 
     def timing(self) -> tuple[float | None, float | None, float | None]:
         """`wait`, `after` and `wait_timeout` in seconds."""
@@ -70,6 +81,8 @@ class _Lost:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: Sequence[spawns.Spawn] = ()
+    decision: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,11 @@ class Write:
         wake_at: while the pass goes on, when a retry that is not ready yet falls due.
         asked: a step's request to pause or cancel the task ("pause"/"cancel", the
             reason), kept by the pass until a write ends it.
+        consumed: (event_id, workflow_step_id) of each event a step it starts consumes.
+        events: the event each started `wait_for` step runs with, by step name.
+        spawned: the children the recorded outcomes spawned (`NewTask` rows, ids
+            handed out ahead), inserted by the write.
+        idle: the write releases the task idle until nudged (`Verdict.IDLE`).
     """
 
     steps: dict[str, StepView] = field(default_factory=dict)
@@ -104,19 +122,36 @@ class Write:
     notify_at: datetime | None = None
     wake_at: datetime | None = None
     asked: tuple[str, str] | None = None
+    consumed: list[tuple[int, int]] = field(default_factory=list)
+    events: dict[str, Event] = field(default_factory=dict)
+    spawned: list[Any] = field(default_factory=list)
+    idle: bool = False
 
 
-def states(views: Mapping[str, StepView]) -> dict[str, StepState]:
+#: Why a held step is held, and until when it must be looked at again (or None).
+Held = Mapping[str, tuple[str, datetime | None]]
+
+
+def states(views: Mapping[str, StepView], held: Held | None = None) -> dict[str, StepState]:
     """What the planner needs of each step, in the views' (topological) order."""
+    holds = held or {}
     return {
         name: StepState(
             name=name,
             status=Status(v.status),
             next_attempt_at=v.next_attempt_at,
             depends_on=v.depends_on,
+            held=holds[name][0] if name in holds else None,
+            held_until=holds[name][1] if name in holds else None,
+            awaiting=_awaits(v),
         )
         for name, v in views.items()
     }
+
+
+def _awaits(v: StepView) -> bool:
+    """In progress with no thread: its handler returned and it awaits children or items."""
+    return v.status == Status.IN_PROGRESS.value and v.awaiting is not None
 
 
 def decide(
@@ -133,6 +168,8 @@ def decide(
     created_at: datetime | None = None,
     asked: tuple[str, str] | None = None,
     deadline: datetime | None = None,
+    events: Sequence[Event] = (),
+    children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -155,19 +192,33 @@ def decide(
         deadline: the task's timeout deadline (None: no timeout). Once it has passed the
             task ends in `error` and `outcomes` are refused (`tasker.core.deadlines`);
             until then every time the pass or the task waits for is capped by it.
+        events: the task's events (`tasker.core.events`); a `wait_for` step starts only
+            with one, and one still waiting past its `wait_timeout` fails for good.
+        children: for steps awaiting their children, the awaited children's (task id,
+            status) as last read; a step awaiting children absent here stays as it is.
     """
     w = Write(asked=asked)
     templates = steps or {}
     created = created_at or now
     if deadline is not None and deadlines.timed_out(deadline, now):
-        _time_out(w, views, created, deadline)
+        w.steps, w.changes, w.finish = deadlines.time_out(views, created, deadline)
         return w
     lost: list[AttemptOutcome] = []
-    if recover:
-        lost = [_Lost(n) for n, v in views.items() if v.status == Status.IN_PROGRESS.value]
+    if recover:  # a step awaiting children or items has no thread: it is not lost
+        lost = [
+            _Lost(n)
+            for n, v in views.items()
+            if v.status == Status.IN_PROGRESS.value and not _awaits(v)
+        ]
+    fresh: set[str] = set()  # steps that just spawned children not inserted yet
     for o in [*lost, *outcomes]:
         _record(w, views, o, now, rules, templates.get(o.name), created)
+        if any(s.new is not None and s.wait for s in o.spawned) and _awaits(w.steps[o.name]):
+            fresh.add(o.name)
     current = {**views, **w.steps} if w.steps else views
+    if children:
+        _settle(w, current, children, fresh, now, templates)
+        current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:
         _end_as_asked(w, current, running, busy)
         if w.finish is None:  # a pause waits for the running steps, not past the deadline
@@ -178,47 +229,72 @@ def decide(
         w.steps[name] = replace(current[name], next_attempt_at=at)
     if due:
         current = {**current, **w.steps}
-    _advance(w, current, now, rules, running, busy, stopping)
-    if deadline is not None:  # wake the pass, or the released task, at the deadline
+    offers = assign(current, events, now) if events or _any_wait_for(current) else Assignment()
+    held = _hold_for_events(w, current, offers, templates, created, now)
+    current = {**views, **w.steps} if w.steps else views
+    if w.asked is not None:  # a wait_timeout with on_failure="pause"/"cancel"
+        _end_as_asked(w, current, running, busy)
         if w.finish is None:
-            w.wake_at = deadlines.sooner(w.wake_at, deadline)
-        f = w.finish
-        if f is not None and f.to_status is None and f.wake_at is not None:
-            w.finish = replace(f, wake_at=deadlines.sooner(f.wake_at, deadline))
-            w.notify_at = w.finish.wake_at
+            w.wake_at = deadline
+        return w
+    _advance(w, current, now, rules, running, busy, stopping, held, offers)
+    if deadline is not None:  # wake the pass, or the released task, at the deadline
+        _cap(w, deadline)
     return w
 
 
-def _time_out(
-    w: Write, views: Mapping[str, StepView], created: datetime, deadline: datetime
-) -> None:
-    """The task reached its deadline: it ends in `error`, and nothing runs any more.
+def _cap(w: Write, deadline: datetime) -> None:
+    """No wake-up later than the deadline: the pass's, or the released task's."""
+    if w.finish is None:
+        w.wake_at = deadlines.sooner(w.wake_at, deadline)
+    f = w.finish
+    if f is not None and f.to_status is None and f.wake_at is not None:
+        w.finish = replace(f, wake_at=deadlines.sooner(f.wake_at, deadline))
+        w.notify_at = w.finish.wake_at
 
-    A running step's attempt ends in `error` (its outcome, when it comes, is refused);
-    a failed step loses its next attempt; pending steps stay as they are.
+
+def _any_wait_for(views: Mapping[str, StepView]) -> bool:
+    return any(v.wait_for is not None for v in views.values())
+
+
+def _hold_for_events(
+    w: Write,
+    views: Mapping[str, StepView],
+    offers: Assignment,
+    templates: Mapping[str, StepRules],
+    created: datetime,
+    now: datetime,
+) -> dict[str, tuple[str, datetime | None]]:
+    """Hold the steps still waiting for their event; fail those past their `wait_timeout`.
+
+    Returns:
+        The held steps (`Held`), each until its `wait_timeout` ends (None: no timeout).
     """
-    for name, v in views.items():
-        if v.status == Status.IN_PROGRESS.value:
-            w.steps[name] = replace(
-                v,
-                status=Status.ERROR.value,
-                error=deadlines.step_timeout_error(deadline),
-                next_attempt_at=None,
+    held: dict[str, tuple[str, datetime | None]] = {}
+    for name in offers.waiting:
+        v = views[name]
+        t = templates.get(name)
+        timeout = t.timing()[2] if t is not None else None
+        if timeout is None:
+            held[name] = (HELD_EVENT, None)
+            continue
+        deadline = waits.since(v, views, created) + timedelta(seconds=timeout)
+        if deadline > now:
+            held[name] = (HELD_EVENT, deadline)
+            continue
+        assert t is not None
+        rules = flow.Rules(v.retry_limit, v.retryable, t.max_reattempts, t.on_failure, timeout)
+        rec = flow.wait_timed_out(v, rules, now, deadline, f"event {v.wait_for!r}")
+        if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
+            w.asked = (rec.halt, rec.task_reason)
+        w.steps[name] = rec.view
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, name, Status(v.status), Status(rec.view.status), v.attempts,
+                rec.reason, rec.details,
             )
-            w.changes.append(
-                StepChange(
-                    v.workflow_step_id,
-                    name,
-                    Status.IN_PROGRESS,
-                    Status.ERROR,
-                    v.attempts,
-                    "task timed out",
-                )
-            )
-        elif v.status == Status.ERROR.value and v.next_attempt_at is not None:
-            w.steps[name] = replace(v, next_attempt_at=None)
-    error = deadlines.timeout_error(created, deadline)
-    w.finish = Finish(Status.ERROR, None, error["message"], error)
+        )  # fmt: skip
+    return held
 
 
 def _waits(templates: Mapping[str, StepRules]) -> dict[str, tuple[float | None, float | None]]:
@@ -260,6 +336,51 @@ def _end_as_asked(
         w.finish = Finish(Status.PAUSED, None, reason)
 
 
+def _rules(v: StepView, template: StepRules | None) -> flow.Rules:
+    """The step's rules: its row's budget, and its template's failure rules."""
+    if template is None:
+        return flow.Rules(v.retry_limit, v.retryable)
+    return flow.Rules(
+        v.retry_limit,
+        v.retryable,
+        template.max_reattempts,
+        template.on_failure,
+        template.timing()[2],
+    )
+
+
+def _settle(
+    w: Write,
+    views: Mapping[str, StepView],
+    children: Mapping[str, Sequence[tuple[int, str]]],
+    fresh: Collection[str],
+    now: datetime,
+    templates: Mapping[str, StepRules],
+) -> None:
+    """Complete or fail the steps awaiting children whose children all ended."""
+    for name, kids in children.items():
+        v = views.get(name)
+        if v is None or name in fresh or not _awaits(v) or v.awaiting != AWAIT_CHILDREN:
+            continue
+        rec = spawns.settle(v, kids, _rules(v, templates.get(name)), now)
+        if rec is None:
+            continue
+        if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
+            w.asked = (rec.halt, rec.task_reason)
+        w.steps[name] = rec.view
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id,
+                name,
+                Status(v.status),
+                Status(rec.view.status),
+                v.attempts,
+                rec.reason,
+                rec.details,
+            )
+        )
+
+
 def _record(
     w: Write,
     views: Mapping[str, StepView],
@@ -275,16 +396,17 @@ def _record(
     in `w.asked` (a cancel wins over a pause).
     """
     v = views[o.name]
-    if template is None:
-        step_rules = flow.Rules(v.retry_limit, v.retryable)
-    else:
-        step_rules = flow.Rules(
-            v.retry_limit,
-            v.retryable,
-            template.max_reattempts,
-            template.on_failure,
-            template.timing()[2],
-        )
+    if o.flow == items.AWAIT:  # a for_each step's items wait for their retries
+        waiting = items.await_items(v, now + timedelta(seconds=o.wait or 0.0))
+        w.steps[v.name] = waiting
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, v.name, Status(v.status), Status.IN_PROGRESS, v.attempts,
+                f"waiting for items: {o.reason}",
+            )
+        )  # fmt: skip
+        return
+    step_rules = _rules(v, template)
     attempt = flow.Attempt(
         o.ok, o.results, o.error, o.retry_after, o.permanent, o.flow, o.wait, o.reason
     )
@@ -294,8 +416,17 @@ def _record(
     )
     if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
         w.asked = (rec.halt, rec.task_reason)
-    new = rec.view
+    new, reason = rec.view, rec.reason
+    if o.ok and o.spawned:  # children are inserted by this write; their parent may wait
+        w.spawned.extend(s.new for s in o.spawned if s.new is not None)
+        awaiting = spawns.await_children(new, o.spawned)
+        awaited = sum(1 for s in o.spawned if s.wait)
+        reason = f"spawned {len(o.spawned)} sub-task(s)"
+        if awaiting is not None:
+            new, reason = awaiting, f"{reason}; waiting for {awaited}"
     w.steps[v.name] = new
+    decided = o.decision is not None and new.status == Status.COMPLETE.value
+    said = f"decided: {', '.join(o.decision or ())}" if decided else reason
     w.changes.append(
         StepChange(
             v.workflow_step_id,
@@ -303,10 +434,33 @@ def _record(
             Status(v.status),
             Status(new.status),
             v.attempts,
-            rec.reason,
+            said,
             rec.details,
         )
     )
+    if decided and template is not None and template.branches:
+        _skip_not_taken(w, {**views, **w.steps}, v.name, template.branches, o.decision or (), now)
+
+
+def _skip_not_taken(
+    w: Write,
+    views: Mapping[str, StepView],
+    decider: str,
+    branches: Mapping[str, Sequence[str]],
+    chosen: Sequence[str],
+    now: datetime,
+) -> None:
+    """Skip the steps of the branches a decision did not take, in the same write."""
+    for name, reason in branch_rules.not_taken(views, decider, branches, chosen).items():
+        v = views[name]
+        w.steps[name] = replace(
+            v, status=Status.SKIPPED.value, results=None, next_attempt_at=None, processed_at=now
+        )
+        w.changes.append(
+            StepChange(
+                v.workflow_step_id, name, Status(v.status), Status.SKIPPED, v.attempts, reason
+            )
+        )
 
 
 def _advance(
@@ -317,24 +471,42 @@ def _advance(
     running: Collection[str],
     busy: int,
     stopping: bool,
+    held: Held | None = None,
+    offers: Assignment | None = None,
 ) -> None:
-    """Start what is ready (within the concurrency bound), or end the pass."""
-    decision = plan(states(views), now, running)
+    """Start what is ready (within the concurrency bound), or end the pass.
+
+    A `wait_for` step started with an offered event consumes it in this write.
+    """
+    decision = plan(states(views, held), now, running)
     if decision.verdict is Verdict.RUN:
         w.wake_at = decision.wake_at
         room = 0 if stopping else max(rules.max_concurrent_steps - busy, 0)
         for name in decision.ready[:room]:
             v = views[name]
+            if _awaits(v):  # items due again: the item runner goes on, no new attempt
+                w.changes.append(
+                    StepChange(
+                        v.workflow_step_id, name, Status.IN_PROGRESS, Status.IN_PROGRESS,
+                        v.attempts, "items resumed",
+                    )
+                )  # fmt: skip
+                w.steps[name] = replace(v, awaiting=None, next_attempt_at=None)
+                w.started.append(name)
+                continue
+            event = offers.event_of(name) if offers is not None else None
+            why = "started"
+            if event is not None:
+                w.events[name] = event
+                if event.consumed_by is None:  # consumed now, by this step, in this write
+                    w.consumed.append((event.event_id, v.workflow_step_id))
+                    why = f"started: consumed event {event.name!r} (#{event.event_id})"
             w.changes.append(
                 StepChange(
-                    v.workflow_step_id,
-                    name,
-                    Status(v.status),
-                    Status.IN_PROGRESS,
-                    v.attempts + 1,
-                    "started",
+                    v.workflow_step_id, name, Status(v.status), Status.IN_PROGRESS,
+                    v.attempts + 1, why,
                 )
-            )
+            )  # fmt: skip
             w.steps[name] = replace(
                 v,
                 status=Status.IN_PROGRESS.value,
@@ -350,6 +522,12 @@ def _advance(
     elif decision.verdict is Verdict.WAIT:
         w.finish = Finish(None, decision.wake_at, "waiting for a retry")
         w.notify_at = decision.wake_at
+    elif decision.verdict is Verdict.IDLE:
+        # Nothing to come back for at a time: a signal, a finished child or an item's
+        # outcome nudges the task.
+        kinds = ", ".join(decision.held or ()) or "its children or items"
+        w.finish = Finish(None, None, f"idle until nudged: waiting for {kinds}")
+        w.idle = True
     elif decision.verdict is Verdict.COMPLETE:
         w.finish = Finish(Status.COMPLETE, None, "all steps done")
     else:

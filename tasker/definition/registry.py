@@ -64,7 +64,8 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
     Raises:
         ConfigurationError: a missing name, bad version, bad template, duplicate or
             unknown step, an invalid JSON Schema, an `after=` earlier than the step's
-            dependencies' waits allow, or a `cancel_if` that is not callable.
+            dependencies' waits allow, a branch naming a step that does not depend
+            directly on its decision step, or a `cancel_if` that is not callable.
         DagCycleError: the steps form a cycle.
     """
     if not isinstance(handler_cls, type):
@@ -91,6 +92,7 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
         {n: t.depends_on for n, t in by_name.items()},
         {n: t.timing()[:2] for n, t in by_name.items()},
     )
+    problems += branch_problems(by_name)
     if problems:
         raise ConfigurationError(f"task {name!r}: " + "; ".join(problems))
     cancel_if = getattr(handler_cls, "cancel_if", None)
@@ -149,6 +151,30 @@ def _timeout(name: str, value: Any) -> float | None:
     if seconds <= 0:
         raise ConfigurationError(f"task {name!r}: timeout must be positive, got {value!r}")
     return seconds
+
+
+def branch_problems(steps: Mapping[str, StepTemplate]) -> list[str]:
+    """The branches that name a step which does not depend directly on their decision step.
+
+    Returns:
+        One message per such step (empty: none).
+    """
+    problems = []
+    for name, t in steps.items():
+        for label, names in (t.branches or {}).items():
+            for target in names:
+                other = steps.get(target)
+                if other is None:
+                    problems.append(
+                        f"step {name!r}: branch {label!r} names step {target!r}, which this "
+                        "task does not have"
+                    )
+                elif name not in other.depends_on:
+                    problems.append(
+                        f"step {name!r}: branch {label!r} names step {target!r}, which does "
+                        f"not depend directly on {name!r} (add {name!r} to its depends_on)"
+                    )
+    return problems
 
 
 def _identity(cls: type) -> tuple[str, str]:

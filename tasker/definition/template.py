@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy as sa
 
 from tasker.core.duration import to_seconds
 from tasker.errors import ConfigurationError
@@ -107,6 +109,28 @@ def _seconds(where: str, name: str, value: object) -> float | None:
     return seconds
 
 
+def database_url(where: str, database: object) -> sa.URL:
+    """The URL of a step's `database=` (a URL string, a `sqlalchemy.URL` or an `Engine`).
+
+    Raises:
+        ConfigurationError: it is none of those, or the URL cannot be parsed.
+    """
+    if isinstance(database, sa.Engine):
+        return database.url
+    if isinstance(database, sa.URL):
+        return database
+    if isinstance(database, str):
+        try:
+            return sa.engine.make_url(database)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{where}: cannot parse database= {database!r}: {exc}"
+            ) from exc
+    raise ConfigurationError(
+        f"{where}: database= takes a URL or a SQLAlchemy Engine, got {type(database).__name__}"
+    )
+
+
 @dataclass(frozen=True)
 class StepTemplate:
     """One step of a task handler's DAG.
@@ -136,9 +160,32 @@ class StepTemplate:
         on_failure: what a step with no attempt left does: "error" (the task ends in
             error once nothing else can progress), "pause" (the task pauses), "skip"
             (the step becomes skipped, its error kept) or "cancel" (the task is cancelled).
-        wait_timeout: for a polling step, how long after its dependencies were satisfied
-            it may still ask to be reattempted; a reattempt that would run past it fails
-            the step for good with `WaitTimeoutError`.
+        wait_timeout: how long after its dependencies were satisfied the step may still
+            wait for its event (`wait_for`) or ask to be reattempted; past it the step
+            fails for good with `WaitTimeoutError` (and `on_failure` applies).
+        branches: makes this a decision step: label -> the steps of that branch, each
+            depending directly on this step (checked at registration). Its handler
+            returns `tasker.Decision(*labels, results=None)`; the branches not chosen
+            are skipped.
+        wait_for: the name of the event (`app.signal`) this step waits for once its
+            dependencies are satisfied; its handler sees the payload as `step.event`.
+            Such a step may have no handler: a dict payload becomes its results, any
+            other value `{"payload": value}`.
+        for_each: makes this a collection step: `fn(task, sequence) -> list` of JSON
+            values, evaluated once when the step first starts and stored; the handler
+            runs once per item (`step.item`, `step.item_index`), each item with its own
+            attempts and backoff under this step's retry rules and `timeout`; the
+            step's results are `{"items": [each item's results, in order]}`.
+        concurrency: at most this many items of a `for_each` step run at once (default:
+            the app's `max_concurrent_steps`).
+        transactional: the handler gets `step.connection`, a SQLAlchemy `Connection` in
+            the transaction that records the step's outcome (fenced by the lease): its
+            writes commit if and only if the step is recorded `complete`. On SQLite the
+            transaction holds the database's single write lock while the handler runs:
+            keep such steps short (other writers wait behind it).
+        database: for a transactional step, the database its writes are meant for (a URL
+            or a SQLAlchemy `Engine`); registering it on an app whose database is another
+            one raises `ConfigurationError` (default None: tasker's, unchecked).
 
     `wait`, `after` and `wait_timeout` are stored in seconds (floats).
 
@@ -147,7 +194,7 @@ class StepTemplate:
     """
 
     name: str
-    handler: object
+    handler: object = None
     depends_on: Sequence[str] = ()
     dependent_system: str = "default"
     description: str = ""
@@ -161,6 +208,12 @@ class StepTemplate:
     max_reattempts: int | None = None
     on_failure: str = "error"
     wait_timeout: float | timedelta | None = None
+    branches: Mapping[str, Sequence[str]] | None = None
+    wait_for: str | None = None
+    for_each: Callable[..., Any] | None = None
+    concurrency: int | None = None
+    transactional: bool = False
+    database: object = None
     _fn: HandleFn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -213,7 +266,34 @@ class StepTemplate:
             raise ConfigurationError(
                 f"{where}: on_failure must be one of {list(ON_FAILURE)}, got {self.on_failure!r}"
             )
-        object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
+        if not isinstance(self.transactional, bool):
+            raise ConfigurationError(f"{where}: transactional must be a boolean")
+        if self.transactional and self.for_each is not None:
+            raise ConfigurationError(
+                f"{where}: a for_each step cannot be transactional (its items run apart)"
+            )
+        if self.database is not None:
+            if not self.transactional:
+                raise ConfigurationError(
+                    f"{where}: database= is for a transactional step (transactional=True)"
+                )
+            database_url(where, self.database)
+        object.__setattr__(self, "branches", _branches(where, self.branches))
+        _check_for_each(where, self.for_each, self.concurrency)
+        if self.wait_for is not None and (
+            not isinstance(self.wait_for, str) or not self.wait_for.strip()
+        ):
+            raise ConfigurationError(
+                f"{where}: wait_for must be a non-empty event name, got {self.wait_for!r}"
+            )
+        if self.handler is None:
+            if self.wait_for is None:
+                raise ConfigurationError(
+                    f"{where}: a handler is required (only a wait_for step may have none)"
+                )
+            object.__setattr__(self, "_fn", _event_results)
+        else:
+            object.__setattr__(self, "_fn", resolve_handler(self.name, self.handler))
 
     def timing(self) -> tuple[float | None, float | None, float | None]:
         """`wait`, `after` and `wait_timeout`, in seconds (as stored on construction)."""
@@ -224,3 +304,59 @@ class StepTemplate:
     def call(self, task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
         """Run the step's handler once."""
         return self._fn(task, sequence, step)
+
+
+def _check_for_each(where: str, for_each: object, concurrency: object) -> None:
+    """Check `for_each` and `concurrency`.
+
+    Raises:
+        ConfigurationError: `for_each` is not callable, or `concurrency` is not an integer
+            of at least 1, or is given without `for_each`.
+    """
+    if for_each is not None and not callable(for_each):
+        raise ConfigurationError(
+            f"{where}: for_each must be a callable for_each(task, sequence) -> list, "
+            f"got {for_each!r}"
+        )
+    if concurrency is None:
+        return
+    if for_each is None:
+        raise ConfigurationError(f"{where}: concurrency is for a for_each step only")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(
+            f"{where}: concurrency must be an integer of at least 1, got {concurrency!r}"
+        )
+
+
+def _branches(where: str, value: object) -> dict[str, tuple[str, ...]] | None:
+    """`branches` as label -> step names (None stays None).
+
+    Raises:
+        ConfigurationError: not a non-empty mapping of labels to lists of step names.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigurationError(
+            f"{where}: branches must map each label to a list of step names, got {value!r}"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for label, names in value.items():
+        if not isinstance(label, str) or not label:
+            raise ConfigurationError(f"{where}: a branch label must be a non-empty string")
+        if (
+            isinstance(names, str)
+            or not isinstance(names, Sequence)
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ConfigurationError(
+                f"{where}: branch {label!r} must be a list of step names, got {names!r}"
+            )
+        out[label] = tuple(names)
+    return out
+
+
+def _event_results(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> Any:
+    """The handler of a `wait_for` step without one: the event's payload as results."""
+    payload = step.event
+    return payload if isinstance(payload, dict) else {"payload": payload}

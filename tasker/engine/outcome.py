@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
+from tasker.core.spawns import Spawn
+from tasker.definition.decision import Decision
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import InvalidResultError, PermanentError, RetryableError, StepTimeoutError
+from tasker.errors import (
+    InvalidResultError,
+    NoDecisionError,
+    PermanentError,
+    RetryableError,
+    StepTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from tasker.engine.attempt_tx import Held
 
 
 @dataclass
@@ -31,6 +44,13 @@ class Outcome:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    # The sub-tasks a succeeded attempt spawned (a failed one spawns nothing).
+    spawned: list[Spawn] = field(default_factory=list)
+    # A transactional step's transaction, still open: the write that records this
+    # outcome goes through it (`tasker.engine.transactional`).
+    held: Held | None = None
+    # The labels a decision step chose (`tasker.Decision`); None for any other step.
+    decision: tuple[str, ...] | None = None
 
     def attempt(self) -> Attempt:
         """The outcome as the pure `tasker.core.flow.record_outcome` takes it."""
@@ -60,6 +80,28 @@ def describe(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def decided(name: str, branches: Mapping[str, Sequence[str]], returned: Any) -> tuple[str, ...]:
+    """The labels a decision step's handler chose.
+
+    Raises:
+        NoDecisionError: it returned no `Decision`, one with no label, or an unknown label.
+    """
+    known = sorted(branches)
+    if not isinstance(returned, Decision):
+        raise NoDecisionError(
+            f"decision step {name!r} returned {type(returned).__name__} instead of "
+            f"tasker.Decision(label, ...) with one of {known}"
+        )
+    if not returned.labels:
+        raise NoDecisionError(f"decision step {name!r} returned a Decision with no label")
+    unknown = [label for label in returned.labels if label not in branches]
+    if unknown:
+        raise NoDecisionError(
+            f"decision step {name!r} chose unknown branch(es) {unknown}; its branches: {known}"
+        )
+    return returned.labels
+
+
 def run_handler(
     template: StepTemplate,
     task: HandlerTask,
@@ -83,6 +125,10 @@ def run_handler(
         if template.run_if is not None and not template.run_if(task, sequence):
             raise FlowRequest(SKIP, reason="run_if returned False")
         returned = template.call(task, sequence, step)
+        decision = None
+        if template.branches is not None:
+            decision = decided(template.name, template.branches, returned)
+            returned = returned.results
         results = step.results if returned is None else returned
         if results is not None and not isinstance(results, dict):
             raise InvalidResultError(
@@ -91,7 +137,10 @@ def run_handler(
         problem = json_problem(results)
         if problem:
             raise InvalidResultError(f"step {step.name!r} results cannot be stored: {problem}")
-        outcome = Outcome(step.name, token, ok=True, results=results)
+        outcome = Outcome(
+            step.name, token, ok=True, results=results, decision=decision,
+            spawned=step.take_spawns(),
+        )  # fmt: skip
     except FlowRequest as req:
         outcome = Outcome(
             step.name, token, ok=False, flow=req.kind, wait=req.wait, reason=req.reason
@@ -109,3 +158,32 @@ def run_handler(
         task._in_run = step._in_run = False
     outcome.annotations = task.take_annotations()
     deliver(outcome)
+
+
+def observed(
+    observer: Observer,
+    task_name: str,
+    task_id: int,
+    attempt: int,
+    template: StepTemplate,
+    task: HandlerTask,
+    sequence: StepSequence,
+    step: HandlerStep,
+    token: object,
+    deliver: Callable[[Outcome], None],
+    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None = None,
+) -> None:
+    """`run_handler`, reporting the attempt's start and end to `observer` on this thread.
+
+    The end is reported before the outcome is delivered, so what an observer makes of an
+    attempt (a span, a count) is complete before the engine records it.
+    """
+    observer.on_attempt_started(task_id, task_name, step.name, attempt)
+    began = time.perf_counter()
+
+    def done(o: Outcome) -> None:
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(task_id, task_name, o.name, o.ok, o.flow, seconds, o.error)
+        deliver(o)
+
+    run_handler(template, task, sequence, step, token, done, cancel_if)

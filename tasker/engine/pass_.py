@@ -11,6 +11,7 @@ the message sent again with that delay.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -22,16 +23,27 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from tasker.core import flow, writes
+from tasker.core import flow, spawns, writes
 from tasker.core.clock import as_utc, maybe_utc
+from tasker.core.events import Event
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.attempt_tx import Held
+from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
-from tasker.engine.outcome import Outcome, describe, run_handler
-from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
+from tasker.engine.observer import Observers
+from tasker.engine.outcome import Outcome, describe, observed, run_handler
+from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
+from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
+from tasker.engine.transactional import (
+    PassTransactions,
+    StepTransactions,
+    TransactionLost,
+    lost,
+)
 from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -45,6 +57,7 @@ from tasker.store import schema as m
 from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.events import read_events
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 log = logging.getLogger("tasker.engine")
@@ -66,6 +79,7 @@ class _Running:
     # Timed out and recorded as failed, but its thread still runs (Python cannot kill
     # it): the step is not started again, here or elsewhere, until the thread ends.
     abandoned: bool = False
+    held: Held | None = None  # a transactional step's open transaction
 
 
 @dataclass
@@ -90,6 +104,14 @@ class _Pass:
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
     owed: datetime | None = None  # an ending owes `on_finish`: its `finish_due_at`
+    txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
+    # The events the last write's started steps run with, by step name.
+    started_events: dict[str, Event] = field(default_factory=dict)
+    # The task's events (`tasker.core.events`), read when a step waits for one.
+    events: list[Event] = field(default_factory=list)
+    # The awaited children of steps awaiting them, by step name: (task id, status).
+    children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    sends: list[int] = field(default_factory=list)  # tasks to message after the commit
 
     def sequence(self) -> StepSequence:
         return StepSequence(self.views.get, tuple(self.views))
@@ -101,11 +123,13 @@ class _Pass:
             self.revision,
             list(self.annotations),
             self.asked,
+            list(self.events),
         )
 
     def restore(self, saved: _Snapshot) -> None:
-        views, running, self.revision, annotations, self.asked = saved
+        views, running, self.revision, annotations, self.asked, events = saved
         self.views, self.running, self.annotations = dict(views), dict(running), list(annotations)
+        self.events = list(events)
         self.notify_at = None
 
 
@@ -115,6 +139,7 @@ _Snapshot = tuple[
     int,
     list[tuple[int, dict[str, Any]]],
     tuple[str, str] | None,
+    list[Event],
 ]
 
 
@@ -131,6 +156,7 @@ class Engine:
         clock: Callable[[], datetime],
         owner: Callable[[], str],
         notify: Notify,
+        observer: Observers | None = None,
         finished: Finished | None = None,
     ) -> None:
         self._db = db
@@ -142,12 +168,17 @@ class Engine:
         self._clock = clock
         self._owner = owner
         self._notify = notify
+        self._observer = observer or Observers()
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
         self._rules = writes.Rules(
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
-        self._retrying = Retrier(db, settings.lease_seconds).run
+        self._retrier = Retrier(db, settings.lease_seconds)
+        self._retrying = self._retrier.run
+        self._txn = self.transactions = StepTransactions(db, store, self._retrier)
+        self._spawner = Spawner(db, catalog, factory, clock)
+        self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -178,6 +209,7 @@ class Engine:
             self._notify(task_id, self._now())  # leave it to a worker that is not stopping
             return True
         p: _Pass | None = None
+        failed: BaseException | None = None
         try:
             p = self._claim(task_id)
             if p is not None:
@@ -185,13 +217,18 @@ class Engine:
                 if p.owed is not None and self._finished is not None:
                     self._finished(task_id, p.owed)  # before waiting out abandoned threads
         except LeaseLostError as exc:
+            self._observer.on_lease_lost(task_id)
             log.info("task %s: %s; stopping this pass", task_id, exc)
-        except Exception:
+        except Exception as exc:
+            failed = exc
             log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
             return False
         finally:
-            if p is not None and p.running:
-                self._wait_out(p)
+            if p is not None:
+                if p.running:
+                    p.txn.end(p.running)
+                    self._wait_out(p)
+                self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
 
     def _wait_out(self, p: _Pass) -> None:
@@ -216,6 +253,8 @@ class Engine:
         An attempt past its time limit still counts: its thread lives until it returns.
         """
         for o in self._wait(p, at_most):
+            if o.held is not None:
+                o.held.close()
             if o.timed_out:
                 p.running[o.name].abandoned = True
             else:
@@ -233,6 +272,7 @@ class Engine:
             self._renew(p, once=True)
             return time.monotonic() + renew_every
         except LeaseLostError:
+            self._observer.on_lease_lost(p.lease.task_id)
             if self._taken_over(p) and self._still_running(p):
                 self._halt(p, "another worker took the lease while an attempt runs here")
             return None
@@ -306,8 +346,10 @@ class Engine:
             StaleRevisionError: a steering call changed the task; nothing was written.
         """
         seq = p.tx_seq + 1
-        if once:
-            written: int | None = self._store.apply(w)
+        if p.txn.via is not None:  # SQLite: inside the transactional step's transaction
+            written: int | None = self._store.apply(w, caller=p.txn.via)
+        elif once:
+            written = self._store.apply(w)
         else:
             written = self._retrying(
                 p.lease.task_id, partial(self._store.apply, w), (seq, p.revision), self._until(p)
@@ -347,26 +389,42 @@ class Engine:
             return None
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        if _waits_for_events(views):
+            p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
-        self._launch(p, self._commit(p, [], now, recover=True))
+        p.children = self._children(p, p.views)
+        due, trace = row.get("next_run_at"), row.get("trace_context")
+        self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
+        try:
+            self._launch(p, self._commit(p, [], now, recover=True))
+        except BaseException as exc:  # no pass to return: it ends here
+            self._observer.on_pass_finished(task_id, reg.name, exc)
+            raise
         return p
 
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
-            batch = self._wait(p)
-            if batch:
-                self._annotate(p, batch)
-            now = self._now()  # after update_annotations, which may take a while
+            gated = p.txn.gate(self._wait(p), p.running, p.outcomes.put, self._txn.exclusive)
+            if gated is None:
+                continue
+            batch = gated
             try:
+                if batch:
+                    self._annotate(p, batch)
+                now = self._now()  # after update_annotations, which may take a while
                 started = self._commit(p, batch, now)
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.
                 for o in batch:
+                    if o.held is not None:
+                        o.held.close()
                     if not o.timed_out:
                         p.running.pop(o.name, None)
                 raise
+            finally:
+                p.txn.via = None
             self._launch(p, started)
 
     def _commit(
@@ -388,6 +446,7 @@ class Engine:
             The steps it started.
         """
         before = p.snapshot()
+        refreshed = False
         while True:
             self._track(p, batch)
             d = writes.decide(
@@ -403,7 +462,14 @@ class Engine:
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
                 deadline=maybe_utc(p.row.get("deadline_at")),
+                events=p.events,
+                children=p.children,
             )
+            if d.idle and not refreshed:  # children may have ended since they were read
+                refreshed = True
+                p.children = self._children(p, {**p.views, **d.steps})
+                continue
+            nudge = self._nudge(p, d)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -414,20 +480,70 @@ class Engine:
                 annotations=p.annotations,
                 finish=d.finish,
                 callback=p.reg.has_on_finish,
+                consumed=d.consumed,
+                spawned=d.spawned,
+                nudge=nudge,
             )
+            txo = next((o for o in batch if o.held is not None), None)
             try:
-                self._apply(p, w, time.monotonic())
+                if txo is None:
+                    self._apply(p, w, time.monotonic())
+                else:
+                    complete = d.steps[txo.name].status == Status.COMPLETE.value
+                    self._apply_held(p, w, txo, complete)
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()
                 continue
+            except TransactionLost as exc:
+                # Nothing landed, the step's writes with it: record the attempt as failed.
+                p.restore(before)
+                p.txn.via = None
+                batch = [lost(o, exc) if o is txo else o for o in batch]
+                continue
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
             p.asked, p.ended = d.asked, d.finish is not None
+            if d.consumed:
+                by = dict(d.consumed)
+                p.events = [
+                    replace(e, consumed_by=by[e.event_id]) if e.event_id in by else e
+                    for e in p.events
+                ]
+            p.started_events = d.events
+            p.sends = [int(c.values["task_id"]) for c in d.spawned]
+            p.sends += [] if nudge is None else [nudge]
             if w.owes_callback():
                 p.owed = w.lease_until
             return [p.views[n] for n in d.started]
+
+    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
+        """`_apply` through a transactional step's transaction, committing it.
+
+        Raises:
+            As `StepTransactions.record`.
+        """
+        sent = time.monotonic()
+        p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
+        p.safe_until = sent + self._keep_seconds()
+
+    def _children(self, p: _Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
+        """Read the awaited children of the steps awaiting them (no read if none does)."""
+        steps = awaiting_children(views.values())
+        if not steps:
+            return {}
+        read = partial(awaited_children, self._db, steps)
+        got = self._retrying(p.lease.task_id, read, None, self._until(p))
+        assert got is not None  # only a write that landed returns None
+        return got
+
+    @staticmethod
+    def _nudge(p: _Pass, d: writes.Write) -> int | None:
+        """The parent to wake when this write ends a task its parent's step waits for."""
+        ends = d.finish is not None and d.finish.to_status in spawns.ENDINGS
+        parent = p.row.get("parent_task_id")
+        return int(parent) if ends and parent is not None and p.row.get("parent_waits") else None
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:
@@ -451,8 +567,9 @@ class Engine:
             p.lease.task_id, partial(self._read, p.lease.task_id), None, self._until(p)
         )
         assert read is not None  # only a write that landed returns None
-        task, rows = read
+        task, rows, events = read
         fresh = views_of(rows)
+        p.events = events
         # A running step keeps the state this pass gave it (the columns the engine writes),
         # and takes what steering may change meanwhile (its inputs, its retry limit). A step
         # whose attempt was abandoned (timed out, its thread still running) has its time-out
@@ -464,14 +581,22 @@ class Engine:
             for n, v in fresh.items()
         }
         p.revision, p.tx_seq = int(task.revision), int(task.tx_seq)
+        p.children = self._children(p, p.views)
 
-    def _read(self, task_id: int) -> tuple[Any, list[Any]]:
-        """The task's revision and transaction number, and its step rows."""
+    def _read(self, task_id: int) -> tuple[Any, list[Any], list[Event]]:
+        """The task's revision and transaction number, its step rows and its events."""
         with self._db.read() as conn:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            return task, list(conn.execute(select_steps([task_id])).all())
+            rows = list(conn.execute(select_steps([task_id])).all())
+            waiting = any(getattr(r, "wait_for", None) for r in rows)
+            return task, rows, read_events(conn, task_id) if waiting else []
+
+    def _events(self, task_id: int) -> list[Event]:
+        """The task's events (a step of it waits for one)."""
+        with self._db.read() as conn:
+            return read_events(conn, task_id)
 
     def _wait(self, p: _Pass, at_most: float | None = None) -> list[Outcome]:
         """Wait for outcomes, time-outs, a retry's due time or the next lease renewal.
@@ -502,16 +627,19 @@ class Engine:
         batch = []
         for o in arrived:
             r = p.running.get(o.name)
-            if r is None or r.token is not o.token:
+            if r is None or r.token is not o.token or r.abandoned:
+                if o.held is not None:  # a transactional outcome that no longer counts
+                    o.held.close()
+                if r is not None and r.token is o.token:  # came too late; the step is free
+                    del p.running[o.name]
                 continue
-            if r.abandoned:  # its result came too late to count; the step is free again
-                del p.running[o.name]
-            else:
-                batch.append(o)
+            batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
+                if r.held is not None:  # its writes must not commit late: roll them back
+                    r.held.abort()
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
@@ -530,7 +658,10 @@ class Engine:
         now, task_id = self._now(), p.lease.task_id
         ids = [
             self._retrying(
-                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+                task_id,
+                partial(self._catalog.annotation_type_id, t, now, p.txn.via),
+                None,
+                self._until(p),
             )
             for t, _ in wanted
         ]
@@ -591,10 +722,21 @@ class Engine:
         if p.notify_at is not None:
             at, p.notify_at = p.notify_at, None
             self._notify(p.lease.task_id, at)
+        if p.sends:  # spawned children, and a parent this task's end wakes
+            sends, p.sends, now = p.sends, [], self._now()
+            for task_id in sends:
+                self._notify(task_id, now)
+        turn = p.txn.take_turn(p.running)
+        if turn is not None:  # SQLite: a transactional step deferred until now
+            name, args = turn
+            p.running[name].deadline = time.monotonic() + self._limit(p, name)
+            p.running[name].held = self._txn.start(self._threads.submit, *args)
         if not started:
             return
         sequence = p.sequence()
         context = p.row["context"]
+        # Observed attempts report on their own thread (`observed`); none: no wrapper.
+        run = partial(observed, self._observer, p.reg.name) if self._attempts_seen() else None
         for view in started:
             token = object()
             p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
@@ -604,8 +746,15 @@ class Engine:
                 continue
             # HandlerStep copies the inputs (by default the task's context) on first read.
             hstep = HandlerStep(view, inputs_of(view, context))
-            self._threads.submit(
-                run_handler,
+            event = p.started_events.get(view.name)
+            if event is not None:
+                hstep.event = json_copy(event.payload)
+            hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
+            if tpl.for_each is not None:  # the item runner is the step's attempt
+                items = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *items)
+                continue
+            args = (
                 tpl,
                 HandlerTask(p.row),
                 sequence,
@@ -614,14 +763,32 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            if not tpl.transactional:
+                attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
+                self._threads.submit(attempt, *args)
+            elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
+                p.txn.defer(view.name, p.running[view.name], args)  # SQLite: one lock at a time
+            else:
+                p.running[view.name].held = self._txn.start(self._threads.submit, *args)
+
+    def _attempts_seen(self) -> bool:
+        obs = self._observer
+        return obs.wants("on_attempt_started") or obs.wants("on_attempt_finished")
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
-        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        if tpl is not None and tpl.for_each is not None:
+            return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
+        limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
 
     def _now(self) -> datetime:
         return as_utc(self._clock())
+
+
+def _waits_for_events(views: dict[str, StepView]) -> bool:
+    return any(v.wait_for is not None for v in views.values())
 
 
 def _no_handler(p: _Pass, name: str, token: object) -> Outcome:

@@ -6,16 +6,40 @@ import copy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Generic, NoReturn, TypeVar, overload
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, overload
+
+from sqlalchemy.engine import Connection
 
 from tasker.core import flow
 from tasker.core.clock import as_utc
 from tasker.core.duration import to_seconds
 from tasker.core.jsonvalue import json_problem
+from tasker.core.spawns import Spawn
 from tasker.core.views import StepView
 from tasker.errors import InvalidRequestError, InvalidStateError, StepNotFoundError
 
 _V = TypeVar("_V")
+
+
+class SpawnerLike(Protocol):
+    """What `HandlerStep.spawn` needs (`tasker.engine.spawning.Spawner`)."""
+
+    def existing(self, step_id: int) -> dict[str, int]:
+        """The children the step spawned before, by key."""
+
+    def spawn(
+        self,
+        parent_task_id: int,
+        step_id: int,
+        request: Any,
+        key: str,
+        wait: bool,
+        before: dict[str, int],
+        conn: Connection | None = None,
+    ) -> Spawn:
+        """One child of the step."""
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -144,6 +168,7 @@ class HandlerStep(flow.FlowControl):
         results: what the step produced; assign it, or return a dict from `handle`.
         status: the step's status (in `update_annotations`: the outcome).
         error: the previous attempt's error (None on the first attempt).
+        event: the payload of the event a `wait_for` step consumed (None otherwise).
         `inputs` (the view's, unless given), `results` and `error` are this handler's
         own copies: mutating them
         changes nothing another step sees, nor what is stored.
@@ -167,6 +192,92 @@ class HandlerStep(flow.FlowControl):
         _share(self, "results", view.results)
         self.status = view.status
         _share(self, "error", view.error)
+        # Sub-tasks: set by the engine (or `tasker.testing.run_step`) for a run.
+        self._spawner: SpawnerLike | None = None
+        self._task_id = 0
+        self._spawns: list[Spawn] = []
+        self._spawned_before: dict[str, int] | None = None
+        self.event: Any = None
+        # A `for_each` step's item and its index in the list (None for any other step).
+        self.item: Any = None
+        self.item_index: int | None = None
+        #: The transaction of a transactional step while its handler runs (the engine's).
+        self._connection: Connection | None = None
+        self._transactional = False
+
+    def spawn(self, request: Any, key: str | int | None = None, wait: bool = True) -> int:
+        """Spawn a sub-task; returns its task id at once.
+
+        The child is created in the same transaction that records this attempt's
+        outcome: a failed attempt spawns nothing, and a retried attempt spawning the same
+        `key` (default: the spawn's position in the run) gets the same child. With
+        `wait=True` the step completes only once every awaited child is done; one that
+        ends in error or is cancelled fails the step for good.
+
+        Raises:
+            InvalidStateError: called outside a running handler.
+            InvalidRequestError: a bad request, key or `wait` (see `enqueue`), or a key
+                spawned twice in one run.
+            UnknownTaskError: no task of the request's name is registered.
+        """
+        if not self._in_run or self._spawner is None:
+            raise InvalidStateError(
+                "spawn() creates a sub-task with the step's outcome: call it from inside "
+                "the step's handler while it runs"
+            )
+        if not isinstance(wait, bool):
+            raise InvalidRequestError(f"spawn(): wait must be True or False, got {wait!r}")
+        if key is None:
+            key = len(self._spawns)
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise InvalidRequestError(f"spawn(): key must be a string or an integer, got {key!r}")
+        name = str(key)
+        if not name or len(name) > 255:
+            raise InvalidRequestError(f"spawn(): key must be 1 to 255 characters, got {key!r}")
+        if any(s.key == name for s in self._spawns):
+            raise InvalidRequestError(f"spawn(): key {name!r} was spawned already in this run")
+        if self._spawned_before is None:
+            self._spawned_before = self._spawner.existing(self.workflow_step_id)
+        spawned = self._spawner.spawn(
+            self._task_id,
+            self.workflow_step_id,
+            request,
+            name,
+            wait,
+            self._spawned_before,
+            self._connection,  # a transactional step's: SQLite's lock is its own
+        )
+        self._spawns.append(spawned)
+        return spawned.task_id
+
+    def take_spawns(self) -> list[Spawn]:
+        """Hand over the sub-tasks spawned in this run (engine use)."""
+        taken, self._spawns = self._spawns, []
+        return taken
+
+    @property
+    def connection(self) -> Connection:
+        """The SQLAlchemy `Connection` of a transactional step, in its open transaction.
+
+        What the handler writes through it commits with the step's outcome if and only if
+        the step is recorded `complete` (see `StepTemplate(transactional=True)`). Do not
+        commit or roll it back yourself.
+
+        Raises:
+            InvalidStateError: the step is not transactional, or its handler is not running.
+        """
+        if not self._transactional:
+            raise InvalidStateError(
+                f"step {self.name!r} has no step.connection: it is not transactional "
+                "(declare StepTemplate(..., transactional=True) to run its handler in the "
+                "transaction that records its outcome)"
+            )
+        if self._connection is None or not self._in_run:
+            raise InvalidStateError(
+                f"step {self.name!r}: step.connection is only open while its handler runs"
+                " (tasker.testing.run_step gives it the connection= you pass)"
+            )
+        return self._connection
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

@@ -30,11 +30,25 @@ class NewTask:
             `status`, `retryable`, `retry_limit`, `skippable`, `processed_at`) and its
             transition's `reason`.
         edges: (parent, child) positions.
+
+    A spawned child's `values` also hold its id, handed out ahead (`task_id`), and
+    `parent_task_id`, `parent_step_id`, `spawn_key` and `parent_waits`
+    (`NEW_TASK_DEFAULTS` for any other task).
     """
 
     values: dict[str, Any]
     steps: Sequence[dict[str, Any]]
     edges: Sequence[tuple[int, int]]
+
+
+#: The task columns only a spawned child sets (see `NewTask`).
+NEW_TASK_DEFAULTS: dict[str, Any] = {
+    "task_id": None,
+    "parent_task_id": None,
+    "parent_step_id": None,
+    "spawn_key": None,
+    "parent_waits": None,
+}
 
 
 class Store(Protocol):
@@ -75,8 +89,14 @@ class Store(Protocol):
         """
         ...
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """Write `w` if the lease and the steering revision are still as planned.
+
+        Args:
+            w: the write.
+            caller: a connection in an open transaction (a transactional step's): the
+                write is made there and left uncommitted (the caller commits it). Else
+                it is its own short transaction.
 
         Returns:
             The number this write has in the task's order (`tx_seq`).

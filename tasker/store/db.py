@@ -142,10 +142,14 @@ class Database:
         """Whether the database is PostgreSQL."""
         return self.dialect == "postgresql"
 
+    def connect_to_write(self) -> Connection:
+        """A pooled connection whose transactions write (on SQLite: `BEGIN IMMEDIATE`)."""
+        return self.engine.connect().execution_options(**{_WRITE: True})
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A short write transaction, committed on exit and rolled back on error."""
-        with self.engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+        with self.connect_to_write() as conn, conn.begin():
             yield conn
         self.commits += 1
 

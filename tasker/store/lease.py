@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.errors import LeaseLostError, StaleRevisionError
 from tasker.store.audit import StepChange, step_change_rows, task_change_row
+
+if TYPE_CHECKING:
+    from tasker.store.base import NewTask
 
 _IN_PROGRESS = Status.IN_PROGRESS.value
 _COMPLETED = (Status.COMPLETE, Status.CANCELLED)  # final statuses an engine write sets
@@ -75,6 +78,11 @@ class TaskWrite:
     # commits; it is due to the sweeper a lease period later (`lease_until`), in case
     # the writer dies first.
     callback: bool = False
+    # (event_id, workflow_step_id): events consumed by the steps this write starts.
+    consumed: Sequence[tuple[int, int]] = ()
+    # Side effects of the write, stored only if its fence matched, in its transaction:
+    spawned: Sequence[NewTask] = ()  # children its outcomes spawned (ids handed out ahead)
+    nudge: int | None = None  # a parent task to wake (an outbox row for it): this one ended
 
     def task_values(self) -> dict[str, Any]:
         """The task row's new lease and scheduling values (see `Finish`)."""
@@ -128,6 +136,10 @@ CLAIM_FIELDS = (
     "revision",
     "tx_seq",
     "lease_epoch",
+    "parent_task_id",
+    "parent_waits",
+    "next_run_at",  # when it was due: how long it waited (`Observer.on_pass_started`)
+    "trace_context",  # the trace its passes continue (`tasker.engine.tracing`)
 )
 
 

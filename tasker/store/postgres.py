@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -56,9 +57,10 @@ WITH c AS (
     UPDATE tasker_tasks
     SET status = 'in_progress', lease_owner = %(owner)s::text, lease_epoch = lease_epoch + 1,
         lease_expires_at = %(expires)s::timestamptz, tx_seq = tx_seq + 1,
-        updated_at = %(now)s::timestamptz
+        updated_at = %(now)s::timestamptz,
+        next_run_at = COALESCE(next_run_at, %(now)s::timestamptz)
     WHERE task_id = %(task_id)s::bigint AND status IN ('pending', 'in_progress')
-      AND next_run_at <= %(now)s::timestamptz
+      AND (next_run_at IS NULL OR next_run_at <= %(now)s::timestamptz)
       AND (lease_owner IS NULL OR lease_expires_at < %(now)s::timestamptz)
     RETURNING *
 ), gone AS (
@@ -125,6 +127,16 @@ WITH f AS (
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
     SELECT %(task_id)s::bigint, %(deliver_at)s::timestamptz, %(now)s::timestamptz
     FROM f WHERE %(deliver_at)s::timestamptz IS NOT NULL
+), consumed AS (
+    UPDATE tasker_events AS e
+    SET consumed_by = x.step_id, consumed_at = %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(consumed)s::jsonb) AS x(event_id bigint, step_id bigint)
+    WHERE e.event_id = x.event_id AND e.task_id = %(task_id)s::bigint
+      AND e.consumed_by IS NULL
+), nudge AS (
+    INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
+    SELECT %(nudge)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM f WHERE %(nudge)s::bigint IS NOT NULL
 )
 SELECT f.tx_seq, t.lease_epoch, t.lease_owner, t.status
 FROM tasker_tasks AS t LEFT JOIN f ON true
@@ -137,12 +149,13 @@ WHERE t.task_id = %(task_id)s::bigint
 # statement. The sequences are the ones `serial`/identity columns get by default.
 _ENQUEUE = """
 WITH x AS MATERIALIZED (
-    SELECT r.*, nextval('tasker_tasks_task_id_seq'::regclass) AS task_id
+    SELECT r.*, COALESCE(r.given_id, nextval('tasker_tasks_task_id_seq'::regclass)) AS task_id
     FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
         n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
         initiator text, source_system text, reason text, idempotency_key text,
         request_digest text, requested_at timestamptz, subject text, subject_scope text,
-        deadline_at timestamptz)
+        given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
+        parent_waits boolean, trace_context text, deadline_at timestamptz)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -156,11 +169,14 @@ WITH x AS MATERIALIZED (
     INSERT INTO tasker_tasks
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
-         updated_at, next_run_at, subject, subject_scope, deadline_at)
+         updated_at, next_run_at, subject, subject_scope, parent_task_id, parent_step_id,
+         spawn_key, parent_waits, trace_context,
+         deadline_at)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope, deadline_at
+           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits, trace_context,
+           deadline_at
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -209,6 +225,11 @@ _TASK_FIELDS = (
     "requested_at",
     "subject",
     "subject_scope",
+    "parent_task_id",
+    "parent_step_id",
+    "spawn_key",
+    "parent_waits",
+    "trace_context",
     "deadline_at",
 )
 
@@ -271,7 +292,11 @@ class PgStore:
             "now": now,
             "tasks": dumps(
                 [
-                    {"n": n, **{f: t.values.get(f) for f in _TASK_FIELDS}}
+                    {
+                        "n": n,
+                        "given_id": t.values.get("task_id"),
+                        **{f: t.values.get(f) for f in _TASK_FIELDS},
+                    }
                     for n, t in enumerate(tasks)
                 ]
             ),
@@ -301,8 +326,8 @@ class PgStore:
         steps = [r for r in rows if r.workflow_step_id is not None]
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
-        """See `Store.apply`."""
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
+        """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
         values = w.task_values()
         if values["error"] is not None:
@@ -320,8 +345,20 @@ class PgStore:
             "task_reason": None if task_row is None else task_row["reason"],
             "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
             "deliver_at": w.deliver_at(),
+            "consumed": dumps([{"event_id": e, "step_id": s} for e, s in w.consumed]),
+            "nudge": w.nudge,
         }
-        rows = self._run(APPLY, params)
-        if rows and rows[0].tx_seq is not None:
+        if caller is None and not w.spawned:  # the hot path: one autocommit statement
+            rows = self._run(APPLY, params)
+            if rows and rows[0].tx_seq is not None:
+                return int(rows[0].tx_seq)
+            raise refusal(w, rows[0]._asdict() if rows else None)
+        # Children are inserted in the same transaction, only if the fence matched; with a
+        # `caller` (a transactional step's), that is its transaction, left for it to commit.
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
+            rows = _on(conn, APPLY, params)
+            if not rows or rows[0].tx_seq is None:
+                raise refusal(w, rows[0]._asdict() if rows else None)
+            if w.spawned:
+                self.insert_tasks(w.spawned, w.now, conn)
             return int(rows[0].tx_seq)
-        raise refusal(w, rows[0]._asdict() if rows else None)

@@ -10,14 +10,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.core.clock import as_utc, maybe_utc
+from tasker.core.items import counts as item_counts
 from tasker.core.jsonvalue import contains as json_contains
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
-from tasker.core.waits import with_waiting_for
+from tasker.core.waits import awaits_event, with_waiting_for
 from tasker.errors import InvalidRequestError, TaskNotFoundError
+from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
+from tasker.store.events import consumers
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
@@ -41,12 +44,44 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     by_task: dict[int, list[Any]] = {t: [] for t in task_ids}
     for r in conn.execute(select_steps(task_ids)):
         by_task[int(r.task_id)].append(r)
-    return {t: views_of(rows) for t, rows in by_task.items()}
+    counted = items.status_counts(conn, task_ids)  # for_each steps: their items' counts
+    out = {t: views_of(rows) for t, rows in by_task.items()}
+    if counted:
+        for steps in out.values():
+            for name, v in steps.items():
+                if v.workflow_step_id in counted:
+                    steps[name] = replace(v, items=item_counts(counted[v.workflow_step_id]))
+    return out
 
 
-def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]) -> TaskView:
+def _holding(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int]:
+    """The steps that have consumed their event, among these tasks' (asked only if needed)."""
+    asking = [t for t, views in steps.items() if any(awaits_event(v) for v in views.values())]
+    return consumers(conn, asking) if asking else set()
+
+
+def _children(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
+    """The ids of the tasks each of `task_ids` spawned, in spawn order."""
+    out: dict[int, list[int]] = {t: [] for t in task_ids}
+    rows = conn.execute(
+        sa.select(T.c.parent_task_id, T.c.task_id)
+        .where(T.c.parent_task_id.in_(task_ids))
+        .order_by(T.c.parent_task_id, T.c.task_id)
+    )
+    for r in rows:
+        out[int(r.parent_task_id)].append(int(r.task_id))
+    return out
+
+
+def _task_view(
+    row: Any,
+    steps: dict[str, StepView],
+    notes: list[AnnotationView],
+    children: list[int] | None = None,
+    holding: set[int] | None = None,
+) -> TaskView:
     steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
-    steps = with_waiting_for(steps, row.status)
+    steps = with_waiting_for(steps, row.status, holding or ())
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -66,6 +101,8 @@ def _task_view(row: Any, steps: dict[str, StepView], notes: list[AnnotationView]
         bypass_steps=list(row.bypass_steps),
         subject=row.subject,
         created_at=as_utc(row.created_at),
+        parent_task_id=None if row.parent_task_id is None else int(row.parent_task_id),
+        children=list(children or ()),
         error=row.error,
         deadline_at=maybe_utc(row.deadline_at),
     )
@@ -82,9 +119,11 @@ def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> Ta
         row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
         if row is None:
             raise TaskNotFoundError(f"no task has id {tid}")
-        steps = _steps(conn, [tid])[tid]
+        by_task = _steps(conn, [tid])
         notes = _annotations(conn, None, tid)
-    return _task_view(row, steps, notes)
+        children = _children(conn, [tid])[tid]
+        holding = _holding(conn, by_task)
+    return _task_view(row, by_task[tid], notes, children, holding)
 
 
 def list_tasks(
@@ -119,7 +158,11 @@ def list_tasks(
         rows = conn.execute(q).all()
         ids = [int(r.task_id) for r in rows]
         steps = _steps(conn, ids) if ids else {}
-    return [_task_view(r, steps[int(r.task_id)], []) for r in rows]
+        children = _children(conn, ids) if ids else {}
+        holding = _holding(conn, steps)
+    return [
+        _task_view(r, steps[int(r.task_id)], [], children[int(r.task_id)], holding) for r in rows
+    ]
 
 
 def _annotations(

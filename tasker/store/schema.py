@@ -117,6 +117,16 @@ tasks = sa.Table(
     # it is unique (all versions of a name share it). A trigger of migration 0007 sets it
     # back to NULL whenever the task becomes final, whoever writes that status.
     sa.Column("subject_scope", sa.String(128), nullable=True),
+    # Sub-tasks (`step.spawn`): the task and step that spawned this one, under which key
+    # (unique per step: a retried attempt spawning the same key gets the same child), and
+    # whether that step waits for it. NULL for a task no step spawned.
+    sa.Column("parent_task_id", BigId, nullable=True),
+    sa.Column("parent_step_id", BigId, nullable=True),
+    sa.Column("spawn_key", sa.String(255), nullable=True),
+    sa.Column("parent_waits", sa.Boolean, nullable=True),
+    # The W3C trace context its enqueue ran in, as JSON (`tasker.engine.tracing`): every
+    # pass continues that trace. NULL unless tracing is on.
+    sa.Column("trace_context", sa.Text, nullable=True),
     # `TaskHandler.timeout`: the task ends in `error` if it is not finished by then.
     sa.Column("deadline_at", When, nullable=True),
     # Why the task itself ended in `error` (a timeout), as `TaskView.error`; NULL otherwise.
@@ -148,6 +158,23 @@ tasks = sa.Table(
         "task_id",
         postgresql_where=sa.text("subject IS NOT NULL"),
         sqlite_where=sa.text("subject IS NOT NULL"),
+    ),
+    # A task's children in spawn order (`TaskView.children`, cascades of cancel and retry).
+    sa.Index(
+        "ix_tasker_tasks_parent_task_id_task_id",
+        "parent_task_id",
+        "task_id",
+        postgresql_where=sa.text("parent_task_id IS NOT NULL"),
+        sqlite_where=sa.text("parent_task_id IS NOT NULL"),
+    ),
+    # One child per (step, key); the awaiting step reads its children through it.
+    sa.Index(
+        "uq_tasker_tasks_parent_step_id_spawn_key",
+        "parent_step_id",
+        "spawn_key",
+        unique=True,
+        postgresql_where=sa.text("parent_step_id IS NOT NULL"),
+        sqlite_where=sa.text("parent_step_id IS NOT NULL"),
     ),
     # The sweeper's scans: finish callbacks owed, and paused tasks that reach their deadline.
     sa.Index(
@@ -204,6 +231,12 @@ workflow_steps = sa.Table(
     sa.Column("updated_at", When, nullable=False),
     # Runs that asked to run again later (`step.reattempt`): never counted in `attempts`.
     sa.Column("reattempts", sa.Integer, nullable=False, server_default="0"),
+    # The event this step waits for (`StepTemplate.wait_for`), from the DAG the task was
+    # created with: `app.signal` checks names against it, and reads show the wait.
+    sa.Column("wait_for", sa.String(128), nullable=True),
+    # What an `in_progress` step whose handler has returned awaits (`tasker.core.states`
+    # AWAITING: "children", "items"); NULL while its handler runs (or once it finished).
+    sa.Column("awaiting", sa.String(16), nullable=True),
     _status(),
     sa.UniqueConstraint("task_id", "position"),
 )
@@ -224,6 +257,7 @@ STEP_CREATE = (
     "retry_limit",
     "skippable",
     "processed_at",
+    "wait_for",
 )
 #: The step columns an engine write sets from its view of each step it changes
 #: (`Store.apply`; `updated_at` is set by the store).
@@ -236,6 +270,7 @@ STEP_WRITE = (
     "next_attempt_at",
     "processed_at",
     "reattempts",
+    "awaiting",
 )
 
 step_edges = sa.Table(
@@ -355,4 +390,59 @@ schedules = sa.Table(
     sa.Column("created_at", When, nullable=False),
     sa.Column("updated_at", When, nullable=False),
     sa.Index("ix_tasker_schedules_next_tick", "next_tick"),
+)
+
+# Events signalled to a task (`Tasker.signal`), kept in order until a step consumes one:
+# the engine reads a task's events by `task_id` (the index serves it and, with `name`,
+# the lookup of the oldest unconsumed event of a name that wakes a waiting step).
+events = sa.Table(
+    "tasker_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "task_id", BigId, sa.ForeignKey("tasker_tasks.task_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("payload", Json, nullable=True),
+    sa.Column("created_at", When, nullable=False),
+    # The step that consumed it (NULL: not consumed yet), and when.
+    sa.Column("consumed_by", BigId, nullable=True),
+    sa.Column("consumed_at", When, nullable=True),
+    sa.Index("ix_tasker_events_task_id_name_event_id", "task_id", "name", "event_id"),
+)
+
+# SQLite has no sequences: the task ids handed out ahead of their rows (`step.spawn`)
+# come from this counter, which every SQLite insert of tasks also moves past (see
+# `tasker.store.ids`). PostgreSQL uses the tasks' own id sequence.
+id_counters = sa.Table(
+    "tasker_id_counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+)
+
+# The items of a `for_each` step: the list its `for_each` returned (stored once, when the
+# step first starts) and each item's own state, a row per item, written in batches by
+# the step's item runner (`tasker.engine.items`) under the task's lease.
+step_items = sa.Table(
+    "tasker_step_items",
+    metadata,
+    sa.Column(
+        "workflow_step_id",
+        BigId,
+        sa.ForeignKey("tasker_workflow_steps.workflow_step_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("item_index", sa.Integer, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("item", Json, nullable=True),
+    # pending, in_progress (an attempt runs, counted in `attempts`), complete or error
+    # (`next_attempt_at` is its retry's due time; NULL: no attempt left).
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("results", Json, nullable=True),
+    sa.Column("error", Json, nullable=True),
+    sa.Column("next_attempt_at", When, nullable=True),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Index("ix_tasker_step_items_task_id", "task_id"),
 )

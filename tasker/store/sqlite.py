@@ -19,8 +19,9 @@ from sqlalchemy.engine import Connection
 from tasker.core.states import TASK_LIVE, Status
 from tasker.store import schema as m
 from tasker.store.audit import task_change_row
-from tasker.store.base import NewTask
+from tasker.store.base import NEW_TASK_DEFAULTS, NewTask
 from tasker.store.db import Database
+from tasker.store.ids import reserve
 from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
 from tasker.store.steps import select_steps
 
@@ -38,11 +39,14 @@ _CLAIM = (
     .where(
         T.c.task_id == _p("task_id"),
         T.c.status.in_([s.value for s in TASK_LIVE]),
-        T.c.next_run_at <= _p("now", _When),
+        # NULL: idle until nudged (a step awaits its children): any message claims it.
+        sa.or_(T.c.next_run_at.is_(None), T.c.next_run_at <= _p("now", _When)),
         sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < _p("now", _When)),
     )
     .values(
         status=_IN_PROGRESS,
+        # Due while leased, so the sweeper finds it should this worker die.
+        next_run_at=sa.func.coalesce(T.c.next_run_at, _p("now", _When)),
         lease_owner=_p("owner"),
         lease_epoch=T.c.lease_epoch + 1,
         lease_expires_at=_p("expires", _When),
@@ -93,6 +97,15 @@ _TASK_TRANSITIONS = m.task_transitions.insert()
 _STEP_TRANSITIONS = m.step_transitions.insert()
 _ANNOTATIONS = m.task_annotations.insert()
 _OUTBOX = m.outbox.insert()
+_CONSUME = (
+    sa.update(m.events)
+    .where(
+        m.events.c.event_id == _p("event_id"),
+        m.events.c.task_id == _p("task_id"),
+        m.events.c.consumed_by.is_(None),
+    )
+    .values(consumed_by=_p("step_id"), consumed_at=_p("now", _When))
+)
 _LEASE_OF = sa.select(T.c.lease_epoch, T.c.lease_owner, T.c.status).where(
     T.c.task_id == _p("task_id")
 )
@@ -120,11 +133,17 @@ class SqlStore:
         if not tasks:
             return []
         with self._db.write() if caller is None else nullcontext(caller) as conn:
+            # Ids from the counter that ids handed out ahead come from (`tasker.store.ids`);
+            # a spawned child brings its own.
+            unnumbered = sum(1 for t in tasks if t.values.get("task_id") is None)
+            fresh = iter(range(reserve(conn, unnumbered), 1 << 62) if unnumbered else ())
             rows = conn.execute(
                 _TASK_INSERT,
                 [
                     {
+                        **NEW_TASK_DEFAULTS,
                         **t.values,
+                        "task_id": t.values.get("task_id") or next(fresh),
                         "status": Status.PENDING.value,
                         "created_at": now,
                         "updated_at": now,
@@ -212,14 +231,16 @@ class SqlStore:
             steps = list(conn.execute(select_steps([task_id])).all())
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`."""
         step_rows, task_row = audit_rows(w)
-        with self._db.write() as conn:
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             seq = _apply(conn, w, step_rows, task_row)
             if seq is None:
                 current = conn.execute(_LEASE_OF, {"p_task_id": w.lease.task_id}).first()
                 raise refusal(w, None if current is None else dict(current._mapping))
+            if w.spawned:
+                self.insert_tasks(w.spawned, w.now, conn)
         return seq
 
 
@@ -272,4 +293,14 @@ def _apply(
     deliver_at = w.deliver_at()
     if deliver_at is not None:
         conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now})
+    if w.consumed:
+        conn.execute(
+            _CONSUME,
+            [
+                {"p_event_id": e, "p_step_id": s, "p_task_id": task_id, "p_now": now}
+                for e, s in w.consumed
+            ],
+        )
+    if w.nudge is not None:
+        conn.execute(_OUTBOX, {"task_id": w.nudge, "deliver_at": now, "created_at": now})
     return seq

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from tasker.core import flow
 from tasker.core.clock import utc_now
+from tasker.core.spawns import Spawn
 from tasker.core.views import StepView
 from tasker.definition.dag import topological_order
 from tasker.definition.handler import TaskHandler
+from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepTemplate
 from tasker.engine.outcome import Outcome, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
-from tasker.errors import TaskerError
+from tasker.errors import InvalidRequestError, TaskerError
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ def run_step(
     *,
     attempt: int = 1,
     now: datetime | None = None,
+    connection: Connection | None = None,
 ) -> StepRun:
     """Run one step of `handler_class` once, in this thread, the way a worker would.
 
@@ -70,12 +76,15 @@ def run_step(
         event: the event payload the handler sees (for a `wait_for` step).
         attempt: the attempt number the handler sees as `step.attempts`.
         now: the task's `requested_at` (default: the current time).
+        connection: for a transactional step, the `step.connection` its handler gets: yours,
+            in your transaction, which `run_step` neither commits nor rolls back.
 
     Returns:
         A `StepRun` describing what the step did.
 
     Raises:
-        TaskerError: the handler has no step `step_name`.
+        TaskerError: the handler has no step `step_name`, or `connection` is given for a
+            step that is not transactional.
     """
     templates: dict[str, StepTemplate] = {t.name: t for t in handler_class.step_templates}
     if step_name not in templates:
@@ -106,6 +115,10 @@ def run_step(
     step.inputs = copy.deepcopy(task.context)  # a step's inputs default to the task's context
     for name, value in (("item", item), ("event", event)):
         setattr(step, name, value)
+    step._spawner = _Spawns()
+    if connection is not None and not templates[step_name].transactional:
+        raise TaskerError(f"step {step_name!r} is not transactional: it takes no connection")
+    step._transactional, step._connection = templates[step_name].transactional, connection
     outcomes: list[Outcome] = []
     run_handler(
         templates[step_name],
@@ -121,11 +134,40 @@ def run_step(
         status=status,
         results=outcome.results if outcome.ok else None,
         error=outcome.error,
+        decision=outcome.decision,
         flow=outcome.flow,
         wait=outcome.wait,
         reason=outcome.reason,
         annotations=tuple(outcome.annotations),
+        spawned=tuple(s.new for s in outcome.spawned),
     )
+
+
+class _Spawns:
+    """`step.spawn` in isolation: checks nothing stored, hands out ids 1, 2, ...
+
+    Each `Spawn.new` is the request itself (`StepRun.spawned`).
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+
+    def existing(self, step_id: int) -> dict[str, int]:
+        return {}
+
+    def spawn(
+        self,
+        parent_task_id: int,
+        step_id: int,
+        request: Any,
+        key: str,
+        wait: bool,
+        before: dict[str, int],
+        conn: Connection | None = None,
+    ) -> Spawn:
+        if not isinstance(request, TaskRequest):
+            raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
+        return Spawn(key, next(self._ids), wait, request)
 
 
 def _view(step_id: int, template: StepTemplate, results: Any, complete: bool) -> StepView:

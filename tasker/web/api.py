@@ -234,7 +234,7 @@ def resume_task(request: Request, task_id: TaskId, _who: Writer) -> Any:
 @router.post(
     "/tasks/{task_id}/events/{event}",
     response_model=s.TaskOut,
-    responses={**_BODY, **responses(404, 409, 501)},
+    responses={**_BODY, **responses(404, 409, 422)},
     summary="Signal an event to a task",
 )
 def signal_task(
@@ -244,12 +244,12 @@ def signal_task(
     _who: Writer,
     payload: Annotated[Any, Body()] = None,
 ) -> Any:
-    """Store an event (the body is its JSON payload) and nudge the task."""
-    signal = getattr(_app(request), "signal", None)
-    if signal is None:
-        raise _missing("events (app.signal)")
+    """Store an event (the body is its JSON payload) and nudge the task.
+
+    404: no such task; 409: the task is final; 422: no step of it waits for the event.
+    """
     _storable("payload", payload)
-    signal(task_id, event, payload)
+    _app(request).signal(task_id, event, payload)
     return s.task_json(_app(request).get_task(task_id))
 
 
@@ -361,6 +361,7 @@ def handler_json(reg: RegisteredTask) -> dict[str, Any]:
                 "retryable": t.retryable,
                 "retry_limit": t.retry_limit,
                 "skippable": t.skippable,
+                "transactional": t.transactional,
             }
             for t in reg.steps.values()
         ],

@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from tasker.app import Tasker
 from tasker.core.states import TASK_FINAL, TASK_LIVE, Status
 from tasker.core.views import StepView, TaskView, TransitionView
-from tasker.errors import TaskerError, TaskNotFoundError
+from tasker.errors import TaskerError, TaskNotFoundError, UnknownTaskError
 from tasker.web import graph
 from tasker.web.api import TaskId, clean_request, decode_cursor, encode_cursor
 from tasker.web.auth import SESSION_COOKIE, Principal, TokenBook, bearer
@@ -60,7 +60,8 @@ def who(request: Request) -> Principal | None:
     return book.from_cookie(request.cookies.get(SESSION_COOKIE))
 
 
-def _login_redirect(request: Request) -> RedirectResponse:
+def login_redirect(request: Request) -> RedirectResponse:
+    """To the login form, coming back to this page after it."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
@@ -152,7 +153,7 @@ def task_list(
     """The tasks, newest first, with counts by status and filters."""
     principal = who(request)
     if principal is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     app = _app(request)
     status, name, subject = _blank(status), _blank(name), _blank(subject)
     if status is not None and status not in STATUSES:
@@ -201,14 +202,26 @@ def _display_status(step: StepView) -> str:
     return step.status
 
 
-def dag_svg(task: TaskView) -> str:
-    """The task's DAG: a node per step, coloured, labelled and linked to its details."""
+def dag_svg(task: TaskView, labels: Mapping[tuple[str, str], str] | None = None) -> str:
+    """The task's DAG: a node per step, coloured, labelled and linked to its details.
+
+    `labels`: the branch labels of its decision steps, by edge (`graph.branch_labels`).
+    """
     nodes = [
         graph.Node(s.name, _display_status(s), _note(s), f"#step-{s.name}")
         for s in task.steps.values()
     ]
     edges = [(d, s.name) for s in task.steps.values() for d in s.depends_on]
-    return graph.svg(nodes, edges, title=f"task {task.task_id}: {task.name} {task.version}")
+    title = f"task {task.task_id}: {task.name} {task.version}"
+    return graph.svg(nodes, edges, labels, title=title)
+
+
+def _branch_labels(app: Tasker, task: TaskView) -> dict[tuple[str, str], str]:
+    """The branch labels of the task's handler, when this process has it registered."""
+    try:
+        return graph.branch_labels(app.factory.get(task.name, task.version))
+    except UnknownTaskError:
+        return {}
 
 
 def _json(value: Any) -> str:
@@ -222,7 +235,7 @@ def task_page(
     """One task: its DAG, steps (inputs, results, errors, history) and the write actions."""
     principal = who(request)
     if principal is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     app = _app(request)
     try:
         task = app.get_task(task_id)
@@ -241,7 +254,7 @@ def task_page(
         "task.html",
         principal,
         task=task,
-        svg=dag_svg(task),
+        svg=dag_svg(task, _branch_labels(app, task)),
         steps=list(task.steps.values()),
         task_history=by_step.get(None, []),
         step_history=by_step,

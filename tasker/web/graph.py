@@ -175,6 +175,20 @@ def handler_edges(reg: RegisteredTask) -> list[tuple[str, str]]:
     return [(d, t.name) for t in reg.steps.values() for d in t.depends_on]
 
 
+def branch_labels(reg: RegisteredTask) -> dict[tuple[str, str], str]:
+    """The branch labels of a handler's decision steps, by edge (decision step, branch step).
+
+    An edge that several branches share shows their labels joined by " | ".
+    """
+    out: dict[tuple[str, str], str] = {}
+    for t in reg.steps.values():
+        for label, names in (t.branches or {}).items():
+            for target in names:
+                key = (t.name, target)
+                out[key] = f"{out[key]} | {label}" if key in out else label
+    return out
+
+
 def _mermaid_id(name: str, ids: dict[str, str]) -> str:
     return ids.setdefault(name, f"s{len(ids)}")
 
@@ -186,8 +200,11 @@ def mermaid(reg: RegisteredTask) -> str:
     for name in reg.order:
         label = name.replace('"', "#quot;")
         lines.append(f'    {_mermaid_id(name, ids)}["{label}"]')
+    labels = branch_labels(reg)
     for frm, to in handler_edges(reg):
-        lines.append(f"    {ids[frm]} --> {ids[to]}")
+        branch = labels.get((frm, to))
+        arrow = "-->" if branch is None else f'-->|"{branch.replace(chr(34), "#quot;")}"|'
+        lines.append(f"    {ids[frm]} {arrow} {ids[to]}")
     return "\n".join(lines)
 
 
@@ -199,7 +216,12 @@ def dot(reg: RegisteredTask) -> str:
 
     lines = [f"digraph {q(f'{reg.name} {reg.version}')} {{", "    rankdir=LR;"]
     lines += [f"    {q(n)} [shape=box, style=rounded];" for n in reg.order]
-    lines += [f"    {q(frm)} -> {q(to)};" for frm, to in handler_edges(reg)]
+    labels = branch_labels(reg)
+    for frm, to in handler_edges(reg):
+        label = labels.get((frm, to))
+        lines.append(f"    {q(frm)} -> {q(to)};" if label is None else (
+            f"    {q(frm)} -> {q(to)} [label={q(label)}];"
+        ))  # fmt: skip
     lines.append("}")
     return "\n".join(lines)
 
@@ -207,4 +229,4 @@ def dot(reg: RegisteredTask) -> str:
 def handler_svg(reg: RegisteredTask) -> str:
     """A handler's DAG as a standalone SVG document."""
     nodes = [Node(n, None, reg.steps[n].dependent_system) for n in reg.order]
-    return svg(nodes, handler_edges(reg), title=f"{reg.name} {reg.version}")
+    return svg(nodes, handler_edges(reg), branch_labels(reg), title=f"{reg.name} {reg.version}")

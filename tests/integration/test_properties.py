@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 from integration_support import EventLog, check_history, settle, task_class
 
-from tasker import StepTemplate, Tasker, TaskRequest, errors
+from tasker import Decision, StepTemplate, Tasker, TaskRequest, errors
 from tasker.testing.clock import FakeClock
 
 
@@ -195,3 +195,177 @@ def test_random_dags_with_random_failures_on_sqlite(sqlite_app, clock, plans):
 def test_random_dags_with_random_failures_on_postgresql(pg_app, clock, plans):
     """The same property, a smaller run, on PostgreSQL."""
     run_and_check(pg_app, clock, plans)
+
+
+@hs.composite
+def decisions(draw: hs.DrawFn, max_steps: int = 9) -> tuple[list[StepPlan], dict, list[str]]:
+    """A random DAG below a decision step "s0", its branches (among the steps that depend
+    on it directly) and the labels it chooses; every step succeeds."""
+    n = draw(hs.integers(min_value=2, max_value=max_steps))
+    plans = [StepPlan("s0", (), 1, True, 0, False)]
+    for i in range(1, n):
+        parents = draw(hs.sets(hs.integers(min_value=0, max_value=i - 1), min_size=1, max_size=3))
+        plans.append(StepPlan(f"s{i}", tuple(f"s{p}" for p in sorted(parents)), 1, True, 0, False))
+    direct = [p.name for p in plans if "s0" in p.deps]
+    labels = draw(hs.lists(hs.sampled_from(["a", "b", "c"]), min_size=1, unique=True))
+    branches = {lb: draw(hs.lists(hs.sampled_from(direct), unique=True)) for lb in labels}
+    chosen = draw(hs.lists(hs.sampled_from(labels), min_size=1, unique=True))
+    return plans, branches, chosen
+
+
+def run_decision_and_check(app: Tasker, clock: FakeClock, case: tuple) -> None:
+    plans, branches, chosen = case
+    rec = Recorder()
+    name = f"prop_decision_{next(_names)}"
+    first = plans[0]
+
+    def decide(task, sequence, step):
+        rec.handler(first)(task, sequence, step)
+        return Decision(*chosen)
+
+    templates = [StepTemplate(name="s0", handler=decide, branches=branches)]
+    templates += [
+        StepTemplate(name=p.name, handler=rec.handler(p), depends_on=list(p.deps))
+        for p in plans[1:]
+    ]
+    app.register(task_class(name, templates))
+    task = app.enqueue(TaskRequest(name=name))
+    done = settle(app, clock, task.task_id)
+
+    # The oracle: a step named only by branches not chosen is skipped, and so is a step
+    # all of whose dependencies were skipped; everything else runs once.
+    taken = {s for lb in chosen for s in branches[lb]}
+    skipped: set[str] = set()
+    for p in plans[1:]:
+        on_untaken = any(p.name in ss for lb, ss in branches.items() if lb not in chosen)
+        if (on_untaken and p.name not in taken) or all(d in skipped for d in p.deps):
+            skipped.add(p.name)
+    assert done.status == "complete"
+    assert rec.overlaps == []
+    for p in plans:
+        step = done.steps[p.name]
+        if p.name in skipped:
+            assert (step.status, step.attempts, step.results) == ("skipped", 0, None), p
+            assert p.name not in rec.calls
+        else:
+            assert step.status == "complete", (p, step)
+            assert rec.calls[p.name] == [1], p
+    rec.log.assert_dependency_order(
+        {
+            p.name: tuple(d for d in p.deps if d not in skipped)
+            for p in plans
+            if p.name not in skipped
+        }
+    )
+    check_history(app, task.task_id)
+
+
+@settings(max_examples=40, **PROPERTY_SETTINGS)
+@given(case=decisions())
+def test_random_dags_below_a_decision_on_sqlite(sqlite_app, clock, case):
+    """Given a random DAG below a decision step with random branches and choice, when it is
+    driven to its end, then exactly the steps on branches not taken (and those all of whose
+    dependencies were skipped) are skipped without running, every other step (joins too)
+    ran once after its dependencies, the task completes, and the history matches."""
+    run_decision_and_check(sqlite_app, clock, case)
+
+
+@pytest.mark.postgres
+@settings(max_examples=10, **PROPERTY_SETTINGS)
+@given(case=decisions(max_steps=6))
+def test_random_dags_below_a_decision_on_postgresql(pg_app, clock, case):
+    """The same property, a smaller run, on PostgreSQL."""
+    run_decision_and_check(pg_app, clock, case)
+
+
+@hs.composite
+def item_plans(draw: hs.DrawFn, max_items: int = 12) -> tuple[int, int, list[tuple[int, bool]]]:
+    """A for_each step: its retry limit, its concurrency, and per item (fails, permanent)."""
+    retry_limit = draw(hs.integers(1, 3))
+    concurrency = draw(hs.integers(1, 4))
+    plans = draw(
+        hs.lists(hs.tuples(hs.integers(0, 3), hs.booleans()), min_size=1, max_size=max_items)
+    )
+    return retry_limit, concurrency, plans
+
+
+def run_items_and_check(app: Tasker, clock: FakeClock, case: tuple) -> None:
+    retry_limit, concurrency, plans = case
+    lock, calls, running, overlaps = threading.Lock(), {}, set(), []
+
+    def each(task, sequence, step):  # type: ignore[no-untyped-def]
+        i = step.item_index
+        with lock:
+            if i in running:
+                overlaps.append(i)
+            running.add(i)
+            calls.setdefault(i, []).append(step.attempts)
+        try:
+            fails, permanent = plans[i]
+            if step.attempts <= fails:
+                raise (errors.PermanentError if permanent else RuntimeError)(f"item {i} fails")
+            return {"item": step.item}
+        finally:
+            with lock:
+                running.discard(i)
+
+    name = f"prop_items_{next(_names)}"
+    values = [f"v{i}" for i in range(len(plans))]
+    app.register(
+        task_class(
+            name,
+            [
+                StepTemplate(
+                    name="each",
+                    handler=each,
+                    retry_limit=retry_limit,
+                    concurrency=concurrency,
+                    for_each=lambda task, seq: values,
+                )
+            ],
+        )
+    )
+    task = app.enqueue(TaskRequest(name=name))
+    done = settle(app, clock, task.task_id)
+
+    def attempts(fails: int, permanent: bool) -> int:
+        if fails == 0:
+            return 1
+        return 1 if permanent else min(fails + 1, retry_limit)
+
+    def succeeds(fails: int, permanent: bool) -> bool:
+        return fails == 0 or (not permanent and fails < retry_limit)
+
+    ok = [succeeds(*p) for p in plans]
+    step = done.steps["each"]
+    assert overlaps == [], "an item ran twice at the same time"
+    assert {i: len(c) for i, c in calls.items()} == {i: attempts(*p) for i, p in enumerate(plans)}
+    assert all(c == list(range(1, len(c) + 1)) for c in calls.values())
+    assert step.items == {
+        "total": len(plans), "complete": sum(ok), "error": len(plans) - sum(ok), "pending": 0,
+    }  # fmt: skip
+    if all(ok):
+        assert (done.status, step.status) == ("complete", "complete")
+        assert step.results == {"items": [{"item": v} for v in values]}
+    else:
+        assert (done.status, step.status, step.next_attempt_at) == ("error", "error", None)
+        assert step.error["items"] == [i for i, good in enumerate(ok) if not good]
+    check_history(app, task.task_id)
+
+
+@settings(max_examples=30, **PROPERTY_SETTINGS)
+@given(case=item_plans())
+def test_for_each_items_with_random_failures_on_sqlite(sqlite_app, clock, case):
+    """Given a for_each step whose items fail their first k attempts (some permanently),
+    when it is driven to its end, then each item made exactly the attempts its plan and
+    the step's retry limit allow, never ran twice at once, the counts match, and the step
+    completes with every result in order iff every item succeeded."""
+    run_items_and_check(sqlite_app, clock, case)
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, **PROPERTY_SETTINGS)
+@given(case=item_plans(max_items=8))
+def test_for_each_items_with_random_failures_on_postgresql(pg_app, clock, case):
+    """The same property, a smaller run, on PostgreSQL."""
+    run_items_and_check(pg_app, clock, case)

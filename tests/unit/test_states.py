@@ -35,10 +35,12 @@ P, R, C, E, X, M, S, Z = (
 # The specification, written out independently of tasker.core.states.
 STEP_ALLOWED = {
     None: {P, S},  # created pending, or skipped by bypass_steps
-    P: {R, X, M, S},
+    # error: still waiting for its event past its wait_timeout; skipped: a branch not taken
+    P: {R, X, M, S, E},
     # error also covers "worker lost" and "timed out"; pending: a reattempt or a pause;
-    # skipped: step.skip(), run_if false, on_failure="skip"
-    R: {C, E, X, P, S},
+    # skipped: step.skip(), run_if false, on_failure="skip"; in_progress: the handler
+    # returned and the step now awaits its children or items
+    R: {C, E, X, P, S, R},
     E: {R, P, X, M, S},  # retry attempt, retry() with a fresh budget, cancel, resolve, skip
     C: set(),
     S: set(),

@@ -14,7 +14,7 @@ S = m.workflow_steps
 #: The view's fields that are not columns of the step row itself.
 JOINED = {"name", "dependent_system", "depends_on"}
 #: The view's fields derived from others (`tasker.core.waits`, `StepView.__post_init__`).
-DERIVED = {"waiting_for", "idempotency_key", "items"}
+DERIVED = {"waiting_for", "idempotency_key", "items"}  # items: counted from the item rows
 
 
 def test_every_step_view_field_is_a_step_column_or_joined():

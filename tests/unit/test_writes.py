@@ -62,6 +62,8 @@ class Ended:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: tuple[Any, ...] = ()
+    decision: tuple[str, ...] | None = None
 
 
 def failed(name: str, **kw: Any) -> Ended:

@@ -25,6 +25,8 @@ class Ended:
     flow: str | None = None
     wait: float | None = None
     reason: str = ""
+    spawned: tuple[Any, ...] = ()
+    decision: tuple[str, ...] | None = None
 
 
 def _noop(task, sequence, step):  # type: ignore[no-untyped-def]

@@ -140,31 +140,40 @@ def test_patch_task_and_step_and_cancel_step(server: Server) -> None:
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
 
 
-def test_resume_and_events_answer_501_until_the_engine_has_them(server: Server) -> None:
-    """Given a tasker without pausing or events, when resume or an event is posted, then
-    501 problems name the missing feature (and once app.resume exists, they are served)."""
+def test_an_event_posted_over_http_wakes_the_waiting_step(server: Server) -> None:
+    """Given a task whose first step waits for "approved", when the event is posted with a
+    JSON body, then the step takes the body as its results and the task completes down the
+    branch its decision took; a name no step waits for is 422, a finished task 409, an
+    unknown task 404, each a problem."""
     with server.client() as c:
-        tid = c.post("/api/v1/tasks", json={"name": "greet", "context": {"who": "d"}}).json()[
-            "task_id"
-        ]
-        for path in (f"/api/v1/tasks/{tid}/resume", f"/api/v1/tasks/{tid}/events/approved"):
-            r = c.post(path, json={"by": "ann"})
-            if r.status_code == 501:
-                assert r.headers["content-type"].startswith(PROBLEM)
-                assert "app." in r.json()["detail"]
-            else:
-                assert r.status_code in (200, 409, 422), r.text
+        r = c.post("/api/v1/tasks", json={"name": "approval", "context": {"speed": "express"}})
+        tid = r.json()["task_id"]
+        wrong = c.post(f"/api/v1/tasks/{tid}/events/rejected", json={"by": "eve"})
+        assert wrong.status_code == 422, wrong.text
+        assert wrong.headers["content-type"].startswith(PROBLEM)
+        assert "approved" in wrong.json()["detail"]
+        r = c.post(f"/api/v1/tasks/{tid}/events/approved", json={"by": "ann"})
+        assert r.status_code == 200, r.text
+        done = wait_for(c, tid, "complete")
+        assert done["steps"]["approve"]["results"] == {"by": "ann"}
+        assert done["steps"]["fast"]["status"] == "complete"
+        assert done["steps"]["slow"]["status"] == "skipped"
+        late = c.post(f"/api/v1/tasks/{tid}/events/approved", json={"by": "bob"})
+        assert late.status_code == 409 and late.headers["content-type"].startswith(PROBLEM)
+        assert c.post("/api/v1/tasks/987654321/events/approved", json={}).status_code == 404
 
 
 def test_handlers_annotations_health_and_metrics(server: Server) -> None:
     """Given the served app, then /handlers lists every version with its DAG edges,
     /annotations filters, /health checks the database and broker, and /metrics counts
-    tasks by name and status from the database (0 for a registered name with none)."""
+    tasks by name and status from the database (0 for a registered name with none) and,
+    the engine running in the serving process (`--worker`), the worker's series too."""
     with server.client() as c:
         handlers = c.get("/api/v1/handlers").json()["items"]
         shipping = next(h for h in handlers if h["name"] == "shipping")
         assert shipping["version"] == "2.0.0"
         assert ["charge", "ship"] in shipping["edges"]
+        assert {s["name"]: s["transactional"] for s in shipping["steps"]}["charge"] is False
         assert c.get("/api/v1/annotations", params={"contains": '{"a": 1}'}).json() == {
             "items": [],
             "next_cursor": None,
@@ -183,6 +192,8 @@ def test_handlers_annotations_health_and_metrics(server: Server) -> None:
             'tasker_steps{task="greet",step="say",status="complete"} 1.0' in text
         )
         assert "tasker_metrics_scrape_ok 1.0" in text
+        # `serve --worker` runs the engine here: the worker's series are served beside.
+        assert 'tasker_attempts_total{step="say",task="greet"} 1.0' in text
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi import checks as openapi_checks
 from web_support import WRITE_TOKEN, Server, serving
 
-#: Operations that answer 501 until the engine has the feature (app.resume, app.signal).
-UNTIL_AVAILABLE = {"/api/v1/tasks/{task_id}/resume", "/api/v1/tasks/{task_id}/events/{event}"}
+#: Operations that answer 501 until the engine has the feature (none left).
+UNTIL_AVAILABLE: set[str] = set()
 AUTH = {"Authorization": f"Bearer {WRITE_TOKEN}"}
 
 

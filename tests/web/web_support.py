@@ -82,6 +82,20 @@ APP_MODULE = textwrap.dedent(
             StepTemplate(name="after", handler=ok, depends_on=["wait_for_gate"]),
         ]
 
+    def route(task, sequence, step):
+        from tasker import Decision
+        return Decision(task.context.get("speed", "standard"))
+
+    class Approval(TaskHandler):
+        name = "approval"
+        step_templates = [
+            StepTemplate(name="approve", wait_for="approved"),
+            StepTemplate(name="route", handler=route, depends_on=["approve"],
+                         branches={"express": ["fast"], "standard": ["slow"]}),
+            StepTemplate(name="fast", handler=ok, depends_on=["route"]),
+            StepTemplate(name="slow", handler=ok, depends_on=["route"]),
+        ]
+
     class Wide(TaskHandler):
         name = "wide"
         step_templates = [StepTemplate(name="s00", handler=ok)] + [
@@ -94,6 +108,7 @@ APP_MODULE = textwrap.dedent(
     app.register(Shipping)
     app.register(Wide)
     app.register(Gated)
+    app.register(Approval)
     app.migrate()
     """
 )

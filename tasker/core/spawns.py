@@ -1,0 +1,89 @@
+"""Sub-tasks, decided with no I/O: what a step that spawned children becomes.
+
+A handler's `step.spawn(request, key=, wait=)` records a `Spawn` (the child's id is
+handed out at once; its row is inserted with the attempt's outcome, so a failed
+attempt spawns nothing). A succeeded attempt that spawned children it waits for leaves
+its step `in_progress`, awaiting "children" (`tasker.core.states.AWAIT_CHILDREN`);
+`settle` decides, from the awaited children's statuses, when it completes or fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from tasker.core import flow
+from tasker.core.states import AWAIT_CHILDREN, Status
+from tasker.core.views import StepView
+from tasker.errors import SubTaskError
+
+#: A child in one of these lets its awaiting parent step complete.
+CHILD_DONE = frozenset({Status.COMPLETE.value, Status.RESOLVED_MANUALLY.value})
+#: A child in one of these fails its awaiting parent step for good.
+CHILD_FAILED = frozenset({Status.ERROR.value, Status.CANCELLED.value})
+#: A task that ends in one of these nudges the parent waiting for it.
+ENDINGS = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED})
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """One `step.spawn` of an attempt.
+
+    Attributes:
+        key: the spawn's key (unique within the step).
+        task_id: the child's id (handed out ahead, or the existing child's).
+        wait: whether the step waits for the child.
+        new: the child's row to insert (a `tasker.store.base.NewTask`), or None when
+            a child with this key exists already (a retried step spawning it again).
+    """
+
+    key: str
+    task_id: int
+    wait: bool
+    new: Any = None
+
+
+def await_children(v: StepView, spawned: Sequence[Spawn]) -> StepView | None:
+    """The step after a succeeded attempt that spawned children it waits for, else None.
+
+    It stays `in_progress` with its results stored, awaiting its children.
+    """
+    if not any(s.wait for s in spawned):
+        return None
+    return replace(
+        v,
+        status=Status.IN_PROGRESS.value,
+        awaiting=AWAIT_CHILDREN,
+        processed_at=None,
+        next_attempt_at=None,
+    )
+
+
+def settle(
+    v: StepView, children: Sequence[tuple[int, str]], rules: flow.Rules, now: datetime
+) -> flow.Recorded | None:
+    """What a step awaiting its children becomes, given their (task id, status).
+
+    Returns:
+        The step complete once every child is done; failed for good (with its
+        `on_failure`) as soon as one ended in error or was cancelled, naming it; None
+        while any is still live.
+    """
+    failed = [(i, s) for i, s in children if s in CHILD_FAILED]
+    if failed:
+        child, status = failed[0]
+        message = f"sub-task {child} ended {status}; step {v.name!r} waited for it"
+        error = {
+            "message": message,
+            "error_class": f"{SubTaskError.__module__}.{SubTaskError.__qualname__}",
+            "backtrace": "",
+            "task_id": child,
+        }
+        waiting = replace(v, awaiting=None)
+        return flow.failed_for_good(waiting, error, rules, now, f"SubTaskError: {message}")
+    if all(s in CHILD_DONE for _, s in children):
+        new = replace(v, status=Status.COMPLETE.value, awaiting=None, processed_at=now)
+        return flow.Recorded(new, f"all {len(children)} sub-task(s) done")
+    return None
