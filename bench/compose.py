@@ -15,6 +15,7 @@ Reported per run:
 
 Run from the repository root (short runs):
   .venv/bin/python bench/compose.py items --n 1000 10000 --backend sqlite postgres
+  .venv/bin/python bench/compose.py items --n 10000 --concurrency 32
   .venv/bin/python bench/compose.py spawn --n 1000 --backend sqlite postgres
 """
 
@@ -44,11 +45,17 @@ def _app(url: str) -> Any:
     app = Tasker(database_url=url)
     app.migrate()
     n = int(os.environ["BENCH_N"])
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY") or 0) or None
 
     class Items(TaskHandler):
         name = "bench_items"
         step_templates = [  # noqa: RUF012
-            StepTemplate(name="each", handler=_noop, for_each=lambda t, s: list(range(n)))
+            StepTemplate(
+                name="each",
+                handler=_noop,
+                for_each=lambda t, s: list(range(n)),
+                concurrency=concurrency,
+            )
         ]
 
     def fan_out(task: Any, sequence: Any, step: Any) -> None:
@@ -99,6 +106,7 @@ def child(kind: str, url: str) -> dict[str, Any]:
         "kind": kind,
         "backend": "postgres" if app.db.is_postgres else "sqlite",
         "n": n,
+        "concurrency": os.environ.get("BENCH_CONCURRENCY") or "default (8)",
         "status": view.status,
         "seconds": round(elapsed, 2),
         "per_s": round(n / elapsed, 1),
@@ -111,7 +119,8 @@ def child(kind: str, url: str) -> dict[str, Any]:
 
 
 def _count_raw(app: Any) -> dict[str, int]:
-    """Count the PostgreSQL hot path's raw autocommit statements (one commit each)."""
+    """Count the PostgreSQL raw autocommit statements (one commit each): the engine's
+    hot path and the item batches."""
     seen = {"n": 0}
     if not app.db.is_postgres:
         return seen
@@ -123,6 +132,16 @@ def _count_raw(app: Any) -> dict[str, int]:
         return run(sql, params)  # type: ignore[no-any-return]
 
     store._run = counted
+    from tasker.engine import items as runner
+    from tasker.store import items as stored
+
+    write = stored.write
+
+    def counted_items(*args: Any, **kwargs: Any) -> Any:
+        seen["n"] += 1  # one statement on PostgreSQL (`tasker.store.items._write_pg`)
+        return write(*args, **kwargs)
+
+    runner.stored.write = counted_items  # type: ignore[attr-defined]
     return seen
 
 
@@ -149,6 +168,7 @@ def main() -> None:
     parser.add_argument("kind", choices=["items", "spawn"])
     parser.add_argument("--n", type=int, nargs="+", default=[1000])
     parser.add_argument("--backend", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--concurrency", type=int, default=0, help="items: 0 = default")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -159,7 +179,12 @@ def main() -> None:
             for n in args.n:
                 url, drop = _database(backend, folder)
                 try:
-                    env = {**os.environ, "BENCH_N": str(n), "PYTHONPATH": os.getcwd()}
+                    env = {
+                        **os.environ,
+                        "BENCH_N": str(n),
+                        "BENCH_CONCURRENCY": str(args.concurrency or ""),
+                        "PYTHONPATH": os.getcwd(),
+                    }
                     done = subprocess.run(
                         [sys.executable, __file__, args.kind, "--child", url],
                         env=env,

@@ -49,6 +49,8 @@ from tasker.store.db import Database
 from tasker.store.lease import Lease
 
 log = logging.getLogger("tasker.engine")
+#: How long the runner waits for more outcomes once one arrived, before it writes them.
+GATHER_SECONDS = 0.002
 
 
 @dataclass
@@ -260,8 +262,14 @@ class _Run:
         arrived = []
         try:
             arrived.append(self.ended.get(timeout=min(timeout, 1.0)))
-            while True:
-                arrived.append(self.ended.get_nowait())
+            # Gather a batch: the others running may end within the window (a write costs
+            # a commit, so fewer and fuller batches are cheaper than one per outcome).
+            window = time.monotonic() + GATHER_SECONDS
+            while len(arrived) < len(self.running) + len(self.abandoned):
+                left = window - time.monotonic()
+                arrived.append(
+                    self.ended.get(timeout=left) if left > 0 else self.ended.get_nowait()
+                )
         except queue.Empty:
             pass
         out: list[tuple[_Ended, bool]] = []
