@@ -169,6 +169,8 @@ def decide(
     asked: tuple[str, str] | None = None,
     events: Sequence[Event] = (),
     children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+    limited: Held | None = None,
+    limit_waited: Collection[str] = (),
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -192,6 +194,10 @@ def decide(
             with one, and one still waiting past its `wait_timeout` fails for good.
         children: for steps awaiting their children, the awaited children's (task id,
             status) as last read; a step awaiting children absent here stays as it is.
+        limited: steps refused a slot by their dependent system's limit (held, each
+            until it is worth asking again), so not started by this write.
+        limit_waited: steps that were held back by a limit in this pass (their start is
+            recorded as coming after a limit wait).
     """
     w = Write(asked=asked)
     templates = steps or {}
@@ -226,7 +232,8 @@ def decide(
     if w.asked is not None:  # a wait_timeout with on_failure="pause"/"cancel"
         _end_as_asked(w, current, running, busy)
         return w
-    _advance(w, current, now, rules, running, busy, stopping, held, offers)
+    held.update(limited or {})
+    _advance(w, current, now, rules, running, busy, stopping, held, offers, limit_waited)
     return w
 
 
@@ -450,6 +457,7 @@ def _advance(
     stopping: bool,
     held: Held | None = None,
     offers: Assignment | None = None,
+    limit_waited: Collection[str] = (),
 ) -> None:
     """Start what is ready (within the concurrency bound), or end the pass.
 
@@ -478,6 +486,8 @@ def _advance(
                 if event.consumed_by is None:  # consumed now, by this step, in this write
                     w.consumed.append((event.event_id, v.workflow_step_id))
                     why = f"started: consumed event {event.name!r} (#{event.event_id})"
+            if name in limit_waited:
+                why += f" after waiting for the limit of {v.dependent_system!r}"
             w.changes.append(
                 StepChange(
                     v.workflow_step_id, name, Status(v.status), Status.IN_PROGRESS,

@@ -34,6 +34,7 @@ from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.outcome import Outcome, describe, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
+from tasker.engine.slots import Slots
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
 from tasker.errors import (
@@ -50,6 +51,7 @@ from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.events import read_events
+from tasker.store.limits import Limits
 from tasker.store.steps import inputs_of, select_steps, views_of
 
 log = logging.getLogger("tasker.engine")
@@ -94,6 +96,8 @@ class _Pass:
     started_events: dict[str, Event] = field(default_factory=dict)
     # The task's events (`tasker.core.events`), read when a step waits for one.
     events: list[Event] = field(default_factory=list)
+    # The limit slots its running steps hold (`tasker.engine.slots`).
+    slots: Slots | None = None
     # The awaited children of steps awaiting them, by step name: (task id, status).
     children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     sends: list[int] = field(default_factory=list)  # tasks to message after the commit
@@ -156,6 +160,8 @@ class Engine:
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
         self._retrying = Retrier(db, settings.lease_seconds).run
+        #: The limits per dependent system (`Tasker.limit` stores them through it).
+        self.limits = Limits(db)
         self._spawner = Spawner(db, catalog, factory, clock)
         self._items = ItemRunner(db, settings, clock)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
@@ -200,6 +206,8 @@ class Engine:
         finally:
             if p is not None and p.running:
                 self._wait_out(p)
+            if p is not None and p.slots is not None:  # nothing runs: no slot is held
+                p.slots.keep_only(task_id, (), self._now())
         return True
 
     def _wait_out(self, p: _Pass) -> None:
@@ -322,6 +330,8 @@ class Engine:
             )
         p.tx_seq = seq if written is None else written
         p.safe_until = sent + self._keep_seconds()
+        if p.slots is not None and w.finish is None:  # the slots last as long as the lease
+            p.slots.renew(w.lease_until)
 
     # -- claiming -----------------------------------------------------------------
 
@@ -355,6 +365,7 @@ class Engine:
             return None
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        p.slots = Slots(self.limits, self._notify, s.lease_seconds)
         if _waits_for_events(views):
             p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
@@ -400,6 +411,13 @@ class Engine:
         """
         before = p.snapshot()
         refreshed = False
+        slots = p.slots
+        assert slots is not None
+        # The slots of the attempts that ended go back first: this write may start the
+        # next step of their systems.
+        slots.release(p.lease.task_id, [o.name for o in batch], now)
+        limited: dict[str, tuple[str, datetime | None]] = {}
+        lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         while True:
             self._track(p, batch)
             d = writes.decide(
@@ -416,17 +434,23 @@ class Engine:
                 asked=p.asked,
                 events=p.events,
                 children=p.children,
+                limited=limited,
+                limit_waited=slots.waited,
             )
             if d.idle and not refreshed:  # children may have ended since they were read
                 refreshed = True
                 p.children = self._children(p, {**p.views, **d.steps})
+                continue
+            refused = slots.take(p.lease.task_id, p.views, d.started, now, lease_until)
+            if refused or slots.replan:  # plan again without the steps refused a slot
+                limited.update(refused)
                 continue
             nudge = self._nudge(p, d)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
                 now,
-                now + timedelta(seconds=self._settings.lease_seconds),
+                lease_until,
                 steps=list(d.steps.values()),
                 step_changes=d.changes,
                 annotations=p.annotations,
@@ -452,6 +476,7 @@ class Engine:
                     for e in p.events
                 ]
             p.started_events = d.events
+            slots.keep_only(p.lease.task_id, p.running.keys() | set(d.started), now)
             p.sends = [int(c.values["task_id"]) for c in d.spawned]
             p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
