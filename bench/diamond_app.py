@@ -3,12 +3,12 @@
 Run it as a worker with `tasker worker bench.diamond_app:app` (configured by the
 `TASKER_*` environment). `app` is built on first access, so importing the module
 has no side effect. When `BENCH_STATS_DIR` is set, each process writes the number of
-write transactions it committed (`app.db.commits`), the task messages it sent
-(`app.dispatch.sent`) and those its sweeper re-sent to `commits-<pid>.json` on exit;
-when `BENCH_PROFILE_DIR` is set, every thread of the process runs under cProfile (timed
-by the CPU time of each thread) and
-the merged stats go to `profile-<pid>.pstats` on exit. `BENCH_NO_PRE_PING=1` turns
-off the connection pool's pre-ping (an experiment for a proposed change to tasker).
+write transactions it committed (`app.db.commits`), and the task messages it sent and
+those its sweeper re-sent (counted by a `tasker.Counts` observer) to `commits-<pid>.json`
+on exit; when `BENCH_PROFILE_DIR` is set, every thread of the process runs under cProfile
+(timed by the CPU time of each thread) and the merged stats go to `profile-<pid>.pstats`
+on exit. `BENCH_NO_PRE_PING=1` turns off the connection pool's pre-ping (an experiment
+for a proposed change to tasker).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import time
 from typing import Any
 
-from tasker import StepTemplate, Tasker, TaskHandler
+from tasker import Counts, StepTemplate, Tasker, TaskHandler
 
 TASK_NAME = "bench_diamond"
 
@@ -86,6 +86,7 @@ def make_app(**settings: Any) -> Tasker:
         app.db.engine.pool._pre_ping = False
     stats_dir = os.environ.get("BENCH_STATS_DIR")
     if stats_dir:
+        counts = app.observe(Counts())
 
         def _report() -> None:
             path = os.path.join(stats_dir, f"commits-{os.getpid()}.json")
@@ -94,8 +95,8 @@ def make_app(**settings: Any) -> Tasker:
                     {
                         "pid": os.getpid(),
                         "commits": app.db.commits,
-                        "messages": app.dispatch.sent,
-                        "resent": getattr(app.sweeper, "resent", None),
+                        "messages": counts.messages,
+                        "resent": counts.resent,
                     },
                     f,
                 )

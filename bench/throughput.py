@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.diamond_app import TASK_NAME, make_app  # noqa: E402
-from tasker import Tasker, TaskRequest  # noqa: E402
+from tasker import Counts, Tasker, TaskRequest  # noqa: E402
 
 STEPS_PER_TASK = 4
 WARMUP = 20
@@ -422,6 +422,7 @@ def run_production(
     warmup = 0 if backlog else WARMUP
     with production_env(pg, redis_url, workers, threads, extra) as env:
         app, listener, db = env.app, env.listener, env.dbname
+        sent = app.observe(Counts())  # the messages this process sends
         if warmup:
             warm_up(app, listener)
         xact_before = listener.xact_commit(db)
@@ -456,7 +457,7 @@ def run_production(
         result.tasker_commits_per_step = round(
             (worker_commits + app.db.commits) / ((n + warmup) * STEPS_PER_TASK), 2
         )
-        messages = sum(r.get("messages", 0) for r in stats) + app.dispatch.sent
+        messages = sum(r.get("messages", 0) for r in stats) + sent.messages
         result.messages_per_task = round(messages / (n + warmup), 3)
         resent = [r.get("resent") for r in stats]
         if all(isinstance(x, int) for x in resent):

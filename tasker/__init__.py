@@ -15,12 +15,15 @@ from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
 from tasker.definition.template import StepHandler, StepTemplate
+from tasker.engine.observer import Counts, Observer
 from tasker.errors import PermanentError, RetryableError, TaskerError
 
 __all__ = [
     "AnnotationView",
+    "Counts",
     "Decision",
     "HandlerFactory",
+    "Observer",
     "PermanentError",
     "RetryableError",
     "ScheduleView",

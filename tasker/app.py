@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -23,8 +23,9 @@ from tasker.core.clock import as_utc, utc_now
 from tasker.core.duration import to_seconds
 from tasker.core.views import AnnotationView, TaskView, TransitionView
 from tasker.definition.handler import TaskHandler
-from tasker.definition.registry import HandlerFactory
+from tasker.definition.registry import HandlerFactory, compile_handler
 from tasker.definition.request import TaskRequest
+from tasker.engine.observer import Observer, Observers, enqueuing
 from tasker.engine.pass_ import Engine
 from tasker.errors import InvalidRequestError
 from tasker.settings import Settings
@@ -38,6 +39,7 @@ from tasker.transport.broker import Dispatch, make_broker
 from tasker.transport.relay import Relay
 
 log = logging.getLogger("tasker")
+_O = TypeVar("_O", bound=Observer)
 
 
 class Tasker:
@@ -56,7 +58,7 @@ class Tasker:
         factory: a `HandlerFactory` to share between apps (default: a new one).
         **settings: any other field of `tasker.settings.Settings` (`lease_seconds`,
             `sweep_seconds`, `backoff_base`, `backoff_max`, `max_concurrent_steps`,
-            `step_timeout`, `queue_name`, `pool_size`, `retention`).
+            `step_timeout`, `queue_name`, `pool_size`, `retention`, `tracing`).
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -78,6 +80,12 @@ class Tasker:
         self.catalog = Catalog(self.db)
         self.store = make_store(self.db)
         self._owner: tuple[int, str] | None = None
+        #: What the engine reports to (`observe`): metrics, tracing, counts.
+        self.observers = Observers()
+        if self.settings.tracing:
+            from tasker.engine.tracing import Tracing  # OpenTelemetry, only when asked for
+
+            self.observers.add(Tracing())
         self.dispatch = Dispatch(
             # A worker silent for a lease period has lost its leases too: its fetched
             # messages go back to the queue then (`tasker.transport.held`).
@@ -85,6 +93,7 @@ class Tasker:
             self.settings.queue_name,
             self._run_message,
             self.now,
+            self.observers,
         )
         # Over Redis, enqueue's messages are sent after the commit by a background thread;
         # in-process, a send costs microseconds and `run_until_idle` should see it at once.
@@ -99,6 +108,7 @@ class Tasker:
             self.now,
             self.owner,
             self._notify,
+            self.observers,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -108,6 +118,7 @@ class Tasker:
             self.settings.lease_seconds,
             chores=self.housekeeping,
             held=self.dispatch.held,
+            observer=self.observers,
         )
         self._waiter = Waiter(self.db)
         self._worker: Any = None
@@ -131,10 +142,25 @@ class Tasker:
         """Register a task handler class (see `HandlerFactory.register`).
 
         Raises:
-            ConfigurationError: the handler is invalid.
+            ConfigurationError: the handler is invalid, or a transactional step declares
+                another database than the app's (`StepTemplate(database=)`): nothing
+                is registered.
             DagCycleError: its steps form a cycle.
         """
+        self.engine.transactions.check(compile_handler(handler_cls))
         return self.factory.register(handler_cls)
+
+    def observe(self, observer: _O) -> _O:
+        """Add an observer of what the engine does in this process (see `tasker.Observer`).
+
+        Returns:
+            The observer (so `app.observe(MyObserver())` can be kept).
+
+        Raises:
+            ConfigurationError: it is not an `Observer`.
+        """
+        self.observers.add(observer)
+        return observer
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest migration; idempotent."""
@@ -192,7 +218,11 @@ class Tasker:
             )
         reg = self.factory.get(request.name, request.version)
         caller = None if connection is None else check_caller(self.db, connection)
-        accepted = create_task(self.store, self.db, self.catalog, reg, request, self.now(), caller)
+        with enqueuing(self.observers, [reg.name]) as ids:
+            accepted = create_task(
+                self.store, self.db, self.catalog, reg, request, self.now(), caller
+            )
+            ids.append(accepted.task_id)
         if accepted.view is not None:
             self._announce([accepted.task_id], caller)
             return accepted.view, accepted.created
@@ -244,7 +274,11 @@ class Tasker:
         caller = None if connection is None else check_caller(self.db, connection)
         if not items:
             return []
-        accepted = create_tasks(self.store, self.db, self.catalog, items, self.now(), caller=caller)
+        with enqueuing(self.observers, [reg.name for reg, _ in items]) as ids:
+            accepted = create_tasks(
+                self.store, self.db, self.catalog, items, self.now(), caller=caller
+            )
+            ids += [a.task_id for a in accepted]
         created = [a.task_id for a in accepted if a.view is not None]
         if created:
             self._announce(created, caller)

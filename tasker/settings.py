@@ -11,6 +11,8 @@ from tasker.core.duration import parse_duration, to_seconds
 from tasker.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///tasker.db"
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True}
+_FLAGS.update({"0": False, "false": False, "no": False, "off": False})
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Settings:
         retention: `TASKER_RETENTION`: final tasks completed longer ago than this many
             seconds (or a `timedelta`; "30d" in the variable) are purged by the sweeper
             and `run_until_idle()`; None (the default) keeps everything.
+        tracing: `TASKER_TRACING`: OpenTelemetry spans for enqueue calls, passes and step
+            attempts (`tasker.engine.tracing`; needs `pip install tasker[otel]`).
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -45,6 +49,7 @@ class Settings:
     queue_name: str = "tasker"
     pool_size: int = 10
     retention: float | None = None
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -94,6 +99,13 @@ class Settings:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     kind = str(kind)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        flag = str(value).strip().lower()
+        if flag in _FLAGS:
+            return _FLAGS[flag]
+        raise ConfigurationError(f"setting {name} must be true or false (1/0), got {value!r}")
     if kind == "float | None":  # a duration: seconds, a timedelta, or "30d" from a variable
         try:
             return parse_duration(value) if isinstance(value, str) else to_seconds(value)

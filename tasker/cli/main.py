@@ -136,14 +136,22 @@ def _demo_report(app: Tasker, ids: list[int]) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run worker processes for an app."""
-    from tasker.transport.worker import run_one, supervise
+    from tasker.transport.worker import Metrics, run_one, supervise
 
     if args.graceful_timeout is not None and args.graceful_timeout < 0:
         print("error: --graceful-timeout must be at least 0", file=sys.stderr)
         return 2
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"error: --metrics-port must be 0-65535, got {args.metrics_port}", file=sys.stderr)
+        return 2
+    metrics = None
+    if args.metrics_multiprocess:  # a child of `--processes N --metrics-port P`
+        metrics = Metrics(0, multiprocess=True)
+    elif args.metrics_port is not None:
+        metrics = Metrics(args.metrics_port, args.metrics_host)
     if args.processes > 1:
-        return supervise(args.app_ref, args.processes, args.threads, args.graceful_timeout)
-    run_one(args.app_ref, args.threads, graceful_timeout=args.graceful_timeout)
+        return supervise(args.app_ref, args.processes, args.threads, args.graceful_timeout, metrics)
+    run_one(args.app_ref, args.threads, graceful_timeout=args.graceful_timeout, metrics=metrics)
     return 0
 
 
@@ -303,6 +311,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serving.run_workers(args.app_ref, host, args.port, args.workers, args.insecure_no_auth)
         return 0
     if args.worker:
+        from tasker.web.worker_metrics import PrometheusObserver
+
+        # One process: its /metrics serves the worker's series beside the database's.
+        app.observe(PrometheusObserver(asgi.state.metrics))
         app.start(threads=args.threads)
     try:
         uvicorn.run(asgi, host=host, port=args.port, log_level="warning")
@@ -374,14 +386,8 @@ def _web_commands(sub: Any) -> None:
     g.set_defaults(func=cmd_graph)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The argument parser of `tasker`."""
-    p = argparse.ArgumentParser(prog="tasker", description="A durable DAG task orchestrator.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    _demo_command(sub)
-
+def _worker_command(sub: Any) -> None:
+    """The `worker` subcommand."""
     w = sub.add_parser("worker", help="run a worker (and the sweeper) for MODULE[:ATTR]")
     w.add_argument("app_ref", metavar="MODULE[:ATTR]")
     w.add_argument("--processes", type=int, default=1)
@@ -393,7 +399,29 @@ def parser() -> argparse.ArgumentParser:
         help="on SIGTERM, let running attempts finish for up to this long "
         "(default: the longest step timeout of the app's handlers)",
     )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the workers' Prometheus metrics on this port (with --processes N: "
+        "the sum of every process's)",
+    )
+    w.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (127.0.0.1)"
+    )
+    w.add_argument("--metrics-multiprocess", action="store_true", help=argparse.SUPPRESS)
     w.set_defaults(func=cmd_worker)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `tasker`."""
+    p = argparse.ArgumentParser(prog="tasker", description="A durable DAG task orchestrator.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _demo_command(sub)
+
+    _worker_command(sub)
 
     _web_commands(sub)
 

@@ -1,4 +1,4 @@
-"""The steering commands of `tasker`: cancel, retry, resolve, signal and history.
+"""The steering commands of `tasker`: cancel, retry, resume, resolve, signal and history.
 
 Each prints the task as it is afterwards (`--json` for a machine-readable form) and exits
 0, or 2 with the error on stderr when the call is refused (the main entry point maps every
@@ -39,6 +39,18 @@ def cmd_retry(args: argparse.Namespace) -> int:
     app = _app(args)
     try:
         return _show(app.retry(args.task_id), args.json)
+    finally:
+        app.close()
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Let a paused task go on (steps that ran out of attempts pausing it get a fresh budget).
+
+    A task that is not paused is refused (exit 2) and left as it is.
+    """
+    app = _app(args)
+    try:
+        return _show(app.resume(args.task_id), args.json)
     finally:
         app.close()
 
@@ -106,12 +118,14 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def steering_commands(sub: Any, db_opts: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add the cancel, retry, resolve, signal and history subcommands to `sub`."""
+    """Add the cancel, retry, resume, resolve, signal and history subcommands to `sub`."""
     c = sub.add_parser("cancel", help="cancel a task, or one step of it")
     c.add_argument("task_id", type=int)
     c.add_argument("step", nargs="?", help="cancel only this pending or failed step")
     r = sub.add_parser("retry", help="retry a task's failed steps with a fresh budget")
     r.add_argument("task_id", type=int)
+    u = sub.add_parser("resume", help="let a paused task go on")
+    u.add_argument("task_id", type=int)
     v = sub.add_parser("resolve", help="resolve a step (or, with no step, the task) by hand")
     v.add_argument("task_id", type=int)
     v.add_argument("step", nargs="?", help="the step to resolve; none: the whole task")
@@ -126,6 +140,7 @@ def steering_commands(sub: Any, db_opts: Callable[[argparse.ArgumentParser], Non
     commands = (
         (c, cmd_cancel),
         (r, cmd_retry),
+        (u, cmd_resume),
         (v, cmd_resolve),
         (g, cmd_signal),
         (h, cmd_history),

@@ -24,6 +24,7 @@ from tasker.core.views import StepView, TaskView
 from tasker.core.waits import with_waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
+from tasker.engine import tracing
 from tasker.errors import ContextValidationError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
 from tasker.store.base import NewTask, Store
@@ -316,7 +317,12 @@ def _store(
 
 
 def new_task(
-    catalog: Catalog, reg: RegisteredTask, req: TaskRequest, now: datetime, extra: dict[str, Any]
+    catalog: Catalog,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    now: datetime,
+    extra: dict[str, Any],
+    caller: Connection | None = None,
 ) -> NewTask:
     """The row of a task checked as `enqueue` checks it, stored later by someone else.
 
@@ -324,12 +330,13 @@ def new_task(
 
     Args:
         extra: more task columns (the child's id and parent, see `NewTask`).
+        caller: a connection in an open transaction for the catalog rows it may need.
 
     Raises:
         The errors of `check_request`.
     """
     values = check_request(reg, req)
-    built = _build(catalog, reg, req, values, now, 0, None).new
+    built = _build(catalog, reg, req, values, now, 0, caller).new
     return NewTask({**built.values, **extra}, built.steps, built.edges)
 
 
@@ -359,6 +366,7 @@ def _build(
         **values,
         "named_task_id": entry.named_task_id,
         "requested_at": requested_at,
+        "trace_context": tracing.carrier(),  # the trace of this call (or spawning step)
     }
     steps = _initial_steps(reg, entry.named_step_ids, values, now)
     return _Checked(index, reg, req, values, requested_at, NewTask(row, steps, _edges(reg)))

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.core.states import TASK_LIVE
+from tasker.engine.observer import Observer
 from tasker.store import schema as m
 from tasker.store.db import Database
 
@@ -74,6 +75,7 @@ class Sweeper:
         batch: int = 500,
         chores: Callable[[], None] | None = None,
         held: Callable[[Collection[int], float], set[int]] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._db = db
         self._send = send
@@ -85,8 +87,7 @@ class Sweeper:
         self._every = sweep_seconds
         self._batch = batch
         self._chores = chores  # run after each sweep: schedules, retention (never raises)
-        self.resent = 0  # messages re-sent by this sweeper
-        self.left_queued = 0  # due tasks seen whose message the broker still held
+        self._observer = observer or Observer()
 
     def sweep(self) -> int:
         """One sweep; returns how many messages it sent."""
@@ -130,8 +131,8 @@ class Sweeper:
         unclaimed = {int(r.task_id) for r in due if r.lease_owner is None}
         queued = self._still_held(unclaimed)
         sent += self._send_all((abandoned | (unclaimed - queued)) - lost)
-        self.resent += sent
-        self.left_queued += len(queued)
+        if sent or queued:
+            self._observer.on_sweeper_resend(sent, len(queued))
         if sent:
             log.info(
                 "sweeper re-sent %d task(s): %d from the outbox, %d due or abandoned; "

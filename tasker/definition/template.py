@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+import sqlalchemy as sa
+
 from tasker.core.duration import to_seconds
 from tasker.errors import ConfigurationError
 
@@ -107,6 +109,28 @@ def _seconds(where: str, name: str, value: object) -> float | None:
     return seconds
 
 
+def database_url(where: str, database: object) -> sa.URL:
+    """The URL of a step's `database=` (a URL string, a `sqlalchemy.URL` or an `Engine`).
+
+    Raises:
+        ConfigurationError: it is none of those, or the URL cannot be parsed.
+    """
+    if isinstance(database, sa.Engine):
+        return database.url
+    if isinstance(database, sa.URL):
+        return database
+    if isinstance(database, str):
+        try:
+            return sa.engine.make_url(database)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{where}: cannot parse database= {database!r}: {exc}"
+            ) from exc
+    raise ConfigurationError(
+        f"{where}: database= takes a URL or a SQLAlchemy Engine, got {type(database).__name__}"
+    )
+
+
 @dataclass(frozen=True)
 class StepTemplate:
     """One step of a task handler's DAG.
@@ -154,6 +178,14 @@ class StepTemplate:
             step's results are `{"items": [each item's results, in order]}`.
         concurrency: at most this many items of a `for_each` step run at once (default:
             the app's `max_concurrent_steps`).
+        transactional: the handler gets `step.connection`, a SQLAlchemy `Connection` in
+            the transaction that records the step's outcome (fenced by the lease): its
+            writes commit if and only if the step is recorded `complete`. On SQLite the
+            transaction holds the database's single write lock while the handler runs:
+            keep such steps short (other writers wait behind it).
+        database: for a transactional step, the database its writes are meant for (a URL
+            or a SQLAlchemy `Engine`); registering it on an app whose database is another
+            one raises `ConfigurationError` (default None: tasker's, unchecked).
 
     `wait`, `after` and `wait_timeout` are stored in seconds (floats).
 
@@ -180,6 +212,8 @@ class StepTemplate:
     wait_for: str | None = None
     for_each: Callable[..., Any] | None = None
     concurrency: int | None = None
+    transactional: bool = False
+    database: object = None
     _fn: HandleFn = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -232,6 +266,18 @@ class StepTemplate:
             raise ConfigurationError(
                 f"{where}: on_failure must be one of {list(ON_FAILURE)}, got {self.on_failure!r}"
             )
+        if not isinstance(self.transactional, bool):
+            raise ConfigurationError(f"{where}: transactional must be a boolean")
+        if self.transactional and self.for_each is not None:
+            raise ConfigurationError(
+                f"{where}: a for_each step cannot be transactional (its items run apart)"
+            )
+        if self.database is not None:
+            if not self.transactional:
+                raise ConfigurationError(
+                    f"{where}: database= is for a transactional step (transactional=True)"
+                )
+            database_url(where, self.database)
         object.__setattr__(self, "branches", _branches(where, self.branches))
         _check_for_each(where, self.for_each, self.concurrency)
         if self.wait_for is not None and (

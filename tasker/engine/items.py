@@ -31,6 +31,7 @@ from tasker.core.flow import FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.views import StepView
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.engine.threads import ElasticThreads
@@ -48,6 +49,8 @@ from tasker.store.db import Database
 from tasker.store.lease import Lease
 
 log = logging.getLogger("tasker.engine")
+#: How long the runner waits for more outcomes once one arrived, before it writes them.
+GATHER_SECONDS = 0.002
 
 
 @dataclass
@@ -66,8 +69,15 @@ class _Ended:
 class ItemRunner:
     """Runs `for_each` steps' items for one engine (thread-safe: one call per step run)."""
 
-    def __init__(self, db: Database, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        observer: Observer | None = None,
+    ) -> None:
         self._db = db
+        self.observer = observer or Observer()  # each item attempt is a step attempt
         self._settings = settings
         self._clock = clock
         self._threads = ElasticThreads("tasker-item")
@@ -150,14 +160,15 @@ class _Run:
             if changed or done:
                 try:
                     values = stored.write(
-                        self.db, self.lease, step_id, self.view.name, changed.values(), done,
+                        self.db, self.lease, step_id, (self.view.name, self.view.attempts),
+                        changed.values(), done,
                         starting, now,
                     )  # fmt: skip
                 except BaseException as exc:  # start nothing more; let running items end
                     stopped, starting = exc, []
                 changed, done = {}, {}
             for i in starting:
-                self._start(i, values.get(i))
+                self._start(i, values.get(i), states[i].attempts)
             if not self.running and not self.abandoned:
                 break
             for e, timed_out in self._wait(agenda.next_due()):
@@ -191,16 +202,22 @@ class _Run:
             return self._outcome(ok=True, results={"items": []})
         return stored.insert(self.db, self.lease, step_id, listed, self.r.now())
 
-    def _start(self, index: int, value: Any) -> None:
+    def _start(self, index: int, value: Any, attempt: int) -> None:
         token = object()
         self.running[index] = (token, time.monotonic() + self.limit)
-        self.r._threads.submit(self._call, index, value, token)
+        self.r._threads.submit(self._call, index, value, attempt, token)
 
-    def _call(self, index: int, value: Any, token: object) -> None:
-        """Run the handler for one item; never raises."""
+    def _call(self, index: int, value: Any, attempt: int, token: object) -> None:
+        """Run the handler for one item (`step.attempts`: the item's attempt); never raises.
+
+        It is reported to the observers as an attempt of the step.
+        """
+        observer, task_id, name = self.r.observer, self.lease.task_id, str(self.row.get("name"))
+        observer.on_attempt_started(task_id, name, self.view.name, attempt)
+        began = time.perf_counter()
         task = HandlerTask(self.row)
         step = HandlerStep(self.view, self.inputs)
-        step.item, step.item_index = value, index
+        step.item, step.item_index, step.attempts = value, index, attempt
         task._in_run = step._in_run = True
         try:
             returned = self.tpl.call(task, self.sequence, step)
@@ -224,6 +241,10 @@ class _Run:
             )  # fmt: skip
         finally:
             task._in_run = step._in_run = False
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(
+            task_id, name, self.view.name, ended.ok, None, seconds, ended.error
+        )
         self.ended.put(ended)
 
     def _wait(self, next_due: datetime | None) -> list[tuple[_Ended, bool]]:
@@ -241,8 +262,14 @@ class _Run:
         arrived = []
         try:
             arrived.append(self.ended.get(timeout=min(timeout, 1.0)))
-            while True:
-                arrived.append(self.ended.get_nowait())
+            # Gather a batch: the others running may end within the window (a write costs
+            # a commit, so fewer and fuller batches are cheaper than one per outcome).
+            window = time.monotonic() + GATHER_SECONDS
+            while len(arrived) < len(self.running) + len(self.abandoned):
+                left = window - time.monotonic()
+                arrived.append(
+                    self.ended.get(timeout=left) if left > 0 else self.ended.get_nowait()
+                )
         except queue.Empty:
             pass
         out: list[tuple[_Ended, bool]] = []

@@ -56,7 +56,7 @@ class Retrier:
 
     def __init__(self, db: Database, lease_seconds: float) -> None:
         self._db = db
-        self._lease_seconds = lease_seconds
+        self.lease_seconds = lease_seconds
 
     def run(
         self,
@@ -76,7 +76,7 @@ class Retrier:
         (the claim) the write is simply tried again: a claim that landed makes the
         retry a no-op, and its lease expires for the sweeper to hand the task on.
         """
-        give_up = time.monotonic() + self._lease_seconds
+        give_up = time.monotonic() + self.lease_seconds
         if until is not None:
             give_up = min(give_up, until)
         delay = 0.05
@@ -86,7 +86,7 @@ class Retrier:
             except DBAPIError as exc:
                 if time.monotonic() + delay > give_up or not _transient(exc):
                     raise
-                if stamp is not None and self._landed(task_id, stamp, give_up):
+                if stamp is not None and self.landed(task_id, stamp, give_up):
                     return None
                 log.warning(
                     "task %s: database error, retrying in %.2f s: %s", task_id, delay, exc.orig
@@ -94,7 +94,7 @@ class Retrier:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _landed(self, task_id: int, stamp: tuple[int, int], give_up: float) -> bool:
+    def landed(self, task_id: int, stamp: tuple[int, int], give_up: float) -> bool:
         """After a write that failed, tell whether it landed anyway.
 
         Every engine write bumps the task's `tx_seq`; steering calls bump it too, and

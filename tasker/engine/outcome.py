@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasker.core.flow import CANCEL, SKIP, Attempt, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.spawns import Spawn
 from tasker.definition.decision import Decision
 from tasker.definition.template import StepTemplate
+from tasker.engine.observer import Observer
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import (
     InvalidResultError,
@@ -20,6 +22,9 @@ from tasker.errors import (
     RetryableError,
     StepTimeoutError,
 )
+
+if TYPE_CHECKING:
+    from tasker.engine.attempt_tx import Held
 
 
 @dataclass
@@ -41,6 +46,9 @@ class Outcome:
     reason: str = ""
     # The sub-tasks a succeeded attempt spawned (a failed one spawns nothing).
     spawned: list[Spawn] = field(default_factory=list)
+    # A transactional step's transaction, still open: the write that records this
+    # outcome goes through it (`tasker.engine.transactional`).
+    held: Held | None = None
     # The labels a decision step chose (`tasker.Decision`); None for any other step.
     decision: tuple[str, ...] | None = None
 
@@ -150,3 +158,32 @@ def run_handler(
         task._in_run = step._in_run = False
     outcome.annotations = task.take_annotations()
     deliver(outcome)
+
+
+def observed(
+    observer: Observer,
+    task_name: str,
+    task_id: int,
+    attempt: int,
+    template: StepTemplate,
+    task: HandlerTask,
+    sequence: StepSequence,
+    step: HandlerStep,
+    token: object,
+    deliver: Callable[[Outcome], None],
+    cancel_if: Callable[[HandlerTask, StepSequence], Any] | None = None,
+) -> None:
+    """`run_handler`, reporting the attempt's start and end to `observer` on this thread.
+
+    The end is reported before the outcome is delivered, so what an observer makes of an
+    attempt (a span, a count) is complete before the engine records it.
+    """
+    observer.on_attempt_started(task_id, task_name, step.name, attempt)
+    began = time.perf_counter()
+
+    def done(o: Outcome) -> None:
+        seconds = time.perf_counter() - began
+        observer.on_attempt_finished(task_id, task_name, o.name, o.ok, o.flow, seconds, o.error)
+        deliver(o)
+
+    run_handler(template, task, sequence, step, token, done, cancel_if)

@@ -30,13 +30,21 @@ from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.registry import HandlerFactory, RegisteredTask
+from tasker.engine.attempt_tx import Held
 from tasker.engine.items import ItemRunner
 from tasker.engine.keeping import FailStop, Retrier, halt_process
-from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.observer import Observers
+from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
 from tasker.engine.slots import Slots
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
+from tasker.engine.transactional import (
+    PassTransactions,
+    StepTransactions,
+    TransactionLost,
+    lost,
+)
 from tasker.errors import (
     ConfigurationError,
     LeaseLostError,
@@ -52,7 +60,7 @@ from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.events import read_events
 from tasker.store.limits import Limits
-from tasker.store.steps import inputs_of, select_steps, views_of
+from tasker.store.steps import inputs_of, read_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -69,6 +77,7 @@ class _Running:
     # Timed out and recorded as failed, but its thread still runs (Python cannot kill
     # it): the step is not started again, here or elsewhere, until the thread ends.
     abandoned: bool = False
+    held: Held | None = None  # a transactional step's open transaction
 
 
 @dataclass
@@ -92,6 +101,7 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
     # The events the last write's started steps run with, by step name.
     started_events: dict[str, Event] = field(default_factory=dict)
     # The task's events (`tasker.core.events`), read when a step waits for one.
@@ -145,6 +155,7 @@ class Engine:
         clock: Callable[[], datetime],
         owner: Callable[[], str],
         notify: Notify,
+        observer: Observers | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -154,16 +165,19 @@ class Engine:
         self._clock = clock
         self._owner = owner
         self._notify = notify
+        self._observer = observer or Observers()
         self._stopping = threading.Event()
         self._threads = ElasticThreads("tasker-step")
         self._rules = writes.Rules(
             settings.backoff_base, settings.backoff_max, settings.max_concurrent_steps
         )
-        self._retrying = Retrier(db, settings.lease_seconds).run
+        self._retrier = Retrier(db, settings.lease_seconds)
+        self._retrying = self._retrier.run
+        self._txn = self.transactions = StepTransactions(db, store, self._retrier)
         #: The limits per dependent system (`Tasker.limit` stores them through it).
         self.limits = Limits(db)
         self._spawner = Spawner(db, catalog, factory, clock)
-        self._items = ItemRunner(db, settings, clock)
+        self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
         self.fail_stop: FailStop = halt_process
 
@@ -194,20 +208,26 @@ class Engine:
             self._notify(task_id, self._now())  # leave it to a worker that is not stopping
             return True
         p: _Pass | None = None
+        failed: BaseException | None = None
         try:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
         except LeaseLostError as exc:
+            self._observer.on_lease_lost(task_id)
             log.info("task %s: %s; stopping this pass", task_id, exc)
-        except Exception:
+        except Exception as exc:
+            failed = exc
             log.exception("task %s: engine pass failed; the sweeper will pick it up", task_id)
             return False
         finally:
-            if p is not None and p.running:
-                self._wait_out(p)
-            if p is not None and p.slots is not None:  # nothing runs: no slot is held
-                p.slots.keep_only(task_id, (), self._now())
+            if p is not None:
+                if p.running:
+                    p.txn.end(p.running)
+                    self._wait_out(p)
+                if p.slots is not None:  # nothing runs: no slot is held
+                    p.slots.keep_only(task_id, (), self._now())
+                self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
 
     def _wait_out(self, p: _Pass) -> None:
@@ -232,6 +252,8 @@ class Engine:
         An attempt past its time limit still counts: its thread lives until it returns.
         """
         for o in self._wait(p, at_most):
+            if o.held is not None:
+                o.held.close()
             if o.timed_out:
                 p.running[o.name].abandoned = True
             else:
@@ -249,6 +271,7 @@ class Engine:
             self._renew(p, once=True)
             return time.monotonic() + renew_every
         except LeaseLostError:
+            self._observer.on_lease_lost(p.lease.task_id)
             if self._taken_over(p) and self._still_running(p):
                 self._halt(p, "another worker took the lease while an attempt runs here")
             return None
@@ -322,8 +345,10 @@ class Engine:
             StaleRevisionError: a steering call changed the task; nothing was written.
         """
         seq = p.tx_seq + 1
-        if once:
-            written: int | None = self._store.apply(w)
+        if p.txn.via is not None:  # SQLite: inside the transactional step's transaction
+            written: int | None = self._store.apply(w, caller=p.txn.via)
+        elif once:
+            written = self._store.apply(w)
         else:
             written = self._retrying(
                 p.lease.task_id, partial(self._store.apply, w), (seq, p.revision), self._until(p)
@@ -370,25 +395,38 @@ class Engine:
             p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
         p.children = self._children(p, p.views)
-        self._launch(p, self._commit(p, [], now, recover=True))
+        due, trace = row.get("next_run_at"), row.get("trace_context")
+        self._observer.on_pass_started(task_id, reg.name, due and as_utc(due), now, trace)
+        try:
+            self._launch(p, self._commit(p, [], now, recover=True))
+        except BaseException as exc:  # no pass to return: it ends here
+            self._observer.on_pass_finished(task_id, reg.name, exc)
+            raise
         return p
 
     # -- the loop -----------------------------------------------------------------
 
     def _loop(self, p: _Pass) -> None:
         while p.running and not p.ended:
-            batch = self._wait(p)
-            if batch:
-                self._annotate(p, batch)
-            now = self._now()  # after update_annotations, which may take a while
+            gated = p.txn.gate(self._wait(p), p.running, p.outcomes.put, self._txn.exclusive)
+            if gated is None:
+                continue
+            batch = gated
             try:
+                if batch:
+                    self._annotate(p, batch)
+                now = self._now()  # after update_annotations, which may take a while
                 started = self._commit(p, batch, now)
             except BaseException:
                 # These attempts have returned: nothing is left to wait for on their account.
                 for o in batch:
+                    if o.held is not None:
+                        o.held.close()
                     if not o.timed_out:
                         p.running.pop(o.name, None)
                 raise
+            finally:
+                p.txn.via = None
             self._launch(p, started)
 
     def _commit(
@@ -459,12 +497,23 @@ class Engine:
                 spawned=d.spawned,
                 nudge=nudge,
             )
+            txo = next((o for o in batch if o.held is not None), None)
             try:
-                self._apply(p, w, time.monotonic())
+                if txo is None:
+                    self._apply(p, w, time.monotonic())
+                else:
+                    complete = d.steps[txo.name].status == Status.COMPLETE.value
+                    self._apply_held(p, w, txo, complete)
             except StaleRevisionError:
                 p.restore(before)
                 self._reload(p)
                 before = p.snapshot()
+                continue
+            except TransactionLost as exc:
+                # Nothing landed, the step's writes with it: record the attempt as failed.
+                p.restore(before)
+                p.txn.via = None
+                batch = [lost(o, exc) if o is txo else o for o in batch]
                 continue
             p.views.update(d.steps)
             p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
@@ -480,6 +529,16 @@ class Engine:
             p.sends = [int(c.values["task_id"]) for c in d.spawned]
             p.sends += [] if nudge is None else [nudge]
             return [p.views[n] for n in d.started]
+
+    def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
+        """`_apply` through a transactional step's transaction, committing it.
+
+        Raises:
+            As `StepTransactions.record`.
+        """
+        sent = time.monotonic()
+        p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
+        p.safe_until = sent + self._keep_seconds()
 
     def _children(self, p: _Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
         """Read the awaited children of the steps awaiting them (no read if none does)."""
@@ -542,7 +601,7 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            rows = list(conn.execute(select_steps([task_id])).all())
+            rows = read_steps(conn, [task_id])
             waiting = any(getattr(r, "wait_for", None) for r in rows)
             return task, rows, read_events(conn, task_id) if waiting else []
 
@@ -580,16 +639,19 @@ class Engine:
         batch = []
         for o in arrived:
             r = p.running.get(o.name)
-            if r is None or r.token is not o.token:
+            if r is None or r.token is not o.token or r.abandoned:
+                if o.held is not None:  # a transactional outcome that no longer counts
+                    o.held.close()
+                if r is not None and r.token is o.token:  # came too late; the step is free
+                    del p.running[o.name]
                 continue
-            if r.abandoned:  # its result came too late to count; the step is free again
-                del p.running[o.name]
-            else:
-                batch.append(o)
+            batch.append(o)
         clock = time.monotonic()
         named = {o.name for o in batch}
         for name, r in p.running.items():
             if not r.abandoned and r.deadline <= clock and name not in named:
+                if r.held is not None:  # its writes must not commit late: roll them back
+                    r.held.abort()
                 batch.append(Outcome.after_time_limit(name, r.token, self._limit(p, name)))
         return batch
 
@@ -608,7 +670,10 @@ class Engine:
         now, task_id = self._now(), p.lease.task_id
         ids = [
             self._retrying(
-                task_id, partial(self._catalog.annotation_type_id, t, now), None, self._until(p)
+                task_id,
+                partial(self._catalog.annotation_type_id, t, now, p.txn.via),
+                None,
+                self._until(p),
             )
             for t, _ in wanted
         ]
@@ -673,10 +738,17 @@ class Engine:
             sends, p.sends, now = p.sends, [], self._now()
             for task_id in sends:
                 self._notify(task_id, now)
+        turn = p.txn.take_turn(p.running)
+        if turn is not None:  # SQLite: a transactional step deferred until now
+            name, args = turn
+            p.running[name].deadline = time.monotonic() + self._limit(p, name)
+            p.running[name].held = self._txn.start(self._threads.submit, *args)
         if not started:
             return
         sequence = p.sequence()
         context = p.row["context"]
+        # Observed attempts report on their own thread (`observed`); none: no wrapper.
+        run = partial(observed, self._observer, p.reg.name) if self._attempts_seen() else None
         for view in started:
             token = object()
             p.running[view.name] = _Running(token, time.monotonic() + self._limit(p, view.name))
@@ -691,11 +763,10 @@ class Engine:
                 hstep.event = json_copy(event.payload)
             hstep._spawner, hstep._task_id = self._spawner, p.lease.task_id
             if tpl.for_each is not None:  # the item runner is the step's attempt
-                args = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
-                self._threads.submit(self._items.run, tpl, *args)
+                items = (p.row, sequence, view, hstep.inputs, p.lease, token, p.outcomes.put)
+                self._threads.submit(self._items.run, tpl, *items)
                 continue
-            self._threads.submit(
-                run_handler,
+            args = (
                 tpl,
                 HandlerTask(p.row),
                 sequence,
@@ -704,13 +775,26 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
+            if not tpl.transactional:
+                self._threads.submit(attempt, *args)
+            elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
+                # SQLite: one transaction (write lock) at a time
+                p.txn.defer(view.name, p.running[view.name], (attempt, *args))
+            else:
+                p.running[view.name].held = self._txn.start(self._threads.submit, attempt, *args)
+
+    def _attempts_seen(self) -> bool:
+        obs = self._observer
+        return obs.wants("on_attempt_started") or obs.wants("on_attempt_finished")
 
     def _limit(self, p: _Pass, name: str) -> float:
         """The time limit of one attempt of step `name`, in seconds."""
         tpl = p.reg.steps.get(name)
         if tpl is not None and tpl.for_each is not None:
             return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
-        return (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
+        return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
 
     def _now(self) -> datetime:
         return as_utc(self._clock())

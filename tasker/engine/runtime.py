@@ -8,6 +8,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, overload
 
+from sqlalchemy.engine import Connection
+
 from tasker.core import flow
 from tasker.core.clock import as_utc
 from tasker.core.duration import to_seconds
@@ -33,6 +35,7 @@ class SpawnerLike(Protocol):
         key: str,
         wait: bool,
         before: dict[str, int],
+        conn: Connection | None = None,
     ) -> Spawn:
         """One child of the step."""
 
@@ -198,6 +201,9 @@ class HandlerStep(flow.FlowControl):
         # A `for_each` step's item and its index in the list (None for any other step).
         self.item: Any = None
         self.item_index: int | None = None
+        #: The transaction of a transactional step while its handler runs (the engine's).
+        self._connection: Connection | None = None
+        self._transactional = False
 
     def spawn(self, request: Any, key: str | int | None = None, wait: bool = True) -> int:
         """Spawn a sub-task; returns its task id at once.
@@ -233,7 +239,13 @@ class HandlerStep(flow.FlowControl):
         if self._spawned_before is None:
             self._spawned_before = self._spawner.existing(self.workflow_step_id)
         spawned = self._spawner.spawn(
-            self._task_id, self.workflow_step_id, request, name, wait, self._spawned_before
+            self._task_id,
+            self.workflow_step_id,
+            request,
+            name,
+            wait,
+            self._spawned_before,
+            self._connection,  # a transactional step's: SQLite's lock is its own
         )
         self._spawns.append(spawned)
         return spawned.task_id
@@ -242,6 +254,30 @@ class HandlerStep(flow.FlowControl):
         """Hand over the sub-tasks spawned in this run (engine use)."""
         taken, self._spawns = self._spawns, []
         return taken
+
+    @property
+    def connection(self) -> Connection:
+        """The SQLAlchemy `Connection` of a transactional step, in its open transaction.
+
+        What the handler writes through it commits with the step's outcome if and only if
+        the step is recorded `complete` (see `StepTemplate(transactional=True)`). Do not
+        commit or roll it back yourself.
+
+        Raises:
+            InvalidStateError: the step is not transactional, or its handler is not running.
+        """
+        if not self._transactional:
+            raise InvalidStateError(
+                f"step {self.name!r} has no step.connection: it is not transactional "
+                "(declare StepTemplate(..., transactional=True) to run its handler in the "
+                "transaction that records its outcome)"
+            )
+        if self._connection is None or not self._in_run:
+            raise InvalidStateError(
+                f"step {self.name!r}: step.connection is only open while its handler runs"
+                " (tasker.testing.run_step gives it the connection= you pass)"
+            )
+        return self._connection
 
     def reattempt(self, wait: float | timedelta) -> NoReturn:
         """End this run; run the step again after `wait` (seconds or a timedelta).

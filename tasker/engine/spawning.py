@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from tasker.control.enqueue import new_task
 from tasker.core.spawns import Spawn
@@ -62,6 +63,7 @@ class Spawner:
         key: str,
         wait: bool,
         before: dict[str, int],
+        conn: Connection | None = None,
     ) -> Spawn:
         """One child of step `step_id`: the existing one for `key`, else a new one.
 
@@ -70,6 +72,10 @@ class Spawner:
                 refuses, or it has an idempotency key, or it names a `one_per_subject`
                 task with a subject (a spawn key says what is the same child).
             UnknownTaskError: no handler of that name is registered here.
+
+        With `conn` (a transactional step's connection, in its open transaction) what
+        must be written ahead (SQLite's id counter, a new catalog row) is written there:
+        on SQLite that transaction holds the only write lock.
         """
         if not isinstance(request, TaskRequest):
             raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")
@@ -86,7 +92,7 @@ class Spawner:
                 f"spawn(): task {reg.name!r} is one_per_subject; a sub-task cannot take a "
                 "subject (spawn it without one, or enqueue it)"
             )
-        task_id = self._ids.take()
+        task_id = self._ids.take(conn)
         extra = {
             "task_id": task_id,
             "parent_task_id": parent_task_id,
@@ -95,7 +101,7 @@ class Spawner:
             "parent_waits": wait,
         }
         return Spawn(
-            key, task_id, wait, new_task(self._catalog, reg, request, self._clock(), extra)
+            key, task_id, wait, new_task(self._catalog, reg, request, self._clock(), extra, conn)
         )
 
 

@@ -89,8 +89,14 @@ class Store(Protocol):
         """
         ...
 
-    def apply(self, w: TaskWrite) -> int:
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """Write `w` if the lease and the steering revision are still as planned.
+
+        Args:
+            w: the write.
+            caller: a connection in an open transaction (a transactional step's): the
+                write is made there and left uncommitted (the caller commits it). Else
+                it is its own short transaction.
 
         Returns:
             The number this write has in the task's order (`tx_seq`).

@@ -77,14 +77,20 @@ class Catalog:
             found = self._names[named_task_id] = (row.name, row.version)
         return found
 
-    def annotation_type_id(self, name: str, now: datetime) -> int:
-        """The id of an annotation type, creating it on first use."""
+    def annotation_type_id(self, name: str, now: datetime, conn: Connection | None = None) -> int:
+        """The id of an annotation type, creating it on first use.
+
+        Args:
+            conn: a connection in an open transaction to look for it and create it in
+                (a transactional step's on SQLite, which holds the write lock).
+        """
         found = self._annotation_types.get(name)
         if found is None:
-            found, _ = self._get_or_create(
-                m.annotation_types, {"name": name}, {"created_at": now}, None
+            found, committed = self._get_or_create(
+                m.annotation_types, {"name": name}, {"created_at": now}, conn
             )
-            self._annotation_types[name] = found
+            if committed:
+                self._annotation_types[name] = found
         return found
 
     def _create(

@@ -25,7 +25,7 @@ from tasker.core.items import ERROR, PENDING, Item
 from tasker.core.states import Status
 from tasker.errors import LeaseLostError
 from tasker.store import schema as m
-from tasker.store.audit import StepChange, write_step_changes
+from tasker.store.audit import StepChange, step_change_rows, write_step_changes
 from tasker.store.db import Database
 from tasker.store.lease import Lease
 
@@ -42,13 +42,9 @@ _UPDATE = (
         attempts=sa.bindparam("p_attempts"),
         error=sa.bindparam("p_error", type_=m.Json),
         next_attempt_at=sa.bindparam("p_next", type_=m.When),
+        results=sa.bindparam("p_results", type_=m.Json),
         updated_at=sa.bindparam("p_now", type_=m.When),
     )
-)
-_RESULTS = (
-    sa.update(IT)
-    .where(IT.c.workflow_step_id == sa.bindparam("p_step"), IT.c.item_index == sa.bindparam("p_i"))
-    .values(results=sa.bindparam("p_results", type_=m.Json))
 )
 
 
@@ -113,7 +109,7 @@ def write(
     db: Database,
     lease: Lease,
     step_id: int,
-    step_name: str,
+    step: tuple[str, int],
     changed: Iterable[Item],
     results: Mapping[int, Any],
     fetch: Sequence[int],
@@ -122,8 +118,10 @@ def write(
     """One fenced batch: items' new states, their results, failed items' history rows.
 
     Args:
+        step: the step's name and attempt (its history rows' attempt; the item's own
+            attempt is in their reason).
         changed: the items whose state changed (recorded outcomes, started attempts).
-        results: the results of the items that completed, by index.
+        results: the results of the items of `changed` that completed, by index.
         fetch: the items whose values to read back (those it starts).
 
     Returns:
@@ -140,22 +138,21 @@ def write(
             "p_attempts": i.attempts,
             "p_error": i.error,
             "p_next": i.next_attempt_at,
+            "p_results": results.get(i.index),
             "p_now": now,
         }
         for i in changed
     ]
     failed = [r for r in rows if r["p_status"] == ERROR]
+    changes = _failures(step_id, step, failed)  # the history records every item failure
+    if db.is_postgres:
+        history = step_change_rows(lease.task_id, changes, now)
+        return _write_pg(db, lease, step_id, rows, history, fetch, now)
     with db.write() as conn:
         _fence(conn, lease, db.is_postgres)
         if rows:
             conn.execute(_UPDATE, rows)
-        if results:
-            conn.execute(
-                _RESULTS,
-                [{"p_step": step_id, "p_i": i, "p_results": r} for i, r in results.items()],
-            )
-        if failed:  # the history records every item failure
-            write_step_changes(conn, lease.task_id, _failures(step_id, step_name, failed), now)
+        write_step_changes(conn, lease.task_id, changes, now)
         if not fetch:
             return {}
         got = conn.execute(
@@ -166,20 +163,102 @@ def write(
     return {int(r.item_index): r.item for r in got}
 
 
-def _failures(step_id: int, step_name: str, rows: list[dict[str, Any]]) -> list[StepChange]:
+#: PostgreSQL: the whole batch in one statement (one round trip, one server transaction).
+_WRITE_PG = """
+WITH f AS (
+    SELECT task_id, tx_seq FROM tasker_tasks
+    WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
+      AND lease_owner = %(owner)s::text AND status = 'in_progress'
+    FOR SHARE
+), u AS (
+    UPDATE tasker_step_items AS i
+    SET status = x.status, attempts = x.attempts, error = x.error,
+        next_attempt_at = x.next_attempt_at, results = x.results,
+        updated_at = %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(rows)s::jsonb) AS x(
+        item_index integer, status text, attempts integer, error jsonb,
+        next_attempt_at timestamptz, results jsonb)
+    -- `= ANY` lets the primary key find the rows (a join alone scans the step's items)
+    WHERE i.workflow_step_id = %(step)s::bigint AND i.item_index = ANY(%(changed)s::integer[])
+      AND i.item_index = x.item_index
+), h AS (
+    INSERT INTO tasker_workflow_step_transitions
+        (workflow_step_id, task_id, from_status, to_status, attempt, reason, details, tx_seq,
+         created_at)
+    SELECT x.workflow_step_id, f.task_id, x.from_status, x.to_status, x.attempt, x.reason,
+           x.details, f.tx_seq, %(now)s::timestamptz
+    FROM f, jsonb_to_recordset(%(history)s::jsonb) AS x(
+        workflow_step_id bigint, from_status text, to_status text, attempt integer,
+        reason text, details jsonb)
+)
+SELECT -1 AS item_index, NULL::jsonb AS item FROM f
+UNION ALL
+SELECT i.item_index, i.item FROM tasker_step_items AS i
+WHERE EXISTS (SELECT 1 FROM f) AND i.workflow_step_id = %(step)s::bigint
+  AND i.item_index = ANY(%(fetch)s::integer[])
+"""
+
+
+def _write_pg(
+    db: Database,
+    lease: Lease,
+    step_id: int,
+    rows: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    fetch: Sequence[int],
+    now: datetime,
+) -> dict[int, Any]:
+    """`write` on PostgreSQL: one statement on an autocommit driver connection."""
+    from tasker.store.postgres import dumps  # the PostgreSQL store's JSON parameters
+
+    params = {
+        "task_id": lease.task_id,
+        "epoch": lease.epoch,
+        "owner": lease.owner,
+        "step": step_id,
+        "now": now,
+        "rows": dumps(
+            [
+                {
+                    "item_index": r["p_i"],
+                    "status": r["p_status"],
+                    "attempts": r["p_attempts"],
+                    "error": r["p_error"],
+                    "next_attempt_at": r["p_next"],
+                    "results": r["p_results"],
+                }
+                for r in rows
+            ]
+        ),
+        "history": dumps(history),
+        "changed": [r["p_i"] for r in rows],
+        "fetch": list(fetch),
+    }
+    with db.autocommit() as conn, conn.cursor() as cur:
+        cur.execute(_WRITE_PG, params)
+        got = cur.fetchall()
+    if not got:
+        raise LeaseLostError(f"task {lease.task_id}: lease epoch {lease.epoch} is no longer ours")
+    return {int(i): item for i, item in got if i >= 0}
+
+
+def _failures(step_id: int, step: tuple[str, int], rows: list[dict[str, Any]]) -> list[StepChange]:
     """The history rows of failed items: the step stays in progress, its items go on."""
     out = []
     for r in rows:
         err = r["p_error"] or {}
         final = "no attempt left" if r["p_next"] is None else "will be retried"
-        why = f"item {r['p_i']} failed ({final}): {err.get('error_class', '')}: "
+        why = (
+            f"item {r['p_i']} failed (attempt {r['p_attempts']}, {final}): "
+            f"{err.get('error_class', '')}: "
+        )
         out.append(
             StepChange(
                 step_id,
-                step_name,
+                step[0],
                 _IN_PROGRESS,
                 _IN_PROGRESS,
-                int(r["p_attempts"]),
+                step[1],
                 f"{why}{err.get('message', '')}",
                 err or None,
             )

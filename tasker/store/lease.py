@@ -121,6 +121,8 @@ CLAIM_FIELDS = (
     "lease_epoch",
     "parent_task_id",
     "parent_waits",
+    "next_run_at",  # when it was due: how long it waited (`Observer.on_pass_started`)
+    "trace_context",  # the trace its passes continue (`tasker.engine.tracing`)
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -152,7 +153,7 @@ WITH x AS MATERIALIZED (
         initiator text, source_system text, reason text, idempotency_key text,
         request_digest text, requested_at timestamptz, subject text, subject_scope text,
         given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
-        parent_waits boolean)
+        parent_waits boolean, trace_context text)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -167,11 +168,11 @@ WITH x AS MATERIALIZED (
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
          updated_at, next_run_at, subject, subject_scope, parent_task_id, parent_step_id,
-         spawn_key, parent_waits)
+         spawn_key, parent_waits, trace_context)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits
+           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits, trace_context
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -224,6 +225,7 @@ _TASK_FIELDS = (
     "parent_step_id",
     "spawn_key",
     "parent_waits",
+    "trace_context",
 )
 
 
@@ -319,8 +321,8 @@ class PgStore:
         steps = [r for r in rows if r.workflow_step_id is not None]
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
-    def apply(self, w: TaskWrite) -> int:
-        """See `Store.apply`."""
+    def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
+        """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
         params = {
             "task_id": w.lease.task_id,
@@ -338,15 +340,17 @@ class PgStore:
             "consumed": dumps([{"event_id": e, "step_id": s} for e, s in w.consumed]),
             "nudge": w.nudge,
         }
-        if not w.spawned:  # the hot path: one autocommit statement
+        if caller is None and not w.spawned:  # the hot path: one autocommit statement
             rows = self._run(APPLY, params)
             if rows and rows[0].tx_seq is not None:
                 return int(rows[0].tx_seq)
             raise refusal(w, rows[0]._asdict() if rows else None)
-        # Children are inserted in the same transaction, only if the fence matched.
-        with self._db.write() as conn:
+        # Children are inserted in the same transaction, only if the fence matched; with a
+        # `caller` (a transactional step's), that is its transaction, left for it to commit.
+        with self._db.write() if caller is None else nullcontext(caller) as conn:
             rows = _on(conn, APPLY, params)
             if not rows or rows[0].tx_seq is None:
                 raise refusal(w, rows[0]._asdict() if rows else None)
-            self.insert_tasks(w.spawned, w.now, conn)
+            if w.spawned:
+                self.insert_tasks(w.spawned, w.now, conn)
             return int(rows[0].tx_seq)

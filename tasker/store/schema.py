@@ -122,6 +122,9 @@ tasks = sa.Table(
     sa.Column("parent_step_id", BigId, nullable=True),
     sa.Column("spawn_key", sa.String(255), nullable=True),
     sa.Column("parent_waits", sa.Boolean, nullable=True),
+    # The W3C trace context its enqueue ran in, as JSON (`tasker.engine.tracing`): every
+    # pass continues that trace. NULL unless tracing is on.
+    sa.Column("trace_context", sa.Text, nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(

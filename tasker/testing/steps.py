@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from tasker.core import flow
 from tasker.core.clock import utc_now
 from tasker.core.spawns import Spawn
@@ -60,6 +62,7 @@ def run_step(
     *,
     attempt: int = 1,
     now: datetime | None = None,
+    connection: Connection | None = None,
 ) -> StepRun:
     """Run one step of `handler_class` once, in this thread, the way a worker would.
 
@@ -73,12 +76,15 @@ def run_step(
         event: the event payload the handler sees (for a `wait_for` step).
         attempt: the attempt number the handler sees as `step.attempts`.
         now: the task's `requested_at` (default: the current time).
+        connection: for a transactional step, the `step.connection` its handler gets: yours,
+            in your transaction, which `run_step` neither commits nor rolls back.
 
     Returns:
         A `StepRun` describing what the step did.
 
     Raises:
-        TaskerError: the handler has no step `step_name`.
+        TaskerError: the handler has no step `step_name`, or `connection` is given for a
+            step that is not transactional.
     """
     templates: dict[str, StepTemplate] = {t.name: t for t in handler_class.step_templates}
     if step_name not in templates:
@@ -110,6 +116,9 @@ def run_step(
     for name, value in (("item", item), ("event", event)):
         setattr(step, name, value)
     step._spawner = _Spawns()
+    if connection is not None and not templates[step_name].transactional:
+        raise TaskerError(f"step {step_name!r} is not transactional: it takes no connection")
+    step._transactional, step._connection = templates[step_name].transactional, connection
     outcomes: list[Outcome] = []
     run_handler(
         templates[step_name],
@@ -154,6 +163,7 @@ class _Spawns:
         key: str,
         wait: bool,
         before: dict[str, int],
+        conn: Connection | None = None,
     ) -> Spawn:
         if not isinstance(request, TaskRequest):
             raise InvalidRequestError(f"spawn() takes a TaskRequest, got {type(request).__name__}")

@@ -24,6 +24,8 @@ from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from tasker.engine.observer import Observer
+
 ACTOR_NAME = "tasker_run_task"
 
 WAKE_TOKENS_KEPT = 8
@@ -212,6 +214,7 @@ class Dispatch:
         queue_name: str,
         run: Callable[[int], None],
         clock: Callable[[], datetime],
+        observer: Observer | None = None,
     ) -> None:
         self.broker = broker
         self.queue_name = queue_name
@@ -224,7 +227,7 @@ class Dispatch:
             priority=0,
             options={"max_retries": 0},
         )
-        self.sent = 0
+        self._observer = observer or Observer()
 
     def send(self, task_id: int, at: datetime | None = None) -> None:
         """Send a nudge for `task_id`, delayed until `at` (by the app's clock) if later."""
@@ -235,7 +238,7 @@ class Dispatch:
             self.actor.send_with_options(args=(task_id,), delay=delay_ms)
         else:
             self.actor.send(task_id)
-        self.sent += 1
+        self._observer.on_messages_sent(1)
 
     @property
     def remote(self) -> bool:
@@ -249,7 +252,7 @@ class Dispatch:
         else:
             for task_id in task_ids:
                 self.actor.send(task_id)
-        self.sent += len(task_ids)
+        self._observer.on_messages_sent(len(task_ids))
 
     def drain(self) -> list[int]:
         """Take every waiting undelayed message off this broker's queue; ack them.

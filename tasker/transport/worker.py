@@ -16,12 +16,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from types import FrameType
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
@@ -89,11 +94,28 @@ def restart_delay(quick_crashes: int) -> float:
     return min(RESTART_DELAY_FIRST * 2.0 ** (quick_crashes - 1), RESTART_DELAY_MAX)
 
 
+@dataclass(frozen=True)
+class Metrics:
+    """Where a worker serves its Prometheus metrics (`tasker worker --metrics-port`).
+
+    Attributes:
+        port: the TCP port (0: one the OS chooses, logged).
+        host: the address to bind.
+        multiprocess: a supervised child: count into `PROMETHEUS_MULTIPROC_DIR`, serve
+            nothing (the supervisor serves the sum).
+    """
+
+    port: int
+    host: str = "127.0.0.1"
+    multiprocess: bool = False
+
+
 def run_one(
     ref: str,
     threads: int,
     stop: threading.Event | None = None,
     graceful_timeout: float | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run one worker process until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
@@ -103,9 +125,14 @@ def run_one(
     abandoned; its lease expires and it counts as a failed attempt ("worker lost").
 
     Raises:
-        ConfigurationError: the app cannot be loaded.
+        ConfigurationError: the app cannot be loaded; the metrics port cannot be bound.
     """
     app = load_app(ref)
+    try:
+        served = _count_metrics(app, metrics)
+    except BaseException:
+        app.close()
+        raise
     grace = longest_step_timeout(app) if graceful_timeout is None else graceful_timeout
     stop = stop or threading.Event()
 
@@ -119,6 +146,8 @@ def run_one(
     _migrate_when_reachable(app, stop)
     if stop.is_set():
         app.close()
+        if served is not None:
+            served.close()
         return
     app.start(threads=threads)
     log.info(
@@ -133,6 +162,22 @@ def run_one(
     finally:
         app.stop(timeout=grace)
         app.close()
+        if served is not None:
+            served.close()
+
+
+def _count_metrics(app: Tasker, metrics: Metrics | None) -> Any:
+    """Add the Prometheus observer to `app` as `metrics` says; the server it started."""
+    if metrics is None:
+        return None
+    from tasker.web import worker_metrics  # prometheus_client, only for --metrics-port
+
+    if metrics.multiprocess:
+        app.observe(worker_metrics.PrometheusObserver(None))
+        return None
+    served = worker_metrics.serve_own(app, metrics.port, metrics.host)
+    log.info("metrics on http://%s:%d/metrics", metrics.host, served.port)
+    return served
 
 
 def _migrate_when_reachable(app: Tasker, stop: threading.Event) -> None:
@@ -151,20 +196,23 @@ def _migrate_when_reachable(app: Tasker, stop: threading.Event) -> None:
 class _Child:
     """One supervised worker process slot: its process and its recent crashes."""
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.quick_crashes = 0
         self.restart_at = 0.0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd)
+        self.proc = subprocess.Popen(self.cmd, env=self.env)
         self.started = time.monotonic()
 
-    def check(self, now: float) -> None:
+    def check(self, now: float, died: Callable[[int], None] | None = None) -> None:
         """Notice a death (and schedule the restart), or restart when it is time."""
         if self.proc is not None and self.proc.poll() is not None:
+            if died is not None:
+                died(self.proc.pid)
             lived = now - self.started
             self.quick_crashes = 0 if lived >= STABLE_SECONDS else self.quick_crashes + 1
             delay = restart_delay(self.quick_crashes)
@@ -180,7 +228,13 @@ class _Child:
             self.start()
 
 
-def supervise(ref: str, processes: int, threads: int, graceful_timeout: float | None = None) -> int:
+def supervise(
+    ref: str,
+    processes: int,
+    threads: int,
+    graceful_timeout: float | None = None,
+    metrics: Metrics | None = None,
+) -> int:
     """Run `processes` worker processes, restarting any that die, until SIGTERM/SIGINT.
 
     Args:
@@ -189,13 +243,38 @@ def supervise(ref: str, processes: int, threads: int, graceful_timeout: float | 
         threads: engine passes per process.
         graceful_timeout: how long a stop lets running attempts finish; default: the
             app's longest step timeout (the supervisor loads the app to read it).
+        metrics: serve the sum of every child's Prometheus metrics there (the children
+            count in prometheus_client's multiprocess mode, `tasker.web.worker_metrics`).
 
     Returns:
         0, once every child has stopped.
 
     Raises:
-        ConfigurationError: no `graceful_timeout` and the app cannot be loaded.
+        ConfigurationError: no `graceful_timeout` and the app cannot be loaded; the
+            metrics port cannot be bound.
     """
+    if metrics is None:
+        return _supervise(ref, processes, threads, graceful_timeout, None)
+    from tasker.web import worker_metrics  # prometheus_client, only for --metrics-port
+
+    with worker_metrics.multiprocess_folder() as folder:
+        served = worker_metrics.serve_multiprocess(folder, metrics.port, metrics.host)
+        log.info("metrics of %d worker process(es) on http://%s:%d/metrics (counted in %s)",
+                 processes, metrics.host, served.port, folder)  # fmt: skip
+        try:
+            return _supervise(ref, processes, threads, graceful_timeout, folder)
+        finally:
+            served.close()
+
+
+def _supervise(
+    ref: str,
+    processes: int,
+    threads: int,
+    graceful_timeout: float | None,
+    metrics_folder: str | None,
+) -> int:
+    """`supervise`; with `metrics_folder`, the children count their metrics there."""
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -222,13 +301,20 @@ def supervise(ref: str, processes: int, threads: int, graceful_timeout: float | 
         "--graceful-timeout",
         str(graceful_timeout),
     ]
-    children = [_Child(cmd) for _ in range(processes)]
+    env, died = None, None
+    if metrics_folder is not None:
+        from tasker.web.worker_metrics import process_died
+
+        cmd.append("--metrics-multiprocess")
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_folder}
+        died = partial(process_died, metrics_folder)
+    children = [_Child(cmd, env) for _ in range(processes)]
     for child in children:
         child.start()
     while not stopping.wait(0.2):
         now = time.monotonic()
         for child in children:
-            child.check(now)
+            child.check(now, died)
     stop_all([c.proc for c in children if c.proc is not None], graceful_timeout)
     return 0
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasker.errors import ConfigurationError
-from tasker.web import api, dashboard, ops, problems
+from tasker.web import api, dashboard, docs, ops, problems
 from tasker.web.auth import TokenBook
 
 if TYPE_CHECKING:
@@ -129,11 +129,14 @@ def create_app(
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
+    app.include_router(docs.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             app.openapi_schema = problems.openapi_fix(app.openapi())
         return app.openapi_schema
+
+    app.state.openapi = openapi  # the docs pages serve it too (`tasker.web.docs`)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(api.principal)])
     def openapi_json() -> JSONResponse:

@@ -361,6 +361,7 @@ def handler_json(reg: RegisteredTask) -> dict[str, Any]:
                 "retryable": t.retryable,
                 "retry_limit": t.retry_limit,
                 "skippable": t.skippable,
+                "transactional": t.transactional,
             }
             for t in reg.steps.values()
         ],

@@ -60,7 +60,8 @@ def who(request: Request) -> Principal | None:
     return book.from_cookie(request.cookies.get(SESSION_COOKIE))
 
 
-def _login_redirect(request: Request) -> RedirectResponse:
+def login_redirect(request: Request) -> RedirectResponse:
+    """To the login form, coming back to this page after it."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
 
@@ -152,7 +153,7 @@ def task_list(
     """The tasks, newest first, with counts by status and filters."""
     principal = who(request)
     if principal is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     app = _app(request)
     status, name, subject = _blank(status), _blank(name), _blank(subject)
     if status is not None and status not in STATUSES:
@@ -234,7 +235,7 @@ def task_page(
     """One task: its DAG, steps (inputs, results, errors, history) and the write actions."""
     principal = who(request)
     if principal is None:
-        return _login_redirect(request)
+        return login_redirect(request)
     app = _app(request)
     try:
         task = app.get_task(task_id)

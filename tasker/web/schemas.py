@@ -157,6 +157,7 @@ class StepTemplateOut(BaseModel):
     retryable: bool
     retry_limit: int
     skippable: bool
+    transactional: bool = False  # its writes commit with its outcome (`step.connection`)
 
 
 class HandlerOut(BaseModel):

@@ -1,4 +1,5 @@
-"""The steering commands (`cancel`, `retry`, `resolve`, `signal`, `history`) as run by a user."""
+"""The steering commands (`cancel`, `retry`, `resume`, `resolve`, `signal`, `history`) as
+run by a user."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ APP_MODULE = textwrap.dedent(
     from tasker import PermanentError, StepTemplate, TaskHandler, Tasker
 
     def charge(task, sequence, step):
+        if task.context.get("pause") and not os.environ.get("CARD_CHECKED"):
+            task.pause("waiting for a person to check the card")
         if task.context.get("fail"):
             raise PermanentError("card declined")
         return {"charged": True}
@@ -131,6 +134,36 @@ def test_cancel_and_the_errors_scripts_can_rely_on(shop: dict[str, str]) -> None
     assert json.loads(tasker(shop, "status", str(task_id), "--json").stdout)["status"] == (
         "cancelled"
     )
+
+
+def test_resume_lets_a_paused_task_go_on_and_refuses_one_that_is_not(
+    shop: dict[str, str],
+) -> None:
+    """Given an order whose charge paused the task, `tasker resume --json` makes it live
+    and it completes on the next run; resuming it again (now complete) exits 2 naming
+    the problem and leaves it complete; an unknown task exits 2 too."""
+    assert tasker(shop, "migrate").returncode == 0
+    out = tasker(shop, "enqueue", "order", "--context", '{"pause": true}', "--json")
+    task_id = int(json.loads(out.stdout)["task_id"])
+    assert run(shop, "-c", RUN).returncode == 0
+    paused = json.loads(tasker(shop, "status", str(task_id), "--json").stdout)
+    assert paused["status"] == "paused"
+
+    out = tasker(shop, "resume", str(task_id), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] not in ("paused", "complete")
+    assert run({**shop, "CARD_CHECKED": "1"}, "-c", RUN).returncode == 0
+    done = json.loads(tasker(shop, "status", str(task_id), "--json").stdout)
+    assert done["status"] == "complete"
+    assert done["steps"]["ship"]["results"] == {"shipped": {"charged": True}}
+
+    again = tasker(shop, "resume", str(task_id))
+    assert again.returncode == 2 and "error:" in again.stderr and "paused" in again.stderr
+    assert json.loads(tasker(shop, "status", str(task_id), "--json").stdout)["status"] == (
+        "complete"
+    )
+    unknown = tasker(shop, "resume", "999999")
+    assert unknown.returncode == 2 and "999999" in unknown.stderr
 
 
 def test_signal_an_event_from_the_command_line(shop: dict[str, str]) -> None:

@@ -1,4 +1,10 @@
-"""The app the chaos test's workers run: diamonds whose steps log every execution.
+"""The app the chaos test's workers run: diamonds whose steps log every execution, and
+tasks whose `for_each` step logs every run of each of its items.
+
+After the diamond (A -> B, C -> D) comes E, a transactional step: it inserts one row
+for its (task, step) into the user table `chaos_ledger` through `step.connection`, in
+the transaction that records its outcome, so the table must end with exactly one row
+per task whatever was killed (the table has no unique key that would hide a second).
 
 Each execution of a step (one call of the handler) gets a row in `chaos_log`, in the
 same PostgreSQL database but written on a separate autocommit connection: inserted
@@ -22,6 +28,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 
 from tasker import StepTemplate, Tasker, TaskHandler
 
@@ -37,6 +44,20 @@ CREATE TABLE IF NOT EXISTS chaos_log (
     ended_at double precision
 )
 """
+
+
+LEDGER_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_ledger (
+    task_id bigint NOT NULL,
+    step text NOT NULL,
+    attempt integer NOT NULL,
+    pid integer NOT NULL
+)
+"""
+_BOOK = sa.text(
+    "INSERT INTO chaos_ledger (task_id, step, attempt, pid)"
+    " VALUES (:task_id, :step, :attempt, :pid)"
+)
 
 
 _idle: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
@@ -83,12 +104,16 @@ def _journal(record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
-    """Log the start, sleep 20-80 ms, log the end."""
+def work(task: Any, sequence: Any, step: Any, pause: tuple[float, float] = (0.02, 0.08)) -> Any:
+    """Log the start, sleep 20-80 ms, log the end.
+
+    An item of a `for_each` step logs as step `E<index>` (its attempt: the item's).
+    """
+    name = step.name if step.item_index is None else f"E{step.item_index}"
     rec: dict[str, Any] = {
         "execution_id": uuid.uuid4().hex,
         "task_id": task.task_id,
-        "step": step.name,
+        "step": name,
         "pid": os.getpid(),
         "attempt": step.attempts,
         "started_at": time.time(),
@@ -106,7 +131,7 @@ def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
                 rec["started_at"],
             ),
         )
-        time.sleep(random.uniform(0.02, 0.08))
+        time.sleep(random.uniform(*pause))
         ended = time.time()
         _log(
             "UPDATE chaos_log SET ended_at = %s WHERE execution_id = %s",
@@ -119,8 +144,15 @@ def work(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
     return {"pid": rec["pid"], "attempt": rec["attempt"], "execution_id": rec["execution_id"]}
 
 
+def book(task: Any, sequence: Any, step: Any) -> dict[str, Any]:
+    """Transactional: the ledger row in the step's transaction, then `work` (logged)."""
+    row = {"task_id": task.task_id, "step": step.name, "attempt": step.attempts}
+    step.connection.execute(_BOOK, {**row, "pid": os.getpid()})
+    return work(task, sequence, step)
+
+
 class ChaosDiamond(TaskHandler):
-    """A -> (B, C) -> D."""
+    """A -> (B, C) -> D -> E (transactional)."""
 
     name = "chaos_diamond"
     step_templates = [  # noqa: RUF012
@@ -128,6 +160,33 @@ class ChaosDiamond(TaskHandler):
         StepTemplate(name="B", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
         StepTemplate(name="C", handler=work, depends_on=["A"], retry_limit=RETRY_LIMIT),
         StepTemplate(name="D", handler=work, depends_on=["B", "C"], retry_limit=RETRY_LIMIT),
+        StepTemplate(
+            name="E", handler=book, depends_on=["D"], retry_limit=RETRY_LIMIT, transactional=True
+        ),
+    ]
+
+
+#: Items of a `ChaosItems` task's for_each step.
+ITEMS = 50
+
+
+def work_item(task: Any, sequence: Any, step: Any) -> Any:
+    """One item: logged like a step, sleeping longer (50-150 ms) so that kills cut some."""
+    return work(task, sequence, step, (0.05, 0.15))
+
+
+class ChaosItems(TaskHandler):
+    """One for_each step over `ITEMS` items, each run logged."""
+
+    name = "chaos_items"
+    step_templates = [  # noqa: RUF012
+        StepTemplate(
+            name="L",
+            handler=work_item,
+            retry_limit=RETRY_LIMIT,
+            for_each=lambda task, sequence: list(range(ITEMS)),
+            concurrency=4,
+        ),
     ]
 
 
@@ -135,4 +194,5 @@ def make_app(**settings: Any) -> Tasker:
     """The app, configured from `settings` and the `TASKER_*` environment."""
     app = Tasker(**settings)
     app.register(ChaosDiamond)
+    app.register(ChaosItems)
     return app

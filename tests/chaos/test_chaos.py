@@ -1,11 +1,11 @@
 """Chaos: kill workers, wipe Redis and restart PostgreSQL while diamonds run; lose nothing.
 
-240 diamond tasks (A -> B, C -> D) are enqueued over ~20 s while three real worker
-processes (`tasker worker ... --processes 1`, owned by the test) run them with a 3 s
-lease and a 0.5 s sweep. Meanwhile the test SIGKILLs a worker (preferably one with a
-step in flight) every 1-2 s and starts a replacement, FLUSHDBs the broker's Redis db
-once and restarts PostgreSQL once. Then it waits for every task to complete and checks,
-from the handlers' own log of every execution (see `chaos_app.py`):
+240 diamond tasks (A -> B, C -> D, then E, a transactional step) are enqueued over ~20 s
+while three real worker processes (`tasker worker ... --processes 1`, owned by the test)
+run them with a 3 s lease and a 0.5 s sweep. Meanwhile the test SIGKILLs a worker
+(preferably one with a step in flight) every 1-2 s and starts a replacement, FLUSHDBs the
+broker's Redis db once and restarts PostgreSQL once. Then it waits for every task to
+complete and checks, from the handlers' own log of every execution (see `chaos_app.py`):
 
 - every task and every step is `complete`, no lease is held, attempts <= retry_limit;
 - executions of one step never overlap: each starts after the previous one ended, where
@@ -15,7 +15,16 @@ from the handlers' own log of every execution (see `chaos_app.py`):
   killed worker's lease had expired (its start transaction's time + lease_seconds);
 - attempt numbers of one step's executions are distinct, none above the step's attempt
   count; the stored results come from the last attempt, which logged its end;
-- B and C only ever ran after A's recorded execution ended, D after B's and C's.
+- B and C only ever ran after A's recorded execution ended, D after B's and C's, E after D's;
+- exactly once: the user table E writes in its step's transaction (`chaos_ledger`) has
+  exactly one row per task, from the attempt recorded complete;
+- a few `chaos_items` tasks, fed among the diamonds, run a for_each step over 50
+  items: every item ends complete, no item's runs overlap (as for steps), its attempts
+  stay within the retry limit and its stored results come from its last, finished run,
+  and the step's results list every item's, in order.
+
+`CHAOS_PG_RESTART=0` leaves PostgreSQL running (on a server others share); the default
+restarts it.
 
 Counts are printed (and repeated in the terminal summary). Set CHAOS_SEED to replay
 the random choices.
@@ -61,6 +70,9 @@ BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 QUEUE_KEY = "dramatiq:tasker"
 
 N_TASKS = 240
+ITEM_EVERY = 40  # a chaos_items task is fed after every 40th diamond
+N_ITEM_TASKS = N_TASKS // ITEM_EVERY
+RESTART_PG = os.environ.get("CHAOS_PG_RESTART", "1") != "0"
 WORKERS = 3
 THREADS = 4
 LEASE_SECONDS = 3.0
@@ -310,9 +322,11 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
     app.migrate()
     sql = Sql(database)
     sql(chaos_app.LOG_TABLE)
+    sql(chaos_app.LEDGER_TABLE)
     pool = Pool(tmp_path, env)
     stop_feeding = threading.Event()
     fed: list[int] = []
+    fed_items: list[int] = []
     feed_errors: list[BaseException] = []
 
     # When each task is enqueued (seconds into the chaos): spread over FEED_SECONDS, but
@@ -335,6 +349,10 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
                             name="chaos_diamond", context={"i": i}, idempotency_key=f"chaos-{i}"
                         )
                         fed.append(app.enqueue(request_).task_id)
+                        if i % ITEM_EVERY == 0:
+                            key = f"chaos-items-{i}"
+                            items_ = TaskRequest(name="chaos_items", idempotency_key=key)
+                            fed_items.append(app.enqueue(items_).task_id)
                         break
                     except Exception:
                         if time.monotonic() > give_up:
@@ -370,17 +388,23 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
                 flushed["lost"] = int(broker.llen(QUEUE_KEY) + broker.llen(f"{QUEUE_KEY}.DQ"))
                 broker.flushdb()
                 flushed["at"] = time.time()
-            if not restarter.is_alive() and "began" not in restart and elapsed >= PG_RESTART_AT:
+            if (
+                RESTART_PG
+                and not restarter.is_alive()
+                and "began" not in restart
+                and elapsed >= PG_RESTART_AT
+            ):
                 restarter.start()
             if time.monotonic() >= next_kill:
                 pool.kill(pick_victim(pool, sql, rng, restarter.is_alive()))
                 pool.start()
                 next_kill = time.monotonic() + rng.uniform(1.0, 2.0)
             time.sleep(0.05)
-        restarter.join(120)
+        if RESTART_PG:
+            restarter.join(120)
         feeder.join(60)
         assert not feed_errors, f"enqueueing failed: {feed_errors!r}"
-        assert restart.get("rc") == 0, f"PostgreSQL restart failed: {restart}"
+        assert not RESTART_PG or restart.get("rc") == 0, f"PostgreSQL restart failed: {restart}"
         assert len(set(fed)) == N_TASKS, f"only {len(set(fed))} of {N_TASKS} tasks enqueued"
         assert flushed["lost"] > 0, "the Redis queue was empty when it was wiped"
         chaos_ended = time.time()
@@ -388,10 +412,10 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         # -- recovery --------------------------------------------------------------------
         def all_complete() -> bool:
             rows = sql("SELECT count(*) FROM tasker_tasks WHERE status = 'complete'")
-            return rows[0][0] == N_TASKS
+            return rows[0][0] == N_TASKS + N_ITEM_TASKS
 
         try:
-            wait_until(all_complete, DEADLINE, f"all {N_TASKS} tasks to complete", pool)
+            wait_until(all_complete, DEADLINE, f"all {N_TASKS} + {N_ITEM_TASKS} tasks", pool)
         except BaseException:
             print(sql("SELECT status, count(*) FROM tasker_tasks GROUP BY status"))
             raise
@@ -408,6 +432,7 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
 
         # -- checks ----------------------------------------------------------------------
         counts = check(sql, journal_dir, pool, fed)
+        counts.update(check_items(sql, journal_dir, pool, fed_items))
     finally:
         stop_feeding.set()
         pool.cleanup()
@@ -434,7 +459,7 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         workers_died_at_start_in_outage=len(pool.crashed) - len(unexpected) - fail_stopped,
         workers_fail_stopped=fail_stopped,
         redis_messages_wiped=flushed["lost"],
-        pg_restart_s=round(restart["ended"] - restart["began"], 1),
+        pg_restart_s=round(restart["ended"] - restart["began"], 1) if RESTART_PG else None,
     )
     assert not unexpected, f"workers died on their own: {unexpected}\n{pool.output()}"
     return "chaos: " + ", ".join(f"{k}={v}" for k, v in counts.items())
@@ -472,7 +497,11 @@ def step_history(sql: Sql, task_id: int, name: str) -> list[tuple[Any, ...]]:
 
 def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, Any]:
     """All the assertions on the final state and the execution log; returns the counts."""
-    tasks = sql("SELECT task_id, status, lease_owner, completed_at FROM tasker_tasks")
+    tasks = sql(
+        "SELECT task_id, status, lease_owner, completed_at FROM tasker_tasks"
+        " WHERE task_id = ANY(%s)",
+        (fed,),
+    )
     assert len(tasks) == N_TASKS
     assert {t[0] for t in tasks} == set(fed)
     assert Counter(t[1] for t in tasks) == {"complete": N_TASKS}
@@ -481,9 +510,11 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
 
     steps = sql(
         """SELECT s.task_id, n.name, s.status, s.attempts, s.retry_limit, s.results
-             FROM tasker_workflow_steps s JOIN tasker_named_steps n USING (named_step_id)"""
+             FROM tasker_workflow_steps s JOIN tasker_named_steps n USING (named_step_id)
+            WHERE s.task_id = ANY(%s)""",
+        (fed,),
     )
-    assert len(steps) == 4 * N_TASKS
+    assert len(steps) == len(chaos_app.ChaosDiamond.step_templates) * N_TASKS
     bad = [s for s in steps if s[2] != "complete"]
     assert not bad, f"steps not complete: {bad[:10]}"
     over = [s for s in steps if s[3] > s[4] or s[4] != chaos_app.RETRY_LIMIT]
@@ -502,7 +533,10 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
         )
     }
 
-    executions = load_executions(sql, journal_dir, pool.killed)
+    diamonds = set(fed)
+    executions = [
+        e for e in load_executions(sql, journal_dir, pool.killed) if e.task_id in diamonds
+    ]
     unexplained = [e for e in executions if e.end is None]
     assert not unexplained, f"executions with no end whose worker was not killed: {unexplained}"
     by_step: dict[tuple[int, str], list[Execution]] = defaultdict(list)
@@ -543,7 +577,7 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
                 f"; transitions {step_history(sql, *key)}"
             )
     by_id = {e.execution_id: e for e in executions}
-    after = {"B": ["A"], "C": ["A"], "D": ["B", "C"]}
+    after = {"B": ["A"], "C": ["A"], "D": ["B", "C"], "E": ["D"]}
     for task_id in fed:
         for s_name, deps in after.items():
             first = min((e.started_at for e in by_step[(task_id, s_name)]), default=None)
@@ -555,6 +589,17 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
                     problems.append(f"task {task_id}: {s_name} ran before {d} had finished")
     assert not problems, "\n".join(problems[:30])
 
+    # Exactly once: one ledger row per (task, transactional step), from its recorded attempt.
+    ledger = sql("SELECT task_id, step, attempt FROM chaos_ledger")
+    per_key = Counter((r[0], r[1]) for r in ledger)
+    assert per_key == {(t, "E"): 1 for t in fed}, (
+        f"ledger rows per (task, step) not exactly one: "
+        f"{[(k, n) for k, n in per_key.items() if n != 1][:10]}, "
+        f"missing {[t for t in fed if (t, 'E') not in per_key][:10]}"
+    )
+    wrong = [r for r in ledger if r[2] != step[(r[0], r[1])][3]]
+    assert not wrong, f"ledger rows not from the attempt recorded complete: {wrong[:10]}"
+
     attempts_total = sum(s[3] for s in steps)
     return {
         "tasks": N_TASKS,
@@ -565,5 +610,53 @@ def check(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, 
         "attempts_never_logged": attempts_total - len(executions),
         "retries": attempts_total - len(steps),
         "max_attempts": max(s[3] for s in steps),
+        "transactional_rows": len(ledger),
+        "transactional_retries": sum(step[(t, "E")][3] - 1 for t in fed),
         "retry_after_kill_min_s_past_lease": round(min(margins), 2) if margins else None,
+    }
+
+
+def check_items(sql: Sql, journal_dir: Path, pool: Pool, fed: list[int]) -> dict[str, Any]:
+    """The for_each tasks: every item complete, no item ran twice at once, results kept."""
+    assert len(fed) == N_ITEM_TASKS
+    tasks = sql("SELECT status FROM tasker_tasks WHERE task_id = ANY(%s)", (fed,))
+    assert [t[0] for t in tasks] == ["complete"] * N_ITEM_TASKS
+    rows = sql(
+        "SELECT task_id, item_index, status, attempts, results FROM tasker_step_items"
+        " WHERE task_id = ANY(%s) ORDER BY task_id, item_index",
+        (fed,),
+    )
+    assert len(rows) == chaos_app.ITEMS * N_ITEM_TASKS
+    bad = [r for r in rows if r[2] != "complete" or not 1 <= r[3] <= chaos_app.RETRY_LIMIT]
+    assert not bad, f"items not complete or over their attempts: {bad[:10]}"
+    item = {(r[0], f"E{r[1]}"): r for r in rows}
+    steps = sql(
+        "SELECT task_id, results FROM tasker_workflow_steps WHERE task_id = ANY(%s)", (fed,)
+    )
+    for task_id, results in steps:
+        mine = [r[4] for r in rows if r[0] == task_id]
+        assert results == {"items": mine}, f"task {task_id}: step results are not its items'"
+    ours = set(fed)
+    executions = [e for e in load_executions(sql, journal_dir, pool.killed) if e.task_id in ours]
+    unexplained = [e for e in executions if e.end is None]
+    assert not unexplained, f"item runs with no end whose worker was not killed: {unexplained}"
+    by_item: dict[tuple[int, str], list[Execution]] = defaultdict(list)
+    for e in executions:
+        by_item[(e.task_id, e.step)].append(e)
+    problems = []
+    for key, row in item.items():
+        runs = sorted(by_item.get(key, []), key=lambda e: e.started_at)
+        for prev, nxt in itertools.pairwise(runs):
+            assert prev.end is not None
+            if nxt.started_at < prev.end:
+                problems.append(f"{key}: item runs overlap: {prev} and {nxt}")
+        final = {e.execution_id: e for e in runs}.get(row[4]["execution_id"])
+        if final is None or final.ended_at is None or row[4]["attempt"] != row[3]:
+            problems.append(f"{key}: results {row[4]} not from its last finished run {runs}")
+    assert not problems, "\n".join(problems[:30])
+    return {
+        "item_tasks": N_ITEM_TASKS,
+        "item_runs": len(executions),
+        "item_runs_killed": sum(e.killed for e in executions),
+        "item_retries": sum(r[3] for r in rows) - len(rows),
     }

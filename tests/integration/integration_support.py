@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tasker import StepTemplate, Tasker, TaskHandler, TaskView, TransitionView
+from tasker import Counts, StepTemplate, Tasker, TaskHandler, TaskView, TransitionView
 from tasker.core.states import Status, can_step, can_task
 from tasker.testing.clock import FakeClock
 
@@ -130,3 +131,13 @@ def assert_utc(value: datetime | None) -> None:
     assert isinstance(value, datetime)
     assert value.tzinfo is not None, f"naive datetime {value!r}"
     assert value.utcoffset() == timedelta(0), f"not UTC: {value!r}"
+
+
+def messages_sent(app: Tasker) -> int:
+    """How many task messages `app` sent since this was first asked (a `Counts` observer)."""
+    if app not in _counts:
+        _counts[app] = app.observe(Counts())
+    return _counts[app].messages
+
+
+_counts: weakref.WeakKeyDictionary[Tasker, Counts] = weakref.WeakKeyDictionary()

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
-from integration_support import task_class
+from integration_support import messages_sent, task_class
 from sqlalchemy.exc import IntegrityError
 
 from tasker import StepTemplate, TaskRequest
@@ -59,7 +59,7 @@ def rows(app, table) -> int:
 def nothing_stored(app, sent_before) -> None:
     for table in (m.tasks, m.workflow_steps, m.step_edges, m.task_transitions, m.outbox):
         assert rows(app, table) == 0, table.name
-    assert app.dispatch.sent == sent_before
+    assert messages_sent(app) == sent_before
 
 
 def test_the_tasks_are_stored_in_order_and_each_view_is_the_stored_task(app):
@@ -71,7 +71,7 @@ def test_the_tasks_are_stored_in_order_and_each_view_is_the_stored_task(app):
         TaskRequest(name="d", context={"n": 2}, bypass_steps=["c"]),
         TaskRequest(name="single", context={"n": 3}, subject="user:1"),
     ]
-    sent = app.dispatch.sent
+    sent = messages_sent(app)
 
     views = app.enqueue_many(requests)
 
@@ -81,7 +81,7 @@ def test_the_tasks_are_stored_in_order_and_each_view_is_the_stored_task(app):
         assert view == app.get_task(view.task_id)
     assert views[1].steps["c"].status == "skipped"
     assert (rows(app, m.workflow_steps), rows(app, m.step_edges)) == (9, 8)
-    assert app.dispatch.sent - sent == 3
+    assert messages_sent(app) - sent == 3
     assert sorted((h.step or "", h.to_status) for h in app.history(views[1].task_id)) == [
         ("", "pending"),
         ("a", "pending"),
@@ -107,7 +107,7 @@ def test_one_bad_request_stores_nothing_and_says_which_it_is(app, bad, error):
     """Given three requests whose second is invalid, when they are enqueued at once,
     then the error of that request is raised with request_index 1, and no task, step,
     edge, history or outbox row is stored and no message sent."""
-    sent = app.dispatch.sent
+    sent = messages_sent(app)
     with pytest.raises(error) as info:
         app.enqueue_many(
             [TaskRequest(name="d", context={"n": 1}), bad, TaskRequest(name="d", context={"n": 3})]
@@ -127,7 +127,7 @@ def test_a_failing_insert_stores_none_of_the_tasks(app, monkeypatch):
         return insert([tasks[0], tasks[1], broken], now, caller)
 
     monkeypatch.setattr(app.store, "insert_tasks", third_is_broken)
-    sent = app.dispatch.sent
+    sent = messages_sent(app)
     with pytest.raises(IntegrityError):
         app.enqueue_many([TaskRequest(name="d", context={"n": i}) for i in range(3)])
     nothing_stored(app, sent)
@@ -138,7 +138,7 @@ def test_keys_stored_before_or_repeated_in_the_batch_answer_with_their_task(app)
     request) and one request without a key, then k1 gets the stored task, both k2 get one
     new task, and only two tasks are new (two messages)."""
     first = app.enqueue(TaskRequest(name="d", context={"n": 1}, idempotency_key="k1"))
-    sent = app.dispatch.sent
+    sent = messages_sent(app)
 
     views = app.enqueue_many(
         [
@@ -154,7 +154,7 @@ def test_keys_stored_before_or_repeated_in_the_batch_answer_with_their_task(app)
     assert ids[1] == ids[3] and len({ids[0], ids[1], ids[2]}) == 3
     assert views[3] == views[1] == app.get_task(ids[1])
     assert rows(app, m.tasks) == 3
-    assert app.dispatch.sent - sent == 2
+    assert messages_sent(app) - sent == 2
 
 
 @pytest.mark.parametrize("stored_first", [True, False], ids=["stored", "in_the_batch"])

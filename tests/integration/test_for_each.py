@@ -156,3 +156,38 @@ def test_concurrency_below_one_or_without_for_each_is_a_configuration_error():
         )
     with pytest.raises(ConfigurationError, match="for_each"):
         StepTemplate(name="x", handler=lambda t, s, st: None, concurrency=2)
+
+
+def test_an_item_past_the_steps_timeout_fails_that_attempt_alone(backend, clock):
+    """Given a step timeout of 0.3 s and an item whose first run sleeps 1 s, When run,
+    Then that attempt fails with StepTimeoutError (recorded in the history) while the other
+    items complete, and the item's retry, once its thread ended, completes the step."""
+    import time
+
+    runs: list[int] = []
+
+    def each(task, sequence, step):  # type: ignore[no-untyped-def]
+        runs.append(step.item_index)
+        if step.item_index == 1 and step.attempts == 1:
+            time.sleep(1.0)
+        return {"i": step.item_index}
+
+    backend.register(
+        task_class(
+            "slow_item",
+            [StepTemplate(name="each", handler=each, timeout=0.3, for_each=lambda t, s: [0, 1, 2])],
+        )
+    )
+    t = backend.enqueue(TaskRequest(name="slow_item"))
+    backend.run_until_idle()
+    step = backend.get_task(t.task_id).steps["each"]
+    assert step.waiting_for == "items"
+    assert step.items == {"total": 3, "complete": 2, "error": 1, "pending": 0}
+    timed_out = [h.reason for h in backend.history(t.task_id) if "item 1 failed" in h.reason]
+    assert timed_out and "StepTimeoutError" in timed_out[0]
+    clock.advance(600)
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert view.status == "complete"
+    assert view.steps["each"].results == {"items": [{"i": 0}, {"i": 1}, {"i": 2}]}
+    assert sorted(runs) == [0, 1, 1, 2]

@@ -276,3 +276,96 @@ def test_random_dags_below_a_decision_on_sqlite(sqlite_app, clock, case):
 def test_random_dags_below_a_decision_on_postgresql(pg_app, clock, case):
     """The same property, a smaller run, on PostgreSQL."""
     run_decision_and_check(pg_app, clock, case)
+
+
+@hs.composite
+def item_plans(draw: hs.DrawFn, max_items: int = 12) -> tuple[int, int, list[tuple[int, bool]]]:
+    """A for_each step: its retry limit, its concurrency, and per item (fails, permanent)."""
+    retry_limit = draw(hs.integers(1, 3))
+    concurrency = draw(hs.integers(1, 4))
+    plans = draw(
+        hs.lists(hs.tuples(hs.integers(0, 3), hs.booleans()), min_size=1, max_size=max_items)
+    )
+    return retry_limit, concurrency, plans
+
+
+def run_items_and_check(app: Tasker, clock: FakeClock, case: tuple) -> None:
+    retry_limit, concurrency, plans = case
+    lock, calls, running, overlaps = threading.Lock(), {}, set(), []
+
+    def each(task, sequence, step):  # type: ignore[no-untyped-def]
+        i = step.item_index
+        with lock:
+            if i in running:
+                overlaps.append(i)
+            running.add(i)
+            calls.setdefault(i, []).append(step.attempts)
+        try:
+            fails, permanent = plans[i]
+            if step.attempts <= fails:
+                raise (errors.PermanentError if permanent else RuntimeError)(f"item {i} fails")
+            return {"item": step.item}
+        finally:
+            with lock:
+                running.discard(i)
+
+    name = f"prop_items_{next(_names)}"
+    values = [f"v{i}" for i in range(len(plans))]
+    app.register(
+        task_class(
+            name,
+            [
+                StepTemplate(
+                    name="each",
+                    handler=each,
+                    retry_limit=retry_limit,
+                    concurrency=concurrency,
+                    for_each=lambda task, seq: values,
+                )
+            ],
+        )
+    )
+    task = app.enqueue(TaskRequest(name=name))
+    done = settle(app, clock, task.task_id)
+
+    def attempts(fails: int, permanent: bool) -> int:
+        if fails == 0:
+            return 1
+        return 1 if permanent else min(fails + 1, retry_limit)
+
+    def succeeds(fails: int, permanent: bool) -> bool:
+        return fails == 0 or (not permanent and fails < retry_limit)
+
+    ok = [succeeds(*p) for p in plans]
+    step = done.steps["each"]
+    assert overlaps == [], "an item ran twice at the same time"
+    assert {i: len(c) for i, c in calls.items()} == {i: attempts(*p) for i, p in enumerate(plans)}
+    assert all(c == list(range(1, len(c) + 1)) for c in calls.values())
+    assert step.items == {
+        "total": len(plans), "complete": sum(ok), "error": len(plans) - sum(ok), "pending": 0,
+    }  # fmt: skip
+    if all(ok):
+        assert (done.status, step.status) == ("complete", "complete")
+        assert step.results == {"items": [{"item": v} for v in values]}
+    else:
+        assert (done.status, step.status, step.next_attempt_at) == ("error", "error", None)
+        assert step.error["items"] == [i for i, good in enumerate(ok) if not good]
+    check_history(app, task.task_id)
+
+
+@settings(max_examples=30, **PROPERTY_SETTINGS)
+@given(case=item_plans())
+def test_for_each_items_with_random_failures_on_sqlite(sqlite_app, clock, case):
+    """Given a for_each step whose items fail their first k attempts (some permanently),
+    when it is driven to its end, then each item made exactly the attempts its plan and
+    the step's retry limit allow, never ran twice at once, the counts match, and the step
+    completes with every result in order iff every item succeeded."""
+    run_items_and_check(sqlite_app, clock, case)
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, **PROPERTY_SETTINGS)
+@given(case=item_plans(max_items=8))
+def test_for_each_items_with_random_failures_on_postgresql(pg_app, clock, case):
+    """The same property, a smaller run, on PostgreSQL."""
+    run_items_and_check(pg_app, clock, case)

@@ -113,3 +113,14 @@ def test_every_item_runs_until_it_succeeds_or_its_budget_is_spent(fails: list[bo
         assert s.status == ("error" if failing else "complete")
         assert s.attempts == (limit if failing else 1)
     assert items.verdict(states).kind == ("failed" if any(fails) else "complete")
+
+
+def test_a_handler_step_starts_with_no_item_and_no_event():
+    """Given a step object for any step, Then `item`, `item_index` and `event` are None
+    until the engine sets them (a for_each item, an event step)."""
+    from test_writes import step as step_view
+
+    from tasker.engine.runtime import HandlerStep
+
+    s = HandlerStep(step_view("a"))
+    assert (s.item, s.item_index, s.event) == (None, None, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 from tasker import StepTemplate, TaskHandler
 from tasker.errors import PermanentError, TaskerError
@@ -72,6 +73,39 @@ def test_an_unknown_step_name_is_a_tasker_error_naming_the_steps() -> None:
     """An unknown step name raises TaskerError listing the handler's steps."""
     with pytest.raises(TaskerError, match=r"no step 'nope'.*'boom'"):
         run_step(Billing, "nope")
+
+
+def test_run_step_gives_a_transactional_step_the_connection_passed(tmp_path):
+    # Given a transactional step and a connection of the test's own, in its transaction
+    def book(task, sequence, step):
+        step.connection.execute(sa.text("INSERT INTO ledger (n) VALUES (1)"))
+        return {"booked": True}
+
+    class Booking(TaskHandler):
+        name = "booking"
+        step_templates = [StepTemplate(name="book", handler=book, transactional=True)]  # noqa: RUF012
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/user.db")
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE ledger (n INTEGER)"))
+
+        # When the step runs in isolation with it
+        run = run_step(Booking, "book", connection=conn)
+
+        # Then the handler wrote through it, and run_step left the transaction to the test
+        assert run.status == "complete"
+        assert conn.in_transaction()
+        assert conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar() == 1
+        conn.rollback()
+
+    # And without one, step.connection says how to give it
+    bare = run_step(Booking, "book")
+    assert bare.status == "error"
+    assert "connection=" in bare.error["message"]
+    # And a connection for a step that is not transactional is refused
+    with pytest.raises(TaskerError, match="not transactional"):
+        run_step(Billing, "total", context={"fee": 2}, results={"load": {"amount": 10}},
+                 connection=object())  # fmt: skip
 
 
 def test_run_step_reports_the_sub_tasks_a_step_spawned():

@@ -157,3 +157,30 @@ def test_bad_flow_settings_are_configuration_errors(kwargs, named):
     ConfigurationError names it."""
     with pytest.raises(ConfigurationError, match=named):
         StepTemplate(name="s", handler=lambda t, q, s: None, **kwargs)
+
+
+def _noop(task: object, sequence: object, step: object) -> None:
+    return None
+
+
+def test_transactional_defaults_to_false_and_takes_a_database() -> None:
+    assert StepTemplate(name="s", handler=_noop).transactional is False
+    t = StepTemplate(name="s", handler=_noop, transactional=True, database="sqlite:///x.db")
+    assert t.transactional is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"database": "sqlite:///x.db"}, "database= is for a transactional step"),
+        ({"transactional": True, "database": 42}, "database= takes a URL"),
+        ({"transactional": True, "database": "::not a url::"}, "cannot parse database="),
+        ({"transactional": "yes"}, "transactional must be a boolean"),
+        ({"transactional": True, "for_each": lambda t, s: []}, "cannot be transactional"),
+    ],
+)
+def test_bad_transactional_fields_are_configuration_errors(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        StepTemplate(name="s", handler=_noop, **kwargs)  # type: ignore[arg-type]

@@ -166,12 +166,14 @@ def test_an_event_posted_over_http_wakes_the_waiting_step(server: Server) -> Non
 def test_handlers_annotations_health_and_metrics(server: Server) -> None:
     """Given the served app, then /handlers lists every version with its DAG edges,
     /annotations filters, /health checks the database and broker, and /metrics counts
-    tasks by name and status from the database (0 for a registered name with none)."""
+    tasks by name and status from the database (0 for a registered name with none) and,
+    the engine running in the serving process (`--worker`), the worker's series too."""
     with server.client() as c:
         handlers = c.get("/api/v1/handlers").json()["items"]
         shipping = next(h for h in handlers if h["name"] == "shipping")
         assert shipping["version"] == "2.0.0"
         assert ["charge", "ship"] in shipping["edges"]
+        assert {s["name"]: s["transactional"] for s in shipping["steps"]}["charge"] is False
         assert c.get("/api/v1/annotations", params={"contains": '{"a": 1}'}).json() == {
             "items": [],
             "next_cursor": None,
@@ -190,6 +192,8 @@ def test_handlers_annotations_health_and_metrics(server: Server) -> None:
             'tasker_steps{task="greet",step="say",status="complete"} 1.0' in text
         )
         assert "tasker_metrics_scrape_ok 1.0" in text
+        # `serve --worker` runs the engine here: the worker's series are served beside.
+        assert 'tasker_attempts_total{step="say",task="greet"} 1.0' in text
 
 
 @pytest.mark.parametrize(
