@@ -33,6 +33,7 @@ from tasker.store import queries
 from tasker.store.base import make_store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.limits import check_limit
 from tasker.store.migrate import upgrade
 from tasker.transport.broker import Dispatch, make_broker
 from tasker.transport.relay import Relay
@@ -462,6 +463,25 @@ class Tasker:
         tid = queries.task_id_of(task_id)
         if signals.signal(self.db, tid, name, payload, self.now()):
             self._notify(tid)
+
+    def limit(
+        self, dependent_system: str, concurrency: int | None = None, per_second: int | None = None
+    ) -> None:
+        """Limit the steps of one dependent system (`StepTemplate(dependent_system=...)`).
+
+        Across all workers on this database, at most `concurrency` such steps run at once
+        and at most `per_second` start in any second (by the app's clock). A step held
+        back waits `pending` with `waiting_for="limit"` and uses no attempt; a slot freed
+        by another step (of any task) wakes it. The limit is stored in the database:
+        calling again changes it, and with neither bound lifts it. Workers see a change
+        within a second.
+
+        Raises:
+            ConfigurationError: the system name is empty, or a bound is not an integer of
+                at least 1.
+        """
+        checked = check_limit(dependent_system, concurrency, per_second)
+        self.engine.limits.store(dependent_system, checked, self.now())
 
     def cancel(self, task_id: int) -> TaskView:
         """Cancel the task and its unfinished steps; nothing new starts.

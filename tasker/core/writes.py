@@ -170,6 +170,8 @@ def decide(
     deadline: datetime | None = None,
     events: Sequence[Event] = (),
     children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+    limited: Held | None = None,
+    limit_waited: Collection[str] = (),
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -196,6 +198,10 @@ def decide(
             with one, and one still waiting past its `wait_timeout` fails for good.
         children: for steps awaiting their children, the awaited children's (task id,
             status) as last read; a step awaiting children absent here stays as it is.
+        limited: steps refused a slot by their dependent system's limit (held, each
+            until it is worth asking again), so not started by this write.
+        limit_waited: steps that were held back by a limit in this pass (their start is
+            recorded as coming after a limit wait).
     """
     w = Write(asked=asked)
     templates = steps or {}
@@ -237,7 +243,8 @@ def decide(
         if w.finish is None:
             w.wake_at = deadline
         return w
-    _advance(w, current, now, rules, running, busy, stopping, held, offers)
+    held.update(limited or {})
+    _advance(w, current, now, rules, running, busy, stopping, held, offers, limit_waited)
     if deadline is not None:  # wake the pass, or the released task, at the deadline
         _cap(w, deadline)
     return w
@@ -473,6 +480,7 @@ def _advance(
     stopping: bool,
     held: Held | None = None,
     offers: Assignment | None = None,
+    limit_waited: Collection[str] = (),
 ) -> None:
     """Start what is ready (within the concurrency bound), or end the pass.
 
@@ -501,6 +509,8 @@ def _advance(
                 if event.consumed_by is None:  # consumed now, by this step, in this write
                     w.consumed.append((event.event_id, v.workflow_step_id))
                     why = f"started: consumed event {event.name!r} (#{event.event_id})"
+            if name in limit_waited:
+                why += f" after waiting for the limit of {v.dependent_system!r}"
             w.changes.append(
                 StepChange(
                     v.workflow_step_id, name, Status(v.status), Status.IN_PROGRESS,

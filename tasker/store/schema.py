@@ -446,3 +446,42 @@ step_items = sa.Table(
     sa.Column("updated_at", When, nullable=False),
     sa.Index("ix_tasker_step_items_task_id", "task_id"),
 )
+
+# Limits per dependent system (`Tasker.limit`): at most `concurrency` steps of the system
+# run at once and at most `per_second` start in any second, across all workers.
+limits = sa.Table(
+    "tasker_limits",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("per_second", sa.Integer, nullable=True),
+    sa.Column("updated_at", When, nullable=False),
+)
+
+# The slots taken under a limit: a row per step attempt that started, held until its
+# outcome (`released_at`) or until `expires_at` (its worker's lease: a killed worker's
+# slots come back). Released rows stay a second, for `per_second`.
+limit_holds = sa.Table(
+    "tasker_limit_holds",
+    metadata,
+    sa.Column("workflow_step_id", BigId, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("system", sa.String(128), nullable=False),
+    sa.Column("started_at", When, nullable=False),
+    sa.Column("expires_at", When, nullable=False),
+    sa.Column("released_at", When, nullable=True),
+    sa.Index("ix_tasker_limit_holds_system_started_at", "system", "started_at"),
+    sa.Index("ix_tasker_limit_holds_task_id", "task_id"),
+)
+
+# Steps held back by a limit (`waiting_for="limit"`): a freed slot nudges their tasks.
+limit_waits = sa.Table(
+    "tasker_limit_waits",
+    metadata,
+    sa.Column("workflow_step_id", BigId, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("system", sa.String(128), nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_limit_waits_system", "system"),
+    sa.Index("ix_tasker_limit_waits_task_id", "task_id"),
+)

@@ -5,8 +5,8 @@
 - `tasker_tasks.finish_due_at`: an `on_finish` call is owed since then (NULL: none).
 - Partial indexes for the sweeper: owed callbacks, and paused tasks with a deadline.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-03
 """
 
@@ -19,8 +19,8 @@ from sqlalchemy.dialects import postgresql
 Json = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 PAUSED_DEADLINE = "status = 'paused' AND deadline_at IS NOT NULL"
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
