@@ -30,7 +30,7 @@ from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.audit import StepChange, write_step_changes, write_task_change
 from tasker.store.db import Database
-from tasker.store.steps import select_steps
+from tasker.store.steps import read_steps
 
 T, S = m.tasks, m.workflow_steps
 _UNFINISHED = (Status.PENDING.value, Status.IN_PROGRESS.value, Status.ERROR.value)
@@ -50,7 +50,7 @@ def _lock(conn: Connection, task_id: int) -> Status:
 
 
 def _steps(conn: Connection, task_id: int) -> list[Any]:
-    return list(conn.execute(select_steps([task_id])).all())
+    return read_steps(conn, [task_id])
 
 
 def _resume(conn: Connection, task_id: int, status: Status, reason: str, now: datetime) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine.base import NestedTransaction
 
 from tasker.definition.template import StepTemplate
-from tasker.engine.outcome import Outcome, describe, run_handler
+from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
 from tasker.errors import InvalidStateError
 
@@ -82,8 +82,13 @@ def _refuse_end(held: Held) -> Callable[[Connection], None]:
     return refuse
 
 
+#: Runs one attempt's handler and delivers its outcome (`run_handler`, or an observed one).
+Runner = Callable[..., None]
+
+
 def run_in_transaction(
     held: Held,
+    runner: Runner,
     template: StepTemplate,
     task: HandlerTask,
     sequence: StepSequence,
@@ -111,7 +116,7 @@ def run_in_transaction(
     step._connection, step._transactional = conn, True
     held._in_handler = True
     try:
-        run_handler(template, task, sequence, step, token, got.append, cancel_if)
+        runner(template, task, sequence, step, token, got.append, cancel_if)
     finally:
         held._in_handler = False
         step._connection = None

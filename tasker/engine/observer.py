@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from tasker.errors import ConfigurationError
+
 log = logging.getLogger("tasker.observer")
 
 
@@ -133,8 +135,6 @@ class Observers(Observer):
             ConfigurationError: it is not an `Observer`.
         """
         if not isinstance(observer, Observer):
-            from tasker.errors import ConfigurationError
-
             raise ConfigurationError(
                 f"an observer must subclass tasker.Observer, got {type(observer).__name__}"
             )

@@ -58,7 +58,7 @@ from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.events import read_events
-from tasker.store.steps import inputs_of, select_steps, views_of
+from tasker.store.steps import inputs_of, read_steps, views_of
 
 log = logging.getLogger("tasker.engine")
 _T = TypeVar("_T")
@@ -569,7 +569,7 @@ class Engine:
             task = conn.execute(
                 sa.select(m.tasks.c.revision, m.tasks.c.tx_seq).where(m.tasks.c.task_id == task_id)
             ).one()
-            rows = list(conn.execute(select_steps([task_id])).all())
+            rows = read_steps(conn, [task_id])
             waiting = any(getattr(r, "wait_for", None) for r in rows)
             return task, rows, read_events(conn, task_id) if waiting else []
 
@@ -743,13 +743,14 @@ class Engine:
                 p.outcomes.put,
                 getattr(p.reg.handler, "cancel_if", None),
             )
+            attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
             if not tpl.transactional:
-                attempt = partial(run, p.lease.task_id, view.attempts) if run else run_handler
                 self._threads.submit(attempt, *args)
             elif self._txn.exclusive and p.txn.in_flight(p.running, view.name):
-                p.txn.defer(view.name, p.running[view.name], args)  # SQLite: one lock at a time
+                # SQLite: one transaction (write lock) at a time
+                p.txn.defer(view.name, p.running[view.name], (attempt, *args))
             else:
-                p.running[view.name].held = self._txn.start(self._threads.submit, *args)
+                p.running[view.name].held = self._txn.start(self._threads.submit, attempt, *args)
 
     def _attempts_seen(self) -> bool:
         obs = self._observer

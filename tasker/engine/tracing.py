@@ -70,7 +70,8 @@ class Tracing(Observer):
 
         self._context, self._propagate, self._trace = context, propagate, trace
         self._tracer = trace.get_tracer("tasker", __version__, tracer_provider)
-        self._passes: dict[int, tuple[Any, Any]] = {}  # task id -> (span, context token)
+        # task id -> its pass span, the parent of its attempts (on other threads)
+        self._passes: dict[int, Any] = {}
         self._local = threading.local()  # this thread's open enqueue and attempt spans
         _enabled.set()
 
@@ -113,18 +114,23 @@ class Tracing(Observer):
             attributes=attributes,
         )
         token = self._context.attach(self._trace.set_span_in_context(span))
-        self._passes[task_id] = (span, token)
+        self._passes[task_id] = span
+        self._stack("pass").append((task_id, span, token))
 
     def on_pass_finished(self, task_id: int, task: str, error: BaseException | None) -> None:
-        """End the pass span."""
-        found = self._passes.pop(task_id, None)
-        if found is not None:
-            self._end(*found, error)
+        """End the pass span (the one this thread started for the task)."""
+        opened = self._stack("pass")
+        if not opened or opened[-1][0] != task_id:
+            return
+        _, span, token = opened.pop()
+        if self._passes.get(task_id) is span:  # not a newer pass's of the same task
+            del self._passes[task_id]
+        self._end(span, token, error)
 
     def on_attempt_started(self, task_id: int, task: str, step: str, attempt: int) -> None:
         """Start the attempt span under its pass; current on the step's thread."""
         opened = self._passes.get(task_id)
-        parent = self._trace.set_span_in_context(opened[0]) if opened is not None else None
+        parent = self._trace.set_span_in_context(opened) if opened is not None else None
         span = self._tracer.start_span(
             f"tasker step {task}.{step}",
             context=parent,
@@ -172,12 +178,12 @@ class Tracing(Observer):
         """Mark the pass span: its task's lease was lost."""
         found = self._passes.get(task_id)
         if found is not None:
-            found[0].add_event("tasker.lease_lost")
+            found.add_event("tasker.lease_lost")
 
     # -- helpers -------------------------------------------------------------------
 
-    def _stack(self, kind: str) -> list[tuple[Any, Any]]:
-        stack: list[tuple[Any, Any]] | None = getattr(self._local, kind, None)
+    def _stack(self, kind: str) -> list[Any]:
+        stack: list[Any] | None = getattr(self._local, kind, None)
         if stack is None:
             stack = []
             setattr(self._local, kind, stack)

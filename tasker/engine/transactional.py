@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection
 from tasker.control.caller import other_database
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.template import StepTemplate, database_url
-from tasker.engine.attempt_tx import Held, failed, run_in_transaction
+from tasker.engine.attempt_tx import Held, Runner, failed, run_in_transaction
 from tasker.engine.keeping import Retrier
 from tasker.engine.outcome import Outcome, describe
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -100,6 +100,7 @@ class StepTransactions:
     def start(
         self,
         submit: Callable[..., None],
+        runner: Runner,
         template: StepTemplate,
         task: HandlerTask,
         sequence: StepSequence,
@@ -109,6 +110,9 @@ class StepTransactions:
         cancel_if: Callable[[HandlerTask, StepSequence], Any] | None,
     ) -> Held | None:
         """Start one attempt on a thread (`submit`); returns its transaction, or None.
+
+        `runner` runs the handler in the transaction (`run_handler`, or one that reports
+        the attempt to the observers).
 
         A step that declares another database than tasker's fails at once, for good,
         and its handler does not run (None); without a connection (the database is
@@ -125,7 +129,18 @@ class StepTransactions:
             deliver(failed(step.name, token, f"no connection for its transaction: {exc}", exc))
             return None
         held = Held(step.name, conn)
-        submit(run_in_transaction, held, template, task, sequence, step, token, deliver, cancel_if)
+        submit(
+            run_in_transaction,
+            held,
+            runner,
+            template,
+            task,
+            sequence,
+            step,
+            token,
+            deliver,
+            cancel_if,
+        )
         return held
 
     def record(self, o: Outcome, w: TaskWrite, complete: bool, stamp: tuple[int, int]) -> int:

@@ -18,6 +18,7 @@ import threading
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from tasker.store import prepared
 from tasker.store import schema as m
 from tasker.store.db import Database
 
@@ -27,24 +28,28 @@ BLOCK = 32
 _C, _T = m.id_counters, m.tasks
 
 
+_TOP = sa.select(sa.func.coalesce(sa.func.max(_T.c.task_id), 0)).scalar_subquery()
+# Built once: every SQLite enqueue runs it, on the driver (see `tasker.store.prepared`).
+_RESERVE = (
+    sa.update(_C)
+    .where(_C.c.name == _COUNTER)
+    .values(last_id=sa.func.max(_C.c.last_id, _TOP) + sa.bindparam("count", type_=sa.Integer))
+    .returning(_C.c.last_id)
+)
+
+
 def reserve(conn: Connection, count: int) -> int:
     """Move SQLite's task id counter past `count` new ids, in `conn`'s transaction.
 
     Returns:
         The first of the `count` ids reserved (they follow each other).
     """
-    top = sa.select(sa.func.coalesce(sa.func.max(_T.c.task_id), 0)).scalar_subquery()
-    last = conn.execute(
-        sa.update(_C)
-        .where(_C.c.name == _COUNTER)
-        .values(last_id=sa.func.max(_C.c.last_id, top) + count)
-        .returning(_C.c.last_id)
-    ).scalar()
-    if last is None:  # the first reservation of this database
-        first = int(conn.execute(sa.select(top)).scalar_one()) + 1
+    rows = prepared.execute(conn, _RESERVE, {"count": count})
+    if not rows:  # the first reservation of this database
+        first = int(conn.execute(sa.select(_TOP)).scalar_one()) + 1
         conn.execute(_C.insert().values(name=_COUNTER, last_id=first + count - 1))
         return first
-    return int(last) - count + 1
+    return int(rows[0]["last_id"]) - count + 1
 
 
 class TaskIds:

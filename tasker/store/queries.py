@@ -21,7 +21,7 @@ from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
 from tasker.store.events import consumers
-from tasker.store.steps import inputs_of, select_steps, views_of
+from tasker.store.steps import inputs_of, read_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
 _TASK = sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version).join(
@@ -42,7 +42,7 @@ def task_id_of(value: Any) -> int:
 
 def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepView]]:
     by_task: dict[int, list[Any]] = {t: [] for t in task_ids}
-    for r in conn.execute(select_steps(task_ids)):
+    for r in read_steps(conn, task_ids):
         by_task[int(r.task_id)].append(r)
     counted = items.status_counts(conn, task_ids)  # for_each steps: their items' counts
     out = {t: views_of(rows) for t, rows in by_task.items()}

@@ -2,7 +2,9 @@
 
 Statements are built once, with bind parameters; each write is one `BEGIN
 IMMEDIATE` transaction, so SQLite's single writer never deadlocks on an upgrade.
-See `tasker.store.base.Store` for what each method promises.
+The hot ones (enqueue, claim, the engine's fenced write) run through
+`tasker.store.prepared`: SQLAlchemy's compilation of these statements, on the driver
+connection of the transaction. See `tasker.store.base.Store` for what each method promises.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.core.states import TASK_LIVE, Status
+from tasker.store import prepared
 from tasker.store import schema as m
 from tasker.store.audit import task_change_row
 from tasker.store.base import NEW_TASK_DEFAULTS, NewTask
 from tasker.store.db import Database
 from tasker.store.ids import reserve
 from tasker.store.lease import CLAIM_FIELDS, Claimed, Lease, TaskWrite, audit_rows, refusal
-from tasker.store.steps import select_steps
+from tasker.store.steps import read_steps
 
 T, S = m.tasks, m.workflow_steps
 _IN_PROGRESS = Status.IN_PROGRESS.value
@@ -38,7 +41,8 @@ _CLAIM = (
     sa.update(T)
     .where(
         T.c.task_id == _p("task_id"),
-        T.c.status.in_([s.value for s in TASK_LIVE]),
+        # Literals, not one expanding parameter: the text is fixed (see `prepared`).
+        T.c.status.in_([sa.literal(s.value, m.tasks.c.status.type) for s in TASK_LIVE]),
         # NULL: idle until nudged (a step awaits its children): any message claims it.
         sa.or_(T.c.next_run_at.is_(None), T.c.next_run_at <= _p("now", _When)),
         sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < _p("now", _When)),
@@ -93,6 +97,7 @@ _TASK_TRANSITIONS = m.task_transitions.insert()
 _STEP_TRANSITIONS = m.step_transitions.insert()
 _ANNOTATIONS = m.task_annotations.insert()
 _OUTBOX = m.outbox.insert()
+_EDGES = m.step_edges.insert()
 _CONSUME = (
     sa.update(m.events)
     .where(
@@ -133,7 +138,8 @@ class SqlStore:
             # a spawned child brings its own.
             unnumbered = sum(1 for t in tasks if t.values.get("task_id") is None)
             fresh = iter(range(reserve(conn, unnumbered), 1 << 62) if unnumbered else ())
-            rows = conn.execute(
+            rows = prepared.execute_each(
+                conn,
                 _TASK_INSERT,
                 [
                     {
@@ -147,9 +153,10 @@ class SqlStore:
                     }
                     for t in tasks
                 ],
-            ).all()
-            firsts = [(int(r.task_id), int(r.tx_seq)) for r in rows]
-            inserted = conn.execute(
+            )
+            firsts = [(int(r["task_id"]), int(r["tx_seq"])) for r in rows]
+            inserted = prepared.execute_each(
+                conn,
                 _STEPS_INSERT,
                 [
                     {
@@ -162,17 +169,17 @@ class SqlStore:
                     for (task_id, _), t in zip(firsts, tasks, strict=True)
                     for step in t.steps
                 ],
-            ).all()
-            flat = iter(int(r[0]) for r in inserted)
+            )
+            flat = iter(int(r["workflow_step_id"]) for r in inserted)
             ids = [[next(flat) for _ in t.steps] for t in tasks]
             edges = [
                 {"from_step_id": steps[a], "to_step_id": steps[b], "task_id": task_id}
                 for (task_id, _), t, steps in zip(firsts, tasks, ids, strict=True)
                 for a, b in t.edges
             ]
-            if edges:
-                conn.execute(m.step_edges.insert(), edges)
-            conn.execute(
+            prepared.execute_many(conn, _EDGES, edges)
+            prepared.execute_many(
+                conn,
                 _TASK_TRANSITIONS,
                 [
                     {
@@ -182,7 +189,8 @@ class SqlStore:
                     for task_id, seq in firsts
                 ],
             )
-            conn.execute(
+            prepared.execute_many(
+                conn,
                 _STEP_TRANSITIONS,
                 [
                     {
@@ -200,7 +208,8 @@ class SqlStore:
                     for i, step in zip(steps, t.steps, strict=True)
                 ],
             )
-            conn.execute(
+            prepared.execute_many(
+                conn,
                 _OUTBOX,
                 [
                     {"task_id": task_id, "deliver_at": now, "created_at": now}
@@ -212,19 +221,21 @@ class SqlStore:
     def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
         """See `Store.claim`."""
         with self._db.write() as conn:
-            row = conn.execute(
-                _CLAIM, {"p_task_id": task_id, "p_owner": owner, "p_now": now, "p_expires": expires}
-            ).first()
-            if row is None:
+            rows = prepared.execute(
+                conn,
+                _CLAIM,
+                {"p_task_id": task_id, "p_owner": owner, "p_now": now, "p_expires": expires},
+            )
+            if not rows:
                 return None
-            task = dict(row._mapping)
+            task = rows[0]
             if task["lease_epoch"] == 1:
                 change = task_change_row(
                     task_id, Status.PENDING, Status.IN_PROGRESS, "claimed", now
                 )
-                conn.execute(_TASK_TRANSITIONS, {**change, "tx_seq": task["tx_seq"]})
-            conn.execute(_DELETE_OUTBOX, {"p_task_id": task_id, "p_now": now})
-            steps = list(conn.execute(select_steps([task_id])).all())
+                prepared.execute(conn, _TASK_TRANSITIONS, {**change, "tx_seq": task["tx_seq"]})
+            prepared.execute(conn, _DELETE_OUTBOX, {"p_task_id": task_id, "p_now": now})
+            steps = read_steps(conn, [task_id])
         return Claimed(Lease(task_id, owner, int(task["lease_epoch"])), task, steps)
 
     def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
@@ -258,45 +269,46 @@ def _apply(
             *w.task_values().items(),
         )
     }
-    row = conn.execute(_FENCE, fence).first()
-    if row is None:
+    rows = prepared.execute(conn, _FENCE, fence)
+    if not rows:
         return None
-    seq = int(row.tx_seq)
-    if w.steps:
-        conn.execute(
-            _STEPS,
-            [
-                {
-                    "p_id": v.workflow_step_id,
-                    "p_now": now,
-                    **dict(zip(_STEP_PARAMS, _step_writes(v), strict=True)),
-                }
-                for v in w.steps
-            ],
-        )
-    if step_rows:
-        conn.execute(_STEP_TRANSITIONS, [{**r, "tx_seq": seq} for r in step_rows])
+    seq = int(rows[0]["tx_seq"])
+    prepared.execute_many(
+        conn,
+        _STEPS,
+        [
+            {
+                "p_id": v.workflow_step_id,
+                "p_now": now,
+                **dict(zip(_STEP_PARAMS, _step_writes(v), strict=True)),
+            }
+            for v in w.steps
+        ],
+    )
+    prepared.execute_many(conn, _STEP_TRANSITIONS, [{**r, "tx_seq": seq} for r in step_rows])
     if task_row is not None:
-        conn.execute(_TASK_TRANSITIONS, {**task_row, "tx_seq": seq})
-    if w.annotations:
-        conn.execute(
-            _ANNOTATIONS,
-            [
-                {"task_id": task_id, "annotation_type_id": t, "annotation": a, "created_at": now}
-                for t, a in w.annotations
-            ],
-        )
+        prepared.execute(conn, _TASK_TRANSITIONS, {**task_row, "tx_seq": seq})
+    prepared.execute_many(
+        conn,
+        _ANNOTATIONS,
+        [
+            {"task_id": task_id, "annotation_type_id": t, "annotation": a, "created_at": now}
+            for t, a in w.annotations
+        ],
+    )
     deliver_at = w.deliver_at()
     if deliver_at is not None:
-        conn.execute(_OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now})
-    if w.consumed:
-        conn.execute(
-            _CONSUME,
-            [
-                {"p_event_id": e, "p_step_id": s, "p_task_id": task_id, "p_now": now}
-                for e, s in w.consumed
-            ],
+        prepared.execute(
+            conn, _OUTBOX, {"task_id": task_id, "deliver_at": deliver_at, "created_at": now}
         )
+    prepared.execute_many(
+        conn,
+        _CONSUME,
+        [
+            {"p_event_id": e, "p_step_id": s, "p_task_id": task_id, "p_now": now}
+            for e, s in w.consumed
+        ],
+    )
     if w.nudge is not None:
-        conn.execute(_OUTBOX, {"task_id": w.nudge, "deliver_at": now, "created_at": now})
+        prepared.execute(conn, _OUTBOX, {"task_id": w.nudge, "deliver_at": now, "created_at": now})
     return seq

@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from tasker.core.clock import maybe_utc
 from tasker.core.views import StepView
@@ -48,14 +49,19 @@ _STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_st
 )
 
 
-def select_steps(task_ids: Sequence[int]) -> sa.Select[Any]:
-    """The steps of some tasks (`task_id` and `STEP_COLUMNS`), each task's in order."""
-    return (
-        sa.select(S.c.task_id, *STEP_COLUMNS)
-        .select_from(_STEP_FROM)
-        .where(S.c.task_id.in_(task_ids))
-        .order_by(S.c.task_id, S.c.position)
-    )
+# Built once, the ids an expanding parameter: SQLAlchemy finds the compiled form in its
+# cache without generating a cache key for a new statement on every read.
+_SELECT_STEPS = (
+    sa.select(S.c.task_id, *STEP_COLUMNS)
+    .select_from(_STEP_FROM)
+    .where(S.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
+    .order_by(S.c.task_id, S.c.position)
+)
+
+
+def read_steps(conn: Connection, task_ids: Sequence[int]) -> list[Any]:
+    """The step rows of some tasks (`task_id` and `STEP_COLUMNS`), each task's in order."""
+    return list(conn.execute(_SELECT_STEPS, {"task_ids": list(task_ids)}).all())
 
 
 def step_view(row: Any, names: Mapping[int, str]) -> StepView:

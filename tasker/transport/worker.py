@@ -259,8 +259,8 @@ def supervise(
 
     with worker_metrics.multiprocess_folder() as folder:
         served = worker_metrics.serve_multiprocess(folder, metrics.port, metrics.host)
-        log.info("metrics of %d worker process(es) on http://%s:%d/metrics",
-                 processes, metrics.host, served.port)  # fmt: skip
+        log.info("metrics of %d worker process(es) on http://%s:%d/metrics (counted in %s)",
+                 processes, metrics.host, served.port, folder)  # fmt: skip
         try:
             return _supervise(ref, processes, threads, graceful_timeout, folder)
         finally:

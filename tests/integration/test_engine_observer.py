@@ -6,6 +6,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from integration_support import task_class
 
 from tasker import Observer, StepTemplate, Tasker, TaskRequest
@@ -159,4 +160,30 @@ def test_each_item_of_a_for_each_step_is_reported_as_an_attempt_of_the_step(
         ("each", True, None, True, True, False),
         ("each", True, None, True, True, False),
     ]
+    assert threading.get_ident() not in rec.threads
+
+
+def test_a_transactional_steps_attempts_are_reported_like_any(backend: Tasker, clock) -> None:
+    """Given a transactional step that fails once, when it runs to the end, then the
+    observer sees both attempts start and end, on the step's own thread."""
+
+    def once(task, sequence, step):
+        step.connection.execute(sa.text("SELECT 1"))
+        if step.attempts == 1:
+            raise RetryableError("not yet", retry_after=5)
+
+    backend.register(
+        task_class("observed_tx", [StepTemplate(name="t", handler=once, transactional=True)])
+    )
+    rec = backend.observe(Recorder())
+
+    task = backend.enqueue(TaskRequest(name="observed_tx"))
+    backend.run_until_idle()
+    clock.advance(6)
+    backend.run_until_idle()
+
+    assert backend.get_task(task.task_id).status == "complete"
+    assert sorted(e[1:] for e in rec.events if e[0] == "start") == [("t", 1), ("t", 2)]
+    ends = sorted(e[1:3] for e in rec.events if e[0] == "end")
+    assert ends == [("t", False), ("t", True)]
     assert threading.get_ident() not in rec.threads

@@ -202,3 +202,27 @@ def test_sub_tasks_spawned_by_a_step_continue_its_trace(backend: Tasker, spans) 
     assert len(by_name(found, "tasker pass family")) >= 2  # woken by its children
     for child_id in view.children:
         assert stored_trace(backend, child_id) is not None
+
+
+def test_a_pass_that_loses_its_lease_says_so_on_its_span(backend: Tasker, clock, spans) -> None:
+    """Given tracing on and a step during which another worker takes the task's lease,
+    when the step returns, then the pass span ends with a `tasker.lease_lost` event and
+    the attempt span under it still ends."""
+    provider, exporter = spans
+
+    def slow(task, sequence, step):
+        clock.advance(backend.settings.lease_seconds + 1)
+        now = backend.now()
+        backend.store.claim(task.task_id, "thief", now, now.replace(year=now.year + 1))
+        return {}
+
+    backend.register(task_class("stolen", [StepTemplate(name="s", handler=slow)]))
+    backend.observe(Tracing(provider))
+    backend.enqueue(TaskRequest(name="stolen"))
+    backend.run_until_idle()
+
+    found = exporter.get_finished_spans()
+    (pass_span,) = by_name(found, "tasker pass stolen")
+    assert [e.name for e in pass_span.events] == ["tasker.lease_lost"]
+    (attempt,) = by_name(found, "tasker step stolen.s")
+    assert attempt.parent.span_id == pass_span.context.span_id

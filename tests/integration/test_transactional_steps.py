@@ -12,6 +12,7 @@ another database.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -377,6 +378,61 @@ def test_an_orm_session_on_the_steps_connection_joins_its_transaction(
     # Then only the second attempt's row is there
     assert task.status == "complete"
     assert ledger(user_db) == [(task.task_id, "orm", 2)]
+
+
+def test_a_transactional_steps_new_annotation_type_is_created_in_its_transaction(
+    backend: Tasker, clock: FakeClock, user_db: sa.Engine
+) -> None:
+    # Given a transactional step that annotates its task with a type never used before
+    # (on SQLite the type's row is written through the step's transaction, the only one
+    # that can write while it is open)
+    def handler(task: Any, sequence: Any, step: Any) -> None:
+        book(task, sequence, step)
+        task.annotate("booking_audit", {"seat": 7})
+
+    # When it runs
+    task = run(backend, clock, [StepTemplate(name="s", handler=handler, transactional=True)])
+
+    # Then the step, its write and the annotation are stored, in the first attempt
+    assert task.status == "complete"
+    assert task.steps["s"].attempts == 1
+    assert [(a.annotation_type, a.annotation) for a in task.annotations] == [
+        ("booking_audit", {"seat": 7})
+    ]
+    assert ledger(user_db) == [(task.task_id, "s", 1)]
+
+
+def test_transactional_steps_of_many_tasks_run_side_by_side_on_worker_threads(
+    backend: Tasker, user_db: sa.Engine
+) -> None:
+    # Given tasks whose transactional step takes a moment, run by four worker threads (on
+    # SQLite their transactions queue for the write lock; the passes must not deadlock)
+    def handler(task: Any, sequence: Any, step: Any) -> None:
+        book(task, sequence, step)
+        time.sleep(0.05)
+
+    backend.register(
+        task_class(
+            "busy",
+            [
+                StepTemplate(name="s", handler=handler, transactional=True),
+                StepTemplate(name="after", handler=lambda t, s, st: None, depends_on=["s"]),
+            ],
+        )
+    )
+    ids = [backend.enqueue(TaskRequest(name="busy", context={"i": i})).task_id for i in range(8)]
+
+    # When the worker runs them
+    backend.start(threads=4)
+    try:
+        done = [backend.wait(i, timeout=60) for i in ids]
+    finally:
+        backend.stop()
+
+    # Then every task completed with its step's write exactly once
+    assert [t.status for t in done] == ["complete"] * 8
+    assert sorted(r[0] for r in ledger(user_db)) == sorted(ids)
+    assert all(t.steps["s"].attempts == 1 for t in done)
 
 
 def test_step_connection_on_a_step_that_is_not_transactional_fails_the_attempt(

@@ -8,6 +8,7 @@ must be what both processes did together, as the database records it.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def test_the_metrics_port_serves_what_every_worker_process_did(
     """Given `tasker worker --processes N --metrics-port P` and 12 diamonds whose step B
     fails its first attempt, when they all complete, then the series scraped on P count
     every attempt (B twice per task) and B's failures, the durations and queue delays of
-    every attempt and pass, and with two processes the steps ran in both, summed."""
+    every attempt and pass, and with two processes the steps ran in both, summed (and the
+    folder the children counted in is removed when the supervisor stops)."""
     port = free_port()
     n = 12
     with deployment(tmp_path) as d:
@@ -78,6 +80,10 @@ def test_the_metrics_port_serves_what_every_worker_process_did(
             samples = scrape(port)
         finally:
             assert stop(proc, log, 30) == 0, log.read_text()[-3000:]
+        if processes > 1:  # the supervisor's folder of multiprocess mode is gone with it
+            found = re.search(r"\(counted in (\S+)\)", log.read_text(errors="replace"))
+            assert found, log.read_text()[-3000:]
+            assert not Path(found.group(1)).exists()
 
     pids = {r[4]["pid"] for r in rows}
     assert len(pids) == processes, f"steps ran in {pids}"
