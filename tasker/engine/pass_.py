@@ -496,7 +496,7 @@ class Engine:
                         self._observer.on_limit_wait(p.reg.name, name, system)
                 limited.update(refused)
                 continue
-            nudge = self._nudge(p, d)
+            nudge = spawns.parent_to_wake(d.finish, p.row)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
@@ -570,13 +570,6 @@ class Engine:
         got = self._retrying(p.lease.task_id, read, None, self._until(p))
         assert got is not None  # only a write that landed returns None
         return got
-
-    @staticmethod
-    def _nudge(p: _Pass, d: writes.Write) -> int | None:
-        """The parent to wake when this write ends a task its parent's step waits for."""
-        ends = d.finish is not None and d.finish.to_status in spawns.ENDINGS
-        parent = p.row.get("parent_task_id")
-        return int(parent) if ends and parent is not None and p.row.get("parent_waits") else None
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:
