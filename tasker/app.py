@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
-from tasker.control import retention, schedules, signals, steering
+from tasker.control import finishing, retention, schedules, signals, steering
 from tasker.control.caller import AfterCommit, check_caller
 from tasker.control.enqueue import create_task, create_tasks, tag_request
 from tasker.control.schedules import ScheduleView
@@ -33,6 +33,7 @@ from tasker.store import queries
 from tasker.store.base import make_store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
+from tasker.store.limits import check_limit
 from tasker.store.migrate import upgrade
 from tasker.transport.broker import Dispatch, make_broker
 from tasker.transport.relay import Relay
@@ -108,6 +109,7 @@ class Tasker:
             self.owner,
             self._notify,
             self.observers,
+            self._finished,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -462,6 +464,25 @@ class Tasker:
         if signals.signal(self.db, tid, name, payload, self.now()):
             self._notify(tid)
 
+    def limit(
+        self, dependent_system: str, concurrency: int | None = None, per_second: int | None = None
+    ) -> None:
+        """Limit the steps of one dependent system (`StepTemplate(dependent_system=...)`).
+
+        Across all workers on this database, at most `concurrency` such steps run at once
+        and at most `per_second` start in any second (by the app's clock). A step held
+        back waits `pending` with `waiting_for="limit"` and uses no attempt; a slot freed
+        by another step (of any task) wakes it. The limit is stored in the database:
+        calling again changes it, and with neither bound lifts it. Workers see a change
+        within a second.
+
+        Raises:
+            ConfigurationError: the system name is empty, or a bound is not an integer of
+                at least 1.
+        """
+        checked = check_limit(dependent_system, concurrency, per_second)
+        self.engine.limits.store(dependent_system, checked, self.now())
+
     def cancel(self, task_id: int) -> TaskView:
         """Cancel the task and its unfinished steps; nothing new starts.
 
@@ -469,9 +490,11 @@ class Tasker:
             TaskNotFoundError: no task has that id.
             InvalidTransitionError: the task already finished.
         """
+        tid = queries.task_id_of(task_id)
         woken: list[int] = []  # a parent waiting for this task
-        steering.cancel(self.db, queries.task_id_of(task_id), self.now(), woken=woken)
+        steering.cancel(self.db, tid, self.now(), woken=woken)
         self._notify_all(woken)
+        self._finish_now([tid])
         return self.get_task(task_id)
 
     def resolve_step(
@@ -684,6 +707,11 @@ class Tasker:
         """
         now = self.now()
         try:
+            finishing.expire_paused(self.db, now)
+            finishing.run_due(self.db, self.factory, now, self.settings.lease_seconds)
+        except Exception:
+            log.exception("timing out paused tasks or finish callbacks failed; next sweep")
+        try:
             schedules.fire_due(self.db, now, self.enqueue)
         except Exception:
             log.exception("firing the due schedules failed; trying again next sweep")
@@ -693,6 +721,20 @@ class Tasker:
                 retention.purge(self.db, cutoff, max_batches=_PURGE_BATCHES_PER_SWEEP)
             except Exception:
                 log.exception("the retention purge failed; trying again next sweep")
+
+    def _finished(self, task_id: int, claimed: datetime) -> None:
+        """Run the `on_finish` an engine pass's ending owes (claimed with `claimed`)."""
+        finishing.run(self.db, self.factory, task_id, claimed, self.now())
+
+    def _finish_now(self, task_ids: list[int]) -> None:
+        """Run the `on_finish` calls a steering call's ending owes; the sweeper's if this fails."""
+        try:
+            for task_id, claimed in finishing.claim(
+                self.db, self.now(), self.settings.lease_seconds, task_ids
+            ):
+                finishing.run(self.db, self.factory, task_id, claimed, self.now())
+        except Exception:
+            log.exception("on_finish of tasks %s: left to the sweeper", task_ids)
 
     def __enter__(self) -> Tasker:
         return self

@@ -4,13 +4,19 @@ An e-commerce order (the seed's flavour): validate, then fan out to fulfilment,
 tax and warehouse sync, which join again to ship and notify. One order's tax
 service fails twice and is retried with backoff; one order needs a manual fraud
 review that an operator resolves. Annotations record an audit trail per order.
+
+Then a user's signup journey of weeks (`UserSignup`), run in a moment on a `FakeClock`:
+waits of days, a step polling an outside state with `step.reattempt`, and a task that
+pauses when a card is declined until a person resumes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
+from tasker.core.views import TaskView
 from tasker.definition.handler import TaskHandler
 from tasker.definition.template import StepHandler, StepTemplate
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence
@@ -205,3 +211,90 @@ def sample_orders() -> list[dict[str, Any]]:
     orders[2]["tax_outages"] = 2  # the external call that fails twice
     orders[4]["needs_review"] = True  # the step that needs manual resolution
     return orders
+
+
+# -- a user's signup journey: waits of days on a fake clock, a pause a person lifts ---------
+
+
+def _welcome(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    return {"sent": f"welcome mail to {task.context['email']}"}
+
+
+def _check_activation(
+    task: HandlerTask, sequence: StepSequence, step: HandlerStep
+) -> dict[str, Any]:
+    # Polls an outside state: "not yet" twice, a day apart, then the user has activated.
+    if step.reattempts < 2:
+        step.reattempt(timedelta(days=1))
+    return {"activated_after_checks": step.reattempts + 1}
+
+
+#: The payment service's view of the demo's cards: emails whose card it declines (a
+#: person fixes one, then resumes the paused task).
+DECLINED_CARDS: set[str] = set()
+
+
+def _start_trial(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    # A declined card fails for good at once; with on_failure="pause" a person looks.
+    if task.context["email"] in DECLINED_CARDS:
+        raise PermanentError("card declined")
+    return {"trial": "started"}
+
+
+def _remind(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    return {"sent": "how is it going?"}
+
+
+def _survey(task: HandlerTask, sequence: StepSequence, step: HandlerStep) -> dict[str, Any]:
+    return {"sent": "survey"}
+
+
+class UserSignup(TaskHandler):
+    """A signup journey over weeks (StepperMotor's flavour).
+
+    Welcome at once, check the activation daily, start the trial (pausing for a person if
+    the card is declined), remind two days later, and survey fifteen days after signup.
+    """
+
+    name = "user_signup"
+    one_per_subject = True
+    step_templates = [  # noqa: RUF012
+        StepTemplate(name="welcome", handler=_welcome),
+        StepTemplate(
+            name="check_activation",
+            handler=_check_activation,
+            depends_on=["welcome"],
+            max_reattempts=5,
+        ),
+        StepTemplate(
+            name="start_trial",
+            handler=_start_trial,
+            depends_on=["check_activation"],
+            retry_limit=1,
+            on_failure="pause",
+        ),
+        StepTemplate(
+            name="remind", handler=_remind, depends_on=["start_trial"], wait=timedelta(days=2)
+        ),
+        StepTemplate(
+            name="survey", handler=_survey, depends_on=["remind"], after=timedelta(days=15)
+        ),
+    ]
+
+
+def signups() -> list[dict[str, Any]]:
+    """The demo's two users: ann goes straight through, bob's card is declined at first."""
+    DECLINED_CARDS.add("bob@example.com")
+    return [{"email": "ann@example.com"}, {"email": "bob@example.com"}]
+
+
+def timeline(view: TaskView) -> str:
+    """When each step was done, in days after the task was created (e.g. `welcome d0`)."""
+    parts = []
+    for name, s in view.steps.items():
+        if s.processed_at is None or view.created_at is None:
+            parts.append(f"{name} {s.status}")
+        else:
+            days = (s.processed_at - view.created_at).total_seconds() / 86400
+            parts.append(f"{name} d{days:g}")
+    return ", ".join(parts)

@@ -95,7 +95,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.serve:
             app.stop()
         _demo_report(app, ids)
-        ok = all(app.get_task(i).status == "complete" for i in ids)
+        ok = _demo_journeys(folder) and all(app.get_task(i).status == "complete" for i in ids)
         if args.serve:  # the worker keeps running, for the dashboard's retry and resolve
             from tasker.web import serving
 
@@ -104,6 +104,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
         app.stop()
         app.close()
     return 0 if ok else 1
+
+
+def _demo_journeys(folder: str) -> bool:
+    """Run the signup journeys on a fake clock (weeks in a moment); True if all complete."""
+    from tasker.cli import demo
+    from tasker.testing import FakeClock, speedrun
+
+    url = f"sqlite:///{os.path.join(folder, 'tasker-journeys.db')}"
+    print(f"\nsignup journeys: {url}, on a fake clock (days pass in a moment)")
+    app = Tasker(database_url=url, clock=FakeClock())
+    try:
+        app.register(demo.UserSignup)
+        app.migrate()
+        ok = True
+        for user in demo.signups():
+            request = TaskRequest(name="user_signup", context=user, subject=user["email"])
+            view = speedrun(app, app.enqueue(request).task_id)
+            if view.status == "paused":
+                why = (view.steps["start_trial"].error or {}).get("message")
+                print(f"  task {view.task_id} ({user['email']}): paused ({why!r})")
+                print("    a person updates the card and resumes the task")
+                demo.DECLINED_CARDS.discard(user["email"])
+                app.resume(view.task_id)
+                view = speedrun(app, view.task_id)
+            print(f"  task {view.task_id} ({user['email']}): {view.status}: {demo.timeline(view)}")
+            ok = ok and view.status == "complete"
+        return ok
+    finally:
+        app.close()
 
 
 def _demo_report(app: Tasker, ids: list[int]) -> None:

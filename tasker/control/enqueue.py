@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,6 +92,7 @@ def _new_view(
         bypass_steps=values["bypass_steps"],
         subject=values["subject"],
         created_at=now,
+        deadline_at=None if reg.timeout is None else now + timedelta(seconds=reg.timeout),
         annotations=[],  # as get_task reads them: the view equals the stored task's
     )
 
@@ -366,6 +367,8 @@ def _build(
         **values,
         "named_task_id": entry.named_task_id,
         "requested_at": requested_at,
+        # `created_at` is `now` too: the deadline is a full timeout after it.
+        "deadline_at": None if reg.timeout is None else now + timedelta(seconds=reg.timeout),
         "trace_context": tracing.carrier(),  # the trace of this call (or spawning step)
     }
     steps = _initial_steps(reg, entry.named_step_ids, values, now)

@@ -35,6 +35,8 @@ CHILD_TABLES: Sequence[sa.Table] = (
     m.outbox,
     m.events,
     m.step_items,
+    m.limit_holds,
+    m.limit_waits,
     m.workflow_steps,
 )
 

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.control import family
-from tasker.core import states
+from tasker.core import deadlines, states
+from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import TASK_HALTED, Status
 from tasker.errors import (
@@ -53,9 +54,28 @@ def _steps(conn: Connection, task_id: int) -> list[Any]:
     return read_steps(conn, [task_id])
 
 
+def _timed_out(conn: Connection, task_id: int) -> Any:
+    """The task's creation, deadline and error if it ended by timing out, else None."""
+    row = conn.execute(
+        sa.select(T.c.created_at, T.c.deadline_at, T.c.error).where(T.c.task_id == task_id)
+    ).one()
+    return row if row.deadline_at is not None and deadlines.is_timeout(row.error) else None
+
+
 def _resume(conn: Connection, task_id: int, status: Status, reason: str, now: datetime) -> None:
-    """Make the task due now and announce it; a halted task goes back to in_progress."""
+    """Make the task due now and announce it; a halted task goes back to in_progress.
+
+    A task that timed out goes on with a new deadline, a full timeout from now
+    (`tasker.core.deadlines.extended`): the person who lets it go on gives it that time.
+    """
     values: dict[str, Any] = {"next_run_at": now, "revision": T.c.revision + 1, "updated_at": now}
+    if status is Status.ERROR:
+        late = _timed_out(conn, task_id)
+        if late is not None:
+            values["deadline_at"] = deadlines.extended(
+                as_utc(late.created_at), as_utc(late.deadline_at), now
+            )
+        values["error"] = None
     if status in TASK_HALTED:
         write_task_change(conn, task_id, status, Status.IN_PROGRESS, reason, now)
         values["status"] = Status.IN_PROGRESS.value
@@ -105,6 +125,10 @@ def _cancel(conn: Connection, task_id: int, now: datetime, reason: str) -> bool:
             status=Status.CANCELLED.value,
             completed_at=now,  # final: retention counts from here
             next_run_at=None,
+            error=None,
+            # `on_finish` is owed (if the handler has one): `Tasker.cancel` runs it after
+            # this commits, else the sweeper does (`tasker.control.finishing`).
+            finish_due_at=now,
             lease_owner=None,
             lease_expires_at=None,
             revision=T.c.revision + 1,
@@ -212,7 +236,8 @@ def resume(db: Database, task_id: int, now: datetime) -> list[str]:
 def retry(db: Database, task_id: int, now: datetime, woken: list[int] | None = None) -> list[str]:
     """Give every step in final error a fresh attempt budget, due at once.
 
-    A paused task goes on (as with `resume`), also when no step is in final error. Its
+    A paused task goes on (as with `resume`), also when no step is in final error; so
+    does a task that timed out, with a new deadline a full timeout from now. Its
     children in error are retried too (and theirs), before it.
 
     Args:
@@ -224,8 +249,8 @@ def retry(db: Database, task_id: int, now: datetime, woken: list[int] | None = N
 
     Raises:
         TaskNotFoundError: no task has that id.
-        InvalidTransitionError: the task is finished, or (not paused) no step is in final
-            error.
+        InvalidTransitionError: the task is finished, or (not paused nor timed out) no
+            step is in final error.
     """
     with db.write() as conn:
         status = _lock(conn, task_id)
@@ -233,7 +258,11 @@ def retry(db: Database, task_id: int, now: datetime, woken: list[int] | None = N
             raise InvalidTransitionError(f"task {task_id} is {status}; nothing to retry")
         _retry_children(conn, task_id, now, [] if woken is None else woken)
         names = _fresh_budget(conn, task_id, "retry requested: fresh attempt budget", now)
-        if not names and status is not Status.PAUSED:  # a paused task goes on all the same
+        # A paused task goes on all the same, and so does one that timed out.
+        goes_on = status is Status.PAUSED or (
+            status is Status.ERROR and _timed_out(conn, task_id) is not None
+        )
+        if not names and not goes_on:
             raise InvalidTransitionError(f"task {task_id} has no step in final error to retry")
         _resume(conn, task_id, status, "retry requested", now)
     return names

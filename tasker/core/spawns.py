@@ -9,7 +9,7 @@ its step `in_progress`, awaiting "children" (`tasker.core.states.AWAIT_CHILDREN`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -43,6 +43,18 @@ class Spawn:
     task_id: int
     wait: bool
     new: Any = None
+
+
+def parent_to_wake(finish: Any, task: Mapping[str, Any]) -> int | None:
+    """The parent to wake when a write ends this task and its parent's step waits for it.
+
+    Args:
+        finish: the write's `tasker.store.lease.Finish`, or None.
+        task: the task's row (`parent_task_id`, `parent_waits`).
+    """
+    ends = finish is not None and finish.to_status in ENDINGS
+    parent = task.get("parent_task_id")
+    return int(parent) if ends and parent is not None and task.get("parent_waits") else None
 
 
 def await_children(v: StepView, spawned: Sequence[Spawn]) -> StepView | None:

@@ -100,12 +100,24 @@ TASK_TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED, Status.PAUSED}),
     # error -> in_progress: resumed by resolve_step or retry.
     Status.ERROR: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
-    # paused -> in_progress: `resume`, `retry` or `resolve_step`.
-    Status.PAUSED: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY}),
+    # paused -> in_progress: `resume`, `retry` or `resolve_step`; paused -> error: it
+    # reached its `TaskHandler.timeout` deadline while paused.
+    Status.PAUSED: frozenset(
+        {Status.IN_PROGRESS, Status.CANCELLED, Status.RESOLVED_MANUALLY, Status.ERROR}
+    ),
     Status.COMPLETE: frozenset(),
     Status.CANCELLED: frozenset(),
     Status.RESOLVED_MANUALLY: frozenset(),
 }
+
+
+def is_note(from_status: Status | None, to_status: Status) -> bool:
+    """Whether a task history row is a note, not a change: it keeps the status.
+
+    Such a row records something that happened to a task without changing it, e.g. how
+    its `on_finish` call went (`tasker.control.finishing`).
+    """
+    return from_status is not None and from_status is to_status
 
 
 def can_step(from_status: Status | None, to_status: Status) -> bool:

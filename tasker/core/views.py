@@ -89,7 +89,9 @@ class TaskView:
     `subject` is what the task is about (`TaskRequest.subject`, or None); `created_at`
     is when it was stored. `parent_task_id` is the task whose step spawned this one
     (None if no step did), and `children` the ids of the tasks its steps spawned, in
-    spawn order.
+    spawn order. `error` is None, or why the task itself ended in `error`
+    (`{"message", ...}`: a timeout, see `tasker.core.deadlines`); `deadline_at` is when
+    it times out (None: no `TaskHandler.timeout`).
     """
 
     task_id: int
@@ -112,5 +114,6 @@ class TaskView:
     created_at: datetime | None = None
     parent_task_id: int | None = None
     children: Sequence[int] = ()
-    # Why the task itself ended in error (a task timeout: issue 9's `journeys`), else None.
+    # Why the task itself ended in error (a task timeout), else None.
     error: dict[str, Any] | None = None
+    deadline_at: datetime | None = None

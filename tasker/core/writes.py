@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from tasker.core import branches as branch_rules
-from tasker.core import flow, items, spawns, waits
+from tasker.core import deadlines, flow, items, spawns, waits
 from tasker.core.events import Assignment, Event, assign
 from tasker.core.flow import AttemptOutcome
 from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
@@ -134,8 +134,11 @@ def decide(
     steps: Mapping[str, StepRules] | None = None,
     created_at: datetime | None = None,
     asked: tuple[str, str] | None = None,
+    deadline: datetime | None = None,
     events: Sequence[Event] = (),
     children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+    limited: Held | None = None,
+    limit_waited: Collection[str] = (),
 ) -> Write:
     """Decide one write: record `outcomes`, then start what is ready or end the pass.
 
@@ -155,14 +158,24 @@ def decide(
             a step without one has none).
         created_at: when the task was created (waits count from it; default `now`).
         asked: a pause or cancel asked by an earlier write's outcome (`Write.asked`).
+        deadline: the task's timeout deadline (None: no timeout). Once it has passed the
+            task ends in `error` and `outcomes` are refused (`tasker.core.deadlines`);
+            until then every time the pass or the task waits for is capped by it.
         events: the task's events (`tasker.core.events`); a `wait_for` step starts only
             with one, and one still waiting past its `wait_timeout` fails for good.
         children: for steps awaiting their children, the awaited children's (task id,
             status) as last read; a step awaiting children absent here stays as it is.
+        limited: steps refused a slot by their dependent system's limit (held, each
+            until it is worth asking again), so not started by this write.
+        limit_waited: steps that were held back by a limit in this pass (their start is
+            recorded as coming after a limit wait).
     """
     w = Write(asked=asked)
     templates = steps or {}
     created = created_at or now
+    if deadline is not None and deadlines.timed_out(deadline, now):
+        w.steps, w.changes, w.finish = deadlines.time_out(views, created, deadline)
+        return w
     lost: list[AttemptOutcome] = []
     if recover:  # a step awaiting children or items has no thread: it is not lost
         lost = [
@@ -181,6 +194,8 @@ def decide(
         current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:
         _end_as_asked(w, current, running, busy)
+        if w.finish is None:  # a pause waits for the running steps, not past the deadline
+            w.wake_at = deadline
         return w
     due = waits.due_waits(current, _waits(templates), created, now)
     for name, at in due.items():  # pending steps just ready whose wait has not passed
@@ -192,9 +207,24 @@ def decide(
     current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:  # a wait_timeout with on_failure="pause"/"cancel"
         _end_as_asked(w, current, running, busy)
+        if w.finish is None:
+            w.wake_at = deadline
         return w
-    _advance(w, current, now, rules, running, busy, stopping, held, offers)
+    held.update(limited or {})
+    _advance(w, current, now, rules, running, busy, stopping, held, offers, limit_waited)
+    if deadline is not None:  # wake the pass, or the released task, at the deadline
+        _cap(w, deadline)
     return w
+
+
+def _cap(w: Write, deadline: datetime) -> None:
+    """No wake-up later than the deadline: the pass's, or the released task's."""
+    if w.finish is None:
+        w.wake_at = deadlines.sooner(w.wake_at, deadline)
+    f = w.finish
+    if f is not None and f.to_status is None and f.wake_at is not None:
+        w.finish = replace(f, wake_at=deadlines.sooner(f.wake_at, deadline))
+        w.notify_at = w.finish.wake_at
 
 
 def _any_wait_for(views: Mapping[str, StepView]) -> bool:
@@ -412,6 +442,7 @@ def _advance(
     stopping: bool,
     held: Held | None = None,
     offers: Assignment | None = None,
+    limit_waited: Collection[str] = (),
 ) -> None:
     """Start what is ready (within the concurrency bound), or end the pass.
 
@@ -440,6 +471,8 @@ def _advance(
                 if event.consumed_by is None:  # consumed now, by this step, in this write
                     w.consumed.append((event.event_id, v.workflow_step_id))
                     why = f"started: consumed event {event.name!r} (#{event.event_id})"
+            if name in limit_waited:
+                why += f" after waiting for the limit of {v.dependent_system!r}"
             w.changes.append(
                 StepChange(
                     v.workflow_step_id, name, Status(v.status), Status.IN_PROGRESS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tasker.definition.template import StepTemplate
@@ -22,6 +23,14 @@ class TaskHandler:
         step_templates: the steps, a list of `StepTemplate`.
         one_per_subject: when True, at most one task of this name per
             `TaskRequest.subject` is not final (`DuplicateTaskError` otherwise).
+        timeout: None, or a duration (seconds or `timedelta`): a task still unfinished
+            that long after its `created_at` ends in `error` then, with
+            `TaskView.error` saying it timed out (`tasker.core.deadlines`).
+
+    A subclass may define `on_finish(self, task)`: called with the `TaskView` each time
+    a task ends (`complete`, `error` or `cancelled`), after that status is committed, at
+    least once even if a worker dies; what it raises is logged and recorded in the
+    history, and never changes the task's status (`tasker.control.finishing`).
     """
 
     name: ClassVar[str] = ""
@@ -30,6 +39,7 @@ class TaskHandler:
     context_schema: ClassVar[Mapping[str, Any] | None] = None
     step_templates: ClassVar[Sequence[StepTemplate]] = ()
     one_per_subject: ClassVar[bool] = False
+    timeout: ClassVar[float | timedelta | None] = None
 
     def update_annotations(
         self, task: HandlerTask, sequence: StepSequence, steps: Sequence[HandlerStep]

@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
+from tasker.core.duration import to_seconds
 from tasker.core.waits import after_problems
 from tasker.definition.dag import topological_order
 from tasker.definition.handler import TaskHandler
@@ -36,6 +37,8 @@ class RegisteredTask:
         steps: step name -> template, in topological order.
         order: step names in topological order.
         validator: the compiled context schema validator, if any.
+        timeout: `TaskHandler.timeout` in seconds (None: no timeout).
+        has_on_finish: the handler defines `on_finish`.
     """
 
     name: str
@@ -44,6 +47,8 @@ class RegisteredTask:
     steps: Mapping[str, StepTemplate]
     order: tuple[str, ...]
     validator: Any
+    timeout: float | None = None
+    has_on_finish: bool = False
 
     def schema_errors(self, context: Any) -> list[str]:
         """List every violation of the context schema, each naming its JSON path."""
@@ -96,6 +101,12 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
             f"task {name!r}: cancel_if must be a method cancel_if(self, task, sequence) -> bool, "
             f"got {cancel_if!r}"
         )
+    timeout = _timeout(name, getattr(handler_cls, "timeout", None))
+    on_finish = getattr(handler_cls, "on_finish", None)
+    if on_finish is not None and not callable(on_finish):
+        raise ConfigurationError(
+            f"task {name!r}: on_finish must be a method on_finish(self, task), got {on_finish!r}"
+        )
     schema = getattr(handler_cls, "context_schema", None)
     validator = None
     if schema is not None:
@@ -120,7 +131,26 @@ def compile_handler(handler_cls: type[TaskHandler]) -> RegisteredTask:
         steps={n: by_name[n] for n in order},
         order=tuple(order),
         validator=validator,
+        timeout=timeout,
+        has_on_finish=on_finish is not None,
     )
+
+
+def _timeout(name: str, value: Any) -> float | None:
+    """`TaskHandler.timeout` in seconds.
+
+    Raises:
+        ConfigurationError: it is not None or a positive duration.
+    """
+    if value is None:
+        return None
+    try:
+        seconds = to_seconds(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"task {name!r}: timeout: {exc}") from None
+    if seconds <= 0:
+        raise ConfigurationError(f"task {name!r}: timeout must be positive, got {value!r}")
+    return seconds
 
 
 def branch_problems(steps: Mapping[str, StepTemplate]) -> list[str]:

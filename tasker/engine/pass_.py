@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from tasker.core import flow, spawns, writes
-from tasker.core.clock import as_utc
+from tasker.core.clock import as_utc, maybe_utc
 from tasker.core.events import Event
 from tasker.core.states import Status
 from tasker.core.views import StepView
@@ -36,6 +36,7 @@ from tasker.engine.keeping import FailStop, Retrier, halt_process
 from tasker.engine.observer import Observers
 from tasker.engine.outcome import Outcome, describe, observed, run_handler
 from tasker.engine.runtime import HandlerStep, HandlerTask, StepSequence, json_copy
+from tasker.engine.slots import Slots
 from tasker.engine.spawning import Spawner, awaited_children, awaiting_children
 from tasker.engine.threads import ElasticThreads
 from tasker.engine.transactional import (
@@ -58,6 +59,7 @@ from tasker.store.base import Store
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.events import read_events
+from tasker.store.limits import Limits
 from tasker.store.steps import inputs_of, read_steps, views_of
 
 log = logging.getLogger("tasker.engine")
@@ -66,6 +68,10 @@ _T = TypeVar("_T")
 
 #: Called after a commit that scheduled the task: (task_id, deliver_at).
 Notify = Callable[[int, datetime], None]
+
+#: Called after a commit that ended a task owing `on_finish`: (task_id, finish_due_at as
+#: written, which the call is claimed by; see `tasker.control.finishing`).
+Finished = Callable[[int, datetime], None]
 
 
 @dataclass
@@ -99,11 +105,14 @@ class _Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    owed: datetime | None = None  # an ending owes `on_finish`: its `finish_due_at`
     txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
     # The events the last write's started steps run with, by step name.
     started_events: dict[str, Event] = field(default_factory=dict)
     # The task's events (`tasker.core.events`), read when a step waits for one.
     events: list[Event] = field(default_factory=list)
+    # The limit slots its running steps hold (`tasker.engine.slots`).
+    slots: Slots | None = None
     # The awaited children of steps awaiting them, by step name: (task id, status).
     children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     sends: list[int] = field(default_factory=list)  # tasks to message after the commit
@@ -152,8 +161,10 @@ class Engine:
         owner: Callable[[], str],
         notify: Notify,
         observer: Observers | None = None,
+        finished: Finished | None = None,
     ) -> None:
         self._db = db
+        self._finished = finished
         self._store = store
         self._factory = factory
         self._catalog = catalog
@@ -170,6 +181,8 @@ class Engine:
         self._retrier = Retrier(db, settings.lease_seconds)
         self._retrying = self._retrier.run
         self._txn = self.transactions = StepTransactions(db, store, self._retrier)
+        #: The limits per dependent system (`Tasker.limit` stores them through it).
+        self.limits = Limits(db)
         self._spawner = Spawner(db, catalog, factory, clock)
         self._items = ItemRunner(db, settings, clock, self._observer)
         #: What to do when a lease cannot be kept while attempts run (tests replace it).
@@ -207,6 +220,8 @@ class Engine:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
+                if p.owed is not None and self._finished is not None:
+                    self._finished(task_id, p.owed)  # before waiting out abandoned threads
         except LeaseLostError as exc:
             self._observer.on_lease_lost(task_id)
             log.info("task %s: %s; stopping this pass", task_id, exc)
@@ -219,6 +234,8 @@ class Engine:
                 if p.running:
                     p.txn.end(p.running)
                     self._wait_out(p)
+                if p.slots is not None:  # nothing runs: no slot is held
+                    p.slots.keep_only(task_id, (), self._now())
                 self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
 
@@ -347,6 +364,8 @@ class Engine:
             )
         p.tx_seq = seq if written is None else written
         p.safe_until = sent + self._keep_seconds()
+        if p.slots is not None and w.finish is None:  # the slots last as long as the lease
+            p.slots.renew(w.lease_until)
 
     # -- claiming -----------------------------------------------------------------
 
@@ -380,6 +399,7 @@ class Engine:
             return None
         views = views_of(claimed.steps)
         p = _Pass(claimed.lease, reg, row, int(row["revision"]), int(row["tx_seq"]), views)
+        p.slots = Slots(self.limits, self._notify, s.lease_seconds)
         if _waits_for_events(views):
             p.events = self._retrying(task_id, partial(self._events, task_id)) or []
         p.safe_until = sent + self._keep_seconds()
@@ -438,6 +458,13 @@ class Engine:
         """
         before = p.snapshot()
         refreshed = False
+        slots = p.slots
+        assert slots is not None
+        # The slots of the attempts that ended go back first: this write may start the
+        # next step of their systems.
+        slots.release(p.lease.task_id, [o.name for o in batch], now)
+        limited: dict[str, tuple[str, datetime | None]] = {}
+        lease_until = now + timedelta(seconds=self._settings.lease_seconds)
         while True:
             self._track(p, batch)
             d = writes.decide(
@@ -452,23 +479,34 @@ class Engine:
                 steps=p.reg.steps,
                 created_at=as_utc(p.row["created_at"]),
                 asked=p.asked,
+                deadline=maybe_utc(p.row.get("deadline_at")),
                 events=p.events,
                 children=p.children,
+                limited=limited,
+                limit_waited=slots.waited,
             )
             if d.idle and not refreshed:  # children may have ended since they were read
                 refreshed = True
                 p.children = self._children(p, {**p.views, **d.steps})
                 continue
-            nudge = self._nudge(p, d)
+            refused = slots.take(p.lease.task_id, p.views, d.started, now, lease_until)
+            if refused or slots.replan:  # plan again without the steps refused a slot
+                for name, (system, _) in refused.items():
+                    if name not in limited:
+                        self._observer.on_limit_wait(p.reg.name, name, system)
+                limited.update(refused)
+                continue
+            nudge = spawns.parent_to_wake(d.finish, p.row)
             w = leases.TaskWrite(
                 p.lease,
                 p.revision,
                 now,
-                now + timedelta(seconds=self._settings.lease_seconds),
+                lease_until,
                 steps=list(d.steps.values()),
                 step_changes=d.changes,
                 annotations=p.annotations,
                 finish=d.finish,
+                callback=p.reg.has_on_finish,
                 consumed=d.consumed,
                 spawned=d.spawned,
                 nudge=nudge,
@@ -491,19 +529,27 @@ class Engine:
                 p.txn.via = None
                 batch = [lost(o, exc) if o is txo else o for o in batch]
                 continue
-            p.views.update(d.steps)
-            p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
-            p.asked, p.ended = d.asked, d.finish is not None
-            if d.consumed:
-                by = dict(d.consumed)
-                p.events = [
-                    replace(e, consumed_by=by[e.event_id]) if e.event_id in by else e
-                    for e in p.events
-                ]
-            p.started_events = d.events
-            p.sends = [int(c.values["task_id"]) for c in d.spawned]
-            p.sends += [] if nudge is None else [nudge]
+            self._landed(p, d, w, nudge)
             return [p.views[n] for n in d.started]
+
+    def _landed(self, p: _Pass, d: writes.Write, w: leases.TaskWrite, nudge: int | None) -> None:
+        """Bring the pass up to date with a write that landed."""
+        slots = p.slots
+        assert slots is not None
+        p.views.update(d.steps)
+        p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
+        p.asked, p.ended = d.asked, d.finish is not None
+        if d.consumed:
+            by = dict(d.consumed)
+            p.events = [
+                replace(e, consumed_by=by[e.event_id]) if e.event_id in by else e for e in p.events
+            ]
+        p.started_events = d.events
+        slots.keep_only(p.lease.task_id, p.running.keys() | set(d.started), w.now)
+        p.sends = [int(c.values["task_id"]) for c in d.spawned]
+        p.sends += [] if nudge is None else [nudge]
+        if w.owes_callback():
+            p.owed = w.lease_until
 
     def _apply_held(self, p: _Pass, w: leases.TaskWrite, o: Outcome, complete: bool) -> None:
         """`_apply` through a transactional step's transaction, committing it.
@@ -524,13 +570,6 @@ class Engine:
         got = self._retrying(p.lease.task_id, read, None, self._until(p))
         assert got is not None  # only a write that landed returns None
         return got
-
-    @staticmethod
-    def _nudge(p: _Pass, d: writes.Write) -> int | None:
-        """The parent to wake when this write ends a task its parent's step waits for."""
-        ends = d.finish is not None and d.finish.to_status in spawns.ENDINGS
-        parent = p.row.get("parent_task_id")
-        return int(parent) if ends and parent is not None and p.row.get("parent_waits") else None
 
     @staticmethod
     def _track(p: _Pass, outcomes: list[Outcome]) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 _IN_PROGRESS = Status.IN_PROGRESS.value
 _COMPLETED = (Status.COMPLETE, Status.CANCELLED)  # final statuses an engine write sets
+_ENDED = (Status.COMPLETE, Status.CANCELLED, Status.ERROR)  # endings that owe `on_finish`
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,13 @@ class Finish:
     `to_status` is complete, error, paused or cancelled.
 
     A released task stays live and is due again at `wake_at` (announced by an outbox row).
+    `error` is why the task itself ends in `error` (a timeout; `TaskView.error`).
     """
 
     to_status: Status | None
     wake_at: datetime | None
     reason: str
+    error: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class TaskWrite:
     step_changes: Sequence[StepChange] = ()
     annotations: Sequence[tuple[int, Any]] = ()  # (annotation_type_id, annotation)
     finish: Finish | None = None
+    # The handler has `on_finish`: an ending owes a call, which the writer runs once this
+    # commits; it is due to the sweeper a lease period later (`lease_until`), in case
+    # the writer dies first.
+    callback: bool = False
     # (event_id, workflow_step_id): events consumed by the steps this write starts.
     consumed: Sequence[tuple[int, int]] = ()
     # Side effects of the write, stored only if its fence matched, in its transaction:
@@ -88,6 +95,8 @@ class TaskWrite:
                 "set_next": False,
                 "next_run_at": None,
                 "completed_at": None,
+                "error": None,
+                "finish_due_at": None,
             }
         done = f.to_status is not None
         return {
@@ -97,7 +106,14 @@ class TaskWrite:
             "set_next": True,
             "next_run_at": None if done else f.wake_at,
             "completed_at": self.now if f.to_status in _COMPLETED else None,
+            "error": f.error,
+            "finish_due_at": self.lease_until if self.owes_callback() else None,
         }
+
+    def owes_callback(self) -> bool:
+        """Whether this write ends the task and owes an `on_finish` call."""
+        f = self.finish
+        return self.callback and f is not None and f.to_status in _ENDED
 
     def deliver_at(self) -> datetime | None:
         """When the message announcing a released task is due (its outbox row), else None."""
@@ -116,6 +132,7 @@ CLAIM_FIELDS = (
     "reason",
     "requested_at",
     "created_at",
+    "deadline_at",
     "revision",
     "tx_seq",
     "lease_epoch",

@@ -88,7 +88,9 @@ WITH f AS (
         lease_owner = %(new_owner)s::text, lease_expires_at = %(expires)s::timestamptz,
         next_run_at = CASE WHEN %(set_next)s::boolean THEN %(next_run_at)s::timestamptz
                       ELSE next_run_at END,
-        completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at)
+        completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at),
+        error = CASE WHEN %(set_next)s::boolean THEN %(error)s::jsonb ELSE error END,
+        finish_due_at = COALESCE(%(finish_due_at)s::timestamptz, finish_due_at)
     WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
       AND lease_owner = %(owner)s::text AND status = 'in_progress'
       AND revision = %(revision)s::integer
@@ -153,7 +155,7 @@ WITH x AS MATERIALIZED (
         initiator text, source_system text, reason text, idempotency_key text,
         request_digest text, requested_at timestamptz, subject text, subject_scope text,
         given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
-        parent_waits boolean, trace_context text)
+        parent_waits boolean, trace_context text, deadline_at timestamptz)
         ORDER BY n) AS r
 ), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
@@ -168,11 +170,13 @@ WITH x AS MATERIALIZED (
         (task_id, named_task_id, status, context, tags, bypass_steps, initiator,
          source_system, reason, idempotency_key, request_digest, requested_at, created_at,
          updated_at, next_run_at, subject, subject_scope, parent_task_id, parent_step_id,
-         spawn_key, parent_waits, trace_context)
+         spawn_key, parent_waits, trace_context,
+         deadline_at)
     SELECT task_id, named_task_id, 'pending', context, tags, bypass_steps, initiator,
            source_system, reason, idempotency_key, request_digest, requested_at,
            %(now)s::timestamptz, %(now)s::timestamptz, %(now)s::timestamptz, subject,
-           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits, trace_context
+           subject_scope, parent_task_id, parent_step_id, spawn_key, parent_waits, trace_context,
+           deadline_at
     FROM x ORDER BY n
     RETURNING task_id, tx_seq
 ), s AS (
@@ -226,6 +230,7 @@ _TASK_FIELDS = (
     "spawn_key",
     "parent_waits",
     "trace_context",
+    "deadline_at",
 )
 
 
@@ -324,13 +329,16 @@ class PgStore:
     def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
+        values = w.task_values()
+        if values["error"] is not None:
+            values["error"] = dumps(values["error"])
         params = {
             "task_id": w.lease.task_id,
             "epoch": w.lease.epoch,
             "owner": w.lease.owner,
             "revision": w.revision,
             "now": w.now,
-            **w.task_values(),
+            **values,
             "steps": dumps([_step_values(v) for v in w.steps]),
             "step_changes": dumps(step_rows),
             "task_to": None if task_row is None else task_row["to_status"],

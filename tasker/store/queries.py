@@ -21,6 +21,7 @@ from tasker.store import items
 from tasker.store import schema as m
 from tasker.store.db import Database, reading
 from tasker.store.events import consumers
+from tasker.store.limits import waiting_steps
 from tasker.store.steps import inputs_of, read_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
@@ -60,6 +61,12 @@ def _holding(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int
     return consumers(conn, asking) if asking else set()
 
 
+def _limited(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int]:
+    """The steps held back by a limit, among these tasks' (asked only if one is pending)."""
+    asking = [t for t, views in steps.items() if any(v.status == "pending" for v in views.values())]
+    return waiting_steps(conn, asking) if asking else set()
+
+
 def _children(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
     """The ids of the tasks each of `task_ids` spawned, in spawn order."""
     out: dict[int, list[int]] = {t: [] for t in task_ids}
@@ -79,9 +86,10 @@ def _task_view(
     notes: list[AnnotationView],
     children: list[int] | None = None,
     holding: set[int] | None = None,
+    limited: set[int] | None = None,
 ) -> TaskView:
     steps = {n: replace(v, inputs=inputs_of(v, row.context)) for n, v in steps.items()}
-    steps = with_waiting_for(steps, row.status, holding or ())
+    steps = with_waiting_for(steps, row.status, holding or (), limited or ())
     return TaskView(
         task_id=int(row.task_id),
         name=row.name,
@@ -103,6 +111,8 @@ def _task_view(
         created_at=as_utc(row.created_at),
         parent_task_id=None if row.parent_task_id is None else int(row.parent_task_id),
         children=tuple(children or ()),
+        error=row.error,
+        deadline_at=maybe_utc(row.deadline_at),
     )
 
 
@@ -120,8 +130,8 @@ def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> Ta
         by_task = _steps(conn, [tid])
         notes = _annotations(conn, None, tid)
         children = _children(conn, [tid])[tid]
-        holding = _holding(conn, by_task)
-    return _task_view(row, by_task[tid], notes, children, holding)
+        holding, limited = _holding(conn, by_task), _limited(conn, by_task)
+    return _task_view(row, by_task[tid], notes, children, holding, limited)
 
 
 def list_tasks(
@@ -157,9 +167,10 @@ def list_tasks(
         ids = [int(r.task_id) for r in rows]
         steps = _steps(conn, ids) if ids else {}
         children = _children(conn, ids) if ids else {}
-        holding = _holding(conn, steps)
+        holding, limited = _holding(conn, steps), _limited(conn, steps)
     return [
-        _task_view(r, steps[int(r.task_id)], [], children[int(r.task_id)], holding) for r in rows
+        _task_view(r, steps[int(r.task_id)], [], children[int(r.task_id)], holding, limited)
+        for r in rows
     ]
 
 

@@ -31,6 +31,8 @@ _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
 _LIVE = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
 #: Final tasks (nothing more happens to them), as SQL: the retention purge's index and query.
 FINAL_SQL = "status IN ('complete', 'cancelled', 'resolved_manually')"
+#: Paused tasks with a deadline, as SQL: no engine pass wakes them at it (the sweeper does).
+PAUSED_DEADLINE_SQL = "status = 'paused' AND deadline_at IS NOT NULL"
 #: The unique index that holds one live task per (task name, subject): see `subject_scope`.
 SUBJECT_INDEX = "uq_tasker_tasks_live_subject"
 
@@ -125,6 +127,13 @@ tasks = sa.Table(
     # The W3C trace context its enqueue ran in, as JSON (`tasker.engine.tracing`): every
     # pass continues that trace. NULL unless tracing is on.
     sa.Column("trace_context", sa.Text, nullable=True),
+    # `TaskHandler.timeout`: the task ends in `error` if it is not finished by then.
+    sa.Column("deadline_at", When, nullable=True),
+    # Why the task itself ended in `error` (a timeout), as `TaskView.error`; NULL otherwise.
+    sa.Column("error", Json, nullable=True),
+    # `on_finish` is owed for the task's last ending: due (to the sweeper) from then; NULL
+    # once it ran. The one who runs it first moves it a lease period on (`finishing`).
+    sa.Column("finish_due_at", When, nullable=True),
     _status(),
     sa.UniqueConstraint("idempotency_key"),
     sa.Index(
@@ -166,6 +175,19 @@ tasks = sa.Table(
         unique=True,
         postgresql_where=sa.text("parent_step_id IS NOT NULL"),
         sqlite_where=sa.text("parent_step_id IS NOT NULL"),
+    ),
+    # The sweeper's scans: finish callbacks owed, and paused tasks that reach their deadline.
+    sa.Index(
+        "ix_tasker_tasks_finish_due_at",
+        "finish_due_at",
+        postgresql_where=sa.text("finish_due_at IS NOT NULL"),
+        sqlite_where=sa.text("finish_due_at IS NOT NULL"),
+    ),
+    sa.Index(
+        "ix_tasker_tasks_paused_deadline_at",
+        "deadline_at",
+        postgresql_where=sa.text(PAUSED_DEADLINE_SQL),
+        sqlite_where=sa.text(PAUSED_DEADLINE_SQL),
     ),
     # The retention purge: final tasks, oldest completion first.
     sa.Index(
@@ -423,4 +445,43 @@ step_items = sa.Table(
     sa.Column("next_attempt_at", When, nullable=True),
     sa.Column("updated_at", When, nullable=False),
     sa.Index("ix_tasker_step_items_task_id", "task_id"),
+)
+
+# Limits per dependent system (`Tasker.limit`): at most `concurrency` steps of the system
+# run at once and at most `per_second` start in any second, across all workers.
+limits = sa.Table(
+    "tasker_limits",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("per_second", sa.Integer, nullable=True),
+    sa.Column("updated_at", When, nullable=False),
+)
+
+# The slots taken under a limit: a row per step attempt that started, held until its
+# outcome (`released_at`) or until `expires_at` (its worker's lease: a killed worker's
+# slots come back). Released rows stay a second, for `per_second`.
+limit_holds = sa.Table(
+    "tasker_limit_holds",
+    metadata,
+    sa.Column("workflow_step_id", BigId, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("system", sa.String(128), nullable=False),
+    sa.Column("started_at", When, nullable=False),
+    sa.Column("expires_at", When, nullable=False),
+    sa.Column("released_at", When, nullable=True),
+    sa.Index("ix_tasker_limit_holds_system_started_at", "system", "started_at"),
+    sa.Index("ix_tasker_limit_holds_task_id", "task_id"),
+)
+
+# Steps held back by a limit (`waiting_for="limit"`): a freed slot nudges their tasks.
+limit_waits = sa.Table(
+    "tasker_limit_waits",
+    metadata,
+    sa.Column("workflow_step_id", BigId, primary_key=True),
+    sa.Column("task_id", BigId, nullable=False),
+    sa.Column("system", sa.String(128), nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("ix_tasker_limit_waits_system", "system"),
+    sa.Index("ix_tasker_limit_waits_task_id", "task_id"),
 )

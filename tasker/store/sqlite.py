@@ -80,6 +80,10 @@ _FENCE = (
             else_=T.c.next_run_at,
         ),
         completed_at=sa.func.coalesce(_p("completed_at", _When), T.c.completed_at),
+        error=sa.case(
+            (_p("set_next", sa.Boolean) == sa.true(), _p("error", m.Json)), else_=T.c.error
+        ),
+        finish_due_at=sa.func.coalesce(_p("finish_due_at", _When), T.c.finish_due_at),
     )
     .returning(T.c.tx_seq)
 )

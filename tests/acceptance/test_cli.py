@@ -69,6 +69,20 @@ def test_demo_runs_every_order_to_completion_and_reports(tmp_path: Path) -> None
     assert "2 tax-service outage(s) retried" in out
 
 
+def test_demo_runs_the_signup_journeys_through_weeks_on_a_fake_clock(tmp_path: Path) -> None:
+    """Given a fresh folder, when `tasker demo` runs, then both signup journeys complete:
+    the activation polled daily, the reminder two days later, the survey on day 15, and
+    bob's task, paused by a declined card, goes on once a person resumes it."""
+    result = tasker("demo", "--dir", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    journey = "welcome d0, check_activation d2, start_trial d2, remind d4, survey d15"
+    assert f"(ann@example.com): complete: {journey}" in out
+    assert "(bob@example.com): paused ('card declined')" in out
+    assert f"(bob@example.com): complete: {journey}" in out
+    assert (tmp_path / "tasker-journeys.db").exists()
+
+
 def test_migrate_enqueue_and_status_round_trip(project: tuple[Path, dict[str, str]]) -> None:
     """Given an app module, when a task is enqueued from the CLI and run, then `status`
     shows it as a table and as JSON."""

@@ -21,6 +21,7 @@ from tasker import Tasker, TaskRequest
 from tasker.store import prepared
 from tasker.store import schema as m
 from tasker.store import sqlite as store
+from tasker.store.lease import Lease, TaskWrite
 from tasker.store.steps import read_steps
 from tasker.testing.clock import FakeClock
 
@@ -121,15 +122,15 @@ def test_the_hot_writes_store_what_sqlalchemy_stores(two_apps: list[Tasker]) -> 
                 "p_owner": "w0",
                 "p_revision": 0,
                 "p_now": NOW,
-                "p_status": "in_progress",
-                "p_new_owner": "w0",
-                "p_expires": NOW,
-                "p_set_next": False,
-                "p_next_run_at": None,
-                "p_completed_at": None,
+                **{f"p_{k}": v for k, v in _unfinished_write(task_id, NOW).task_values().items()},
             },
         )
     assert row == {"tx_seq": claimed_driver["tx_seq"] + 1}  # a fence that matched
+
+
+def _unfinished_write(task_id: int, now: datetime) -> TaskWrite:
+    """A fenced write that ends nothing: its task values are the fence's parameters."""
+    return TaskWrite(Lease(task_id, "w0", 1), 0, now, now)
 
 
 def test_driver_errors_come_out_as_sqlalchemy_errors(two_apps: list[Tasker]) -> None:

@@ -83,3 +83,20 @@ def test_waiting_for_names_the_event_until_the_step_has_one():
     assert waiting_for("pending", True, None, "in_progress", limited=True) == "limit"
     assert waiting_for("pending", True, None, "paused", None, "go") == "paused"
     assert waiting_for("complete", True, None, "in_progress", None, "go") is None
+
+
+def test_a_step_refused_a_limit_slot_is_held_and_its_later_start_says_it_waited():
+    """Given two ready steps, one refused a slot by its limit, Then the write starts only
+    the other; once the slot is granted, the start's history reason names the limit wait;
+    a limit-held step with a recheck time makes a task with nothing else to do WAIT."""
+    a, b = view("a", 1), view("b", 2)
+    views = {"a": a, "b": b}
+    later = NOW + timedelta(seconds=60)
+    w = decide(views, [], NOW, RULES, created_at=NOW, limited={"b": ("limit", later)})
+    assert w.started == ["a"] and w.wake_at == later
+    again = decide(views, [], NOW, RULES, created_at=NOW, limit_waited={"b"})
+    reasons = {c.name: c.reason for c in again.changes}
+    assert reasons["b"] == "started after waiting for the limit of 'default'"
+    assert reasons["a"] == "started"
+    alone = decide({"b": b}, [], NOW, RULES, created_at=NOW, limited={"b": ("limit", later)})
+    assert alone.finish is not None and alone.finish.wake_at == later

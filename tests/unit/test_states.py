@@ -17,6 +17,7 @@ from tasker.core.states import (
     can_task,
     check_step,
     check_task,
+    is_note,
 )
 from tasker.errors import InvalidTransitionError
 
@@ -51,7 +52,7 @@ TASK_ALLOWED = {
     P: {R, X, M},  # claimed, cancelled, or resolved by hand (resolve_task) before it ran
     R: {C, E, X, Z},  # not resolved by hand while the engine works on it; paused
     E: {R, X, M},  # resumed by resolve_step/retry, cancelled, resolved by hand (resolve_task)
-    Z: {R, X, M},  # resumed (resume, retry, resolve_step), cancelled, resolved by hand
+    Z: {R, X, M, E},  # resumed (resume, retry, resolve_step), cancelled, resolved, timed out
     C: set(),
     X: set(),
     M: set(),
@@ -110,6 +111,12 @@ def test_a_task_in_error_is_not_final_it_can_resume():
 
 def test_a_task_is_never_skipped():
     assert not any(can_task(frm, S) for frm in [None, *TASK_STATUSES])
+
+
+def test_a_same_status_task_row_is_a_note_and_no_other_row_is():
+    """Given the history rows of a task, Then only one that keeps the status is a note."""
+    assert is_note(C, C) and is_note(E, E)
+    assert not is_note(None, P) and not is_note(R, C)
 
 
 def test_a_step_is_never_paused_only_its_task():

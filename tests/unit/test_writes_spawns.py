@@ -105,3 +105,21 @@ def test_the_planner_is_idle_while_a_step_awaits_and_nothing_else_can_run():
         "b": StepState("b", Status.IN_PROGRESS, None, (), awaiting=True),
     }
     assert plan(steps, NOW).verdict is Verdict.IDLE
+
+
+def test_only_an_ending_write_of_an_awaited_child_wakes_its_parent():
+    """Given a child's row, Then its complete/error/cancelled write wakes the parent when the
+    parent waits for it; a release, a pause, a parent not waiting or no parent wake nobody."""
+    from tasker.core.spawns import parent_to_wake
+    from tasker.store.lease import Finish
+
+    child = {"parent_task_id": 7, "parent_waits": True}
+    for status in (Status.COMPLETE, Status.ERROR, Status.CANCELLED):
+        assert parent_to_wake(Finish(status, None, ""), child) == 7
+    assert parent_to_wake(Finish(Status.PAUSED, None, ""), child) is None
+    assert parent_to_wake(Finish(None, NOW, ""), child) is None
+    assert parent_to_wake(None, child) is None
+    assert (
+        parent_to_wake(Finish(Status.COMPLETE, None, ""), {**child, "parent_waits": False}) is None
+    )
+    assert parent_to_wake(Finish(Status.COMPLETE, None, ""), {"parent_task_id": None}) is None

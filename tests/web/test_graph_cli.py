@@ -33,3 +33,14 @@ def test_graph_prints_mermaid_dot_and_svg(tmp_path: Path) -> None:
     assert svg.stdout.startswith("<svg") and svg.stdout.count('class="edge"') == 4
     unknown = graph(tmp_path, "nope")
     assert unknown.returncode == 2 and "no task handler named 'nope'" in unknown.stderr
+
+
+def test_graph_labels_a_decision_steps_edges_with_its_branches(tmp_path: Path) -> None:
+    """Given an app whose `approval` handler has a decision step, when `tasker graph
+    approval` runs as Mermaid and DOT, then the edges to the branch steps carry the labels."""
+    mer = graph(tmp_path, "approval")
+    assert mer.returncode == 0, mer.stderr
+    assert '-->|"express"|' in mer.stdout and '-->|"standard"|' in mer.stdout
+    dot = graph(tmp_path, "approval", "--format", "dot")
+    assert '"route" -> "fast" [label="express"];' in dot.stdout
+    assert '"approve" -> "route";' in dot.stdout
