@@ -30,9 +30,12 @@ from tasker.store import queries
 from tasker.store import schema as m
 from tasker.store.audit import write_task_change
 from tasker.store.db import Database
+from tasker.store.due import col, tasks_through
 
 log = logging.getLogger("tasker.finishing")
 T, TT = m.tasks, m.task_transitions
+#: The partial index over paused tasks' deadlines that `expire_paused` reads.
+PAUSED_INDEX = "ix_tasker_tasks_paused_deadline_at"
 
 
 def claim(
@@ -141,13 +144,10 @@ def expire_paused(db: Database, now: datetime, limit: int = 100) -> list[int]:
         ids = [
             int(i)
             for i in conn.execute(
-                sa.select(T.c.task_id)
-                .where(
-                    T.c.status == Status.PAUSED.value,
-                    T.c.deadline_at.is_not(None),
-                    T.c.deadline_at <= now,
-                )
-                .order_by(T.c.deadline_at)
+                sa.select(col("task_id"))
+                .select_from(tasks_through(PAUSED_INDEX, not db.is_postgres))
+                .where(sa.text(m.PAUSED_DEADLINE_SQL), col("deadline_at") <= now)
+                .order_by(col("deadline_at"))
                 .limit(limit)
             ).scalars()
         ]

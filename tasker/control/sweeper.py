@@ -20,7 +20,8 @@ and sends a message only for the tasks whose message is lost:
 Each sweep sees to at most `batch` due tasks, the most overdue first; a task seen to
 (re-sent, or found held) is looked at again after `lease_seconds`, so a backlog
 larger than a batch is walked through, sweep by sweep. A sweep costs two indexed
-queries (`deliver_at` on the outbox, the partial due index on tasks), one update of
+queries (`deliver_at` on the outbox, the partial due index on tasks: see
+`tasker.store.due`), one update of
 the tasks it saw to, and, if any were found, one round trip to the broker per kind.
 """
 
@@ -34,29 +35,31 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from tasker.core.states import TASK_LIVE
 from tasker.engine.observer import Observer
 from tasker.store import schema as m
 from tasker.store.db import Database
+from tasker.store.due import col, tasks_through
 
 log = logging.getLogger("tasker.sweeper")
 
 _LOCK_KEY = 0x7A5C3E  # the advisory lock that elects one sweeper at a time
-_LIVE = [s.value for s in TASK_LIVE]
 T = m.tasks
+#: The partial index over live tasks' `next_run_at` that the due queries read.
+DUE_INDEX = "ix_tasker_tasks_due"
 
 
 def due_now(db: Database, now: datetime, limit: int = 1000) -> list[int]:
     """Live tasks due by `now` and not leased by anyone alive, most overdue first."""
     with db.read() as conn:
         rows = conn.execute(
-            sa.select(T.c.task_id)
+            sa.select(col("task_id"))
+            .select_from(tasks_through(DUE_INDEX, not db.is_postgres))
             .where(
-                T.c.status.in_(_LIVE),
-                T.c.next_run_at <= now,
-                sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
+                sa.text(m.LIVE_SQL),
+                col("next_run_at") <= now,
+                sa.or_(col("lease_owner").is_(None), col("lease_expires_at") < now),
             )
-            .order_by(T.c.next_run_at)
+            .order_by(col("next_run_at"))
             .limit(limit)
         ).scalars()
         return [int(r) for r in rows]
@@ -112,16 +115,18 @@ class Sweeper:
             if not self._elected(conn):
                 return sent
             due = conn.execute(
-                sa.select(T.c.task_id, T.c.lease_owner)
+                sa.select(col("task_id"), col("lease_owner"))
+                .select_from(tasks_through(DUE_INDEX, not self._db.is_postgres))
                 .where(
-                    T.c.status.in_(_LIVE),
-                    T.c.next_run_at <= overdue,
-                    sa.or_(T.c.lease_owner.is_(None), T.c.lease_expires_at < now),
+                    sa.text(m.LIVE_SQL),
+                    col("next_run_at") <= overdue,
+                    sa.or_(col("lease_owner").is_(None), col("lease_expires_at") < now),
                     sa.or_(
-                        T.c.dispatched_at.is_(None), T.c.dispatched_at <= now - self._redispatch
+                        col("dispatched_at").is_(None),
+                        col("dispatched_at") <= now - self._redispatch,
                     ),
                 )
-                .order_by(T.c.next_run_at)
+                .order_by(col("next_run_at"))
                 .limit(self._batch)
             ).all()
             if due:

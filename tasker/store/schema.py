@@ -28,7 +28,9 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 When = sa.DateTime(timezone=True)
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in Status)
-_LIVE = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
+#: Live tasks, as SQL: the due index's condition, and the due queries' (written out, not a
+#: bound parameter, so that SQLite's planner can use the partial index).
+LIVE_SQL = f"status IN ('{Status.PENDING.value}', '{Status.IN_PROGRESS.value}')"
 #: Final tasks (nothing more happens to them), as SQL: the retention purge's index and query.
 FINAL_SQL = "status IN ('complete', 'cancelled', 'resolved_manually')"
 #: Paused tasks with a deadline, as SQL: no engine pass wakes them at it (the sweeper does).
@@ -139,8 +141,8 @@ tasks = sa.Table(
     sa.Index(
         "ix_tasker_tasks_due",
         "next_run_at",
-        postgresql_where=sa.text(_LIVE),
-        sqlite_where=sa.text(_LIVE),
+        postgresql_where=sa.text(LIVE_SQL),
+        sqlite_where=sa.text(LIVE_SQL),
     ),
     sa.Index("ix_tasker_tasks_status_task_id", "status", "task_id"),
     sa.Index("ix_tasker_tasks_named_task_id_task_id", "named_task_id", "task_id"),

@@ -6,6 +6,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from tasker.core.clock import as_utc
+from tasker.core.duration import to_seconds
 
 
 class FakeClock:
@@ -24,14 +25,16 @@ class FakeClock:
         with self._lock:
             return self._now
 
-    def advance(self, seconds: float) -> datetime:
-        """Move the clock forward by `seconds` and return the new time.
+    def advance(self, seconds: float | timedelta) -> datetime:
+        """Move the clock forward by `seconds` (a number or a `timedelta`); the new time.
 
         Raises:
-            ValueError: `seconds` is negative.
+            TypeError: `seconds` is neither a number nor a timedelta.
+            ValueError: `seconds` is negative or not finite.
         """
-        if seconds < 0:
+        step = to_seconds(seconds)
+        if step < 0:
             raise ValueError("a clock cannot go back")
         with self._lock:
-            self._now += timedelta(seconds=seconds)
+            self._now += timedelta(seconds=step)
             return self._now
