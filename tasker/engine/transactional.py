@@ -247,7 +247,7 @@ def lost(o: Outcome, exc: TransactionLost) -> Outcome:
 
 
 class Running(Protocol):
-    """What these rules read of a running attempt (`tasker.engine.pass_._Running`)."""
+    """What these rules read of a running attempt (`tasker.engine.pass_state.Running`)."""
 
     held: Held | None
     deadline: float

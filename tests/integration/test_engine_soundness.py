@@ -291,7 +291,7 @@ def test_reading_the_steps_again_after_a_steering_call_is_retried(backend, relea
     """Given a pass running a slow step while a sibling failed for good, and a database
     that fails the first two reads of the steps, when the failed step is resolved by hand
     meanwhile, then the pass's read of the steered steps is retried and the task completes."""
-    from tasker.engine import pass_
+    from tasker.engine import pass_io
 
     started = threading.Event()
 
@@ -313,13 +313,13 @@ def test_reading_the_steps_again_after_a_steering_call_is_retried(backend, relea
             ],
         )
     )
-    flaky = _down(2, pass_.read_steps)
+    flaky = _down(2, pass_io.read_steps)
     task = backend.enqueue(TaskRequest(name="steered_flaky"))
     runner = _in_background(backend.run_until_idle)
     try:
         assert started.wait(10)
         _wait_for(lambda: backend.get_task(task.task_id).steps["doomed"].status == "error")
-        with mock.patch.object(pass_, "read_steps", flaky):
+        with mock.patch.object(pass_io, "read_steps", flaky):
             backend.resolve_step(task.task_id, "doomed", results={"by": "ops"})
             release.set()
             runner.join(30)
