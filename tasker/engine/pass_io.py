@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasker.core.events import Event
+from tasker.core.spawns import Children
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.engine.keeping import Retrier
@@ -135,7 +136,7 @@ class PassIO:
         p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
         p.safe_until = sent + self.keep_seconds()
 
-    def children(self, p: Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
+    def children(self, p: Pass, views: dict[str, StepView]) -> dict[str, Children]:
         """Read the awaited children of the steps awaiting them (no read if none does)."""
         steps = awaiting_children(views.values())
         if not steps:

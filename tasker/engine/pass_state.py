@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tasker.core.events import Event
+from tasker.core.spawns import Children
 from tasker.core.views import StepView
 from tasker.definition.registry import RegisteredTask
 from tasker.engine.attempt_tx import Held
@@ -59,8 +60,8 @@ class Pass:
     events: list[Event] = field(default_factory=list)
     # The limit slots its running steps hold (`tasker.engine.slots`).
     slots: Slots | None = None
-    # The awaited children of steps awaiting them, by step name: (task id, status).
-    children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # What the awaited children of steps awaiting them are, by step name.
+    children: dict[str, Children] = field(default_factory=dict)
     sends: list[int] = field(default_factory=list)  # tasks to message after the commit
 
     def sequence(self) -> StepSequence:
