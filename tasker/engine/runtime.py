@@ -135,6 +135,9 @@ class HandlerTask(flow.FlowControl):
 
         This step goes back to `pending` and runs again on `app.resume`. Not a failed
         attempt. Raises a control exception that `except Exception:` does not catch.
+        Like every flow request it takes effect when this run's outcome is recorded: a
+        worker lost before that pauses nothing (the run is a failed attempt, "worker
+        lost", and the step runs again).
 
         Raises:
             InvalidStateError: called outside a running handler.

@@ -6,6 +6,10 @@ for its (task, step) into the user table `chaos_ledger` through `step.connection
 the transaction that records its outcome, so the table must end with exactly one row
 per task whatever was killed (the table has no unique key that would hide a second).
 
+A `chaos_sleeper` task sleeps and reattempts: after W come S (`wait=` 3 s after W), A
+(`after=` 6 s after the task was created) and R, which asks to run again 1 s later
+(`step.reattempt`) until it has reattempted 3 times; each run logs the reattempts it saw.
+
 Each execution of a step (one call of the handler) gets a row in `chaos_log`, in the
 same PostgreSQL database but written on a separate autocommit connection: inserted
 before the step's work (a short sleep) and completed with its end time after it. When
@@ -41,7 +45,8 @@ CREATE TABLE IF NOT EXISTS chaos_log (
     pid integer NOT NULL,
     attempt integer NOT NULL,
     started_at double precision NOT NULL,
-    ended_at double precision
+    ended_at double precision,
+    reattempts integer NOT NULL DEFAULT 0
 )
 """
 
@@ -116,18 +121,21 @@ def work(task: Any, sequence: Any, step: Any, pause: tuple[float, float] = (0.02
         "step": name,
         "pid": os.getpid(),
         "attempt": step.attempts,
+        "reattempts": step.reattempts,
         "started_at": time.time(),
     }
     try:
         _log(
-            "INSERT INTO chaos_log (execution_id, task_id, step, pid, attempt, started_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO chaos_log"
+            " (execution_id, task_id, step, pid, attempt, reattempts, started_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (
                 rec["execution_id"],
                 rec["task_id"],
                 rec["step"],
                 rec["pid"],
                 rec["attempt"],
+                rec["reattempts"],
                 rec["started_at"],
             ),
         )
@@ -190,9 +198,46 @@ class ChaosItems(TaskHandler):
     ]
 
 
+#: The sleeper's waits (seconds), its reattempts and how long each reattempt waits.
+WAIT = 3.0
+AFTER = 6.0
+REATTEMPTS = 3
+REATTEMPT_WAIT = 1.0
+
+
+def work_then_reattempt(task: Any, sequence: Any, step: Any) -> Any:
+    """Logged like a step (its end logged before the request); then run again later
+    until this step has reattempted `REATTEMPTS` times."""
+    done = work(task, sequence, step)
+    if step.reattempts < REATTEMPTS:
+        step.reattempt(REATTEMPT_WAIT)
+    return done
+
+
+class ChaosSleeper(TaskHandler):
+    """W -> S (wait), W -> A (after), W -> R (reattempts)."""
+
+    name = "chaos_sleeper"
+    step_templates = [  # noqa: RUF012
+        StepTemplate(name="W", handler=work, retry_limit=RETRY_LIMIT),
+        StepTemplate(name="S", handler=work, depends_on=["W"], wait=WAIT, retry_limit=RETRY_LIMIT),
+        StepTemplate(
+            name="A", handler=work, depends_on=["W"], after=AFTER, retry_limit=RETRY_LIMIT
+        ),
+        StepTemplate(
+            name="R",
+            handler=work_then_reattempt,
+            depends_on=["W"],
+            retry_limit=RETRY_LIMIT,
+            max_reattempts=REATTEMPTS,
+        ),
+    ]
+
+
 def make_app(**settings: Any) -> Tasker:
     """The app, configured from `settings` and the `TASKER_*` environment."""
     app = Tasker(**settings)
     app.register(ChaosDiamond)
     app.register(ChaosItems)
+    app.register(ChaosSleeper)
     return app

@@ -21,10 +21,15 @@ complete and checks, from the handlers' own log of every execution (see `chaos_a
 - a few `chaos_items` tasks, fed among the diamonds, run a for_each step over 50
   items: every item ends complete, no item's runs overlap (as for steps), its attempts
   stay within the retry limit and its stored results come from its last, finished run,
-  and the step's results list every item's, in order.
+  and the step's results list every item's, in order;
+- a few `chaos_sleeper` tasks, fed among the diamonds, sleep (`wait=`, `after=`) and
+  reattempt through the chaos: each completes, none of its steps ran twice at once or
+  before its due time, and its reattempts were counted apart from its attempts (checked
+  by `journeys_checks.py`).
 
 `CHAOS_PG_RESTART=0` leaves PostgreSQL running (on a server others share); the default
-restarts it.
+restarts it. `CHAOS_REDIS_DB` is the Redis db the broker uses (default 13; flushed before
+and after).
 
 Counts are printed (and repeated in the terminal summary). Set CHAOS_SEED to replay
 the random choices.
@@ -62,16 +67,19 @@ pytestmark = [pytest.mark.chaos, pytest.mark.postgres, pytest.mark.redis]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import chaos_app  # noqa: E402
+from journeys_checks import check_sleepers  # noqa: E402
 from services_support import flushed_redis, kill_group, start_worker  # noqa: E402
 
 PG = "host=127.0.0.1 port=5432 user=root"
-REDIS_DB = 13
+REDIS_DB = int(os.environ.get("CHAOS_REDIS_DB", "13"))
 BROKER_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 QUEUE_KEY = "dramatiq:tasker"
 
 N_TASKS = 240
 ITEM_EVERY = 40  # a chaos_items task is fed after every 40th diamond
 N_ITEM_TASKS = N_TASKS // ITEM_EVERY
+SLEEPER_EVERY = 20  # a chaos_sleeper task is fed after every 20th diamond
+N_SLEEPERS = N_TASKS // SLEEPER_EVERY
 RESTART_PG = os.environ.get("CHAOS_PG_RESTART", "1") != "0"
 WORKERS = 3
 THREADS = 4
@@ -158,7 +166,7 @@ def _ensure_postgres() -> None:
 
 
 def broker() -> contextlib.AbstractContextManager[redis.Redis]:
-    """Redis db 13, flushed before and after the test."""
+    """Redis db `REDIS_DB`, flushed before and after the test."""
     return flushed_redis(REDIS_DB, "the chaos test needs")
 
 
@@ -240,6 +248,7 @@ class Execution:
     attempt: int
     started_at: float
     ended_at: float | None  # logged (or journaled) end
+    reattempts: int = 0  # the step's reattempts when this execution started
     end: float | None = None  # the end used by the checks (a kill time if it had none)
     killed: bool = False  # cut short by a SIGKILL
     journaled: bool = False  # a log write failed (PostgreSQL was away): the attempt failed
@@ -247,7 +256,8 @@ class Execution:
 
 def load_executions(sql: Sql, journal_dir: Path, killed: dict[int, float]) -> list[Execution]:
     rows = sql(
-        "SELECT execution_id, task_id, step, pid, attempt, started_at, ended_at FROM chaos_log"
+        "SELECT execution_id, task_id, step, pid, attempt, started_at, ended_at, reattempts"
+        " FROM chaos_log"
     )
     found = {r[0]: Execution(*r) for r in rows}
     for path in journal_dir.glob("journal-*.jsonl"):
@@ -327,6 +337,7 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
     stop_feeding = threading.Event()
     fed: list[int] = []
     fed_items: list[int] = []
+    fed_sleepers: list[int] = []
     feed_errors: list[BaseException] = []
 
     # When each task is enqueued (seconds into the chaos): spread over FEED_SECONDS, but
@@ -345,14 +356,19 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
                 give_up = time.monotonic() + 60
                 while not stop_feeding.is_set():
                     try:
+                        # A retry after a failed enqueue sends all three again (idempotently).
                         request_ = TaskRequest(
                             name="chaos_diamond", context={"i": i}, idempotency_key=f"chaos-{i}"
                         )
-                        fed.append(app.enqueue(request_).task_id)
+                        _note(fed, app.enqueue(request_).task_id)
                         if i % ITEM_EVERY == 0:
                             key = f"chaos-items-{i}"
                             items_ = TaskRequest(name="chaos_items", idempotency_key=key)
-                            fed_items.append(app.enqueue(items_).task_id)
+                            _note(fed_items, app.enqueue(items_).task_id)
+                        if i % SLEEPER_EVERY == 0:
+                            key = f"chaos-sleeper-{i}"
+                            sleeper = TaskRequest(name="chaos_sleeper", idempotency_key=key)
+                            _note(fed_sleepers, app.enqueue(sleeper).task_id)
                         break
                     except Exception:
                         if time.monotonic() > give_up:
@@ -412,10 +428,11 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         # -- recovery --------------------------------------------------------------------
         def all_complete() -> bool:
             rows = sql("SELECT count(*) FROM tasker_tasks WHERE status = 'complete'")
-            return rows[0][0] == N_TASKS + N_ITEM_TASKS
+            return rows[0][0] == N_TASKS + N_ITEM_TASKS + N_SLEEPERS
 
         try:
-            wait_until(all_complete, DEADLINE, f"all {N_TASKS} + {N_ITEM_TASKS} tasks", pool)
+            what = f"all {N_TASKS} + {N_ITEM_TASKS} + {N_SLEEPERS} tasks"
+            wait_until(all_complete, DEADLINE, what, pool)
         except BaseException:
             print(sql("SELECT status, count(*) FROM tasker_tasks GROUP BY status"))
             raise
@@ -433,6 +450,8 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         # -- checks ----------------------------------------------------------------------
         counts = check(sql, journal_dir, pool, fed)
         counts.update(check_items(sql, journal_dir, pool, fed_items))
+        executions = load_executions(sql, journal_dir, pool.killed)
+        counts.update(check_sleepers(sql, executions, fed_sleepers))
     finally:
         stop_feeding.set()
         pool.cleanup()
@@ -463,6 +482,12 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
     )
     assert not unexpected, f"workers died on their own: {unexpected}\n{pool.output()}"
     return "chaos: " + ", ".join(f"{k}={v}" for k, v in counts.items())
+
+
+def _note(ids: list[int], task_id: int) -> None:
+    """Add an enqueued task's id once (an idempotent enqueue again returns the same)."""
+    if task_id not in ids:
+        ids.append(task_id)
 
 
 def pick_victim(pool: Pool, sql: Sql, rng: random.Random, pg_down: bool) -> subprocess.Popen[bytes]:
