@@ -181,6 +181,13 @@ class PassIO:
             waiting = any(getattr(r, "wait_for", None) for r in rows)
             return task, rows, read_events(conn, task_id) if waiting else []
 
+    def nudged(self, task_id: int, now: datetime) -> bool:
+        """Whether a message for the task is due that no claim has taken (its outbox row)."""
+        o = m.outbox
+        due = sa.select(o.c.outbox_id).where(o.c.task_id == task_id, o.c.deliver_at <= now)
+        with self._db.read() as conn:
+            return conn.execute(due.limit(1)).first() is not None
+
     def events(self, task_id: int) -> list[Event]:
         """The task's events (a step of it waits for one)."""
         with self._db.read() as conn:

@@ -52,6 +52,7 @@ class Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    idle: bool = False  # ... and it released the task idle until nudged
     owed: datetime | None = None  # an ending owes `on_finish`: its `finish_due_at`
     txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
     # The events the last write's started steps run with, by step name.
