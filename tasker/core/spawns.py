@@ -4,7 +4,9 @@ A handler's `step.spawn(request, key=, wait=)` records a `Spawn` (the child's id
 handed out at once; its row is inserted with the attempt's outcome, so a failed
 attempt spawns nothing). A succeeded attempt that spawned children it waits for leaves
 its step `in_progress`, awaiting "children" (`tasker.core.states.AWAIT_CHILDREN`);
-`settle` decides, from the awaited children's statuses, when it completes or fails.
+`settle` decides, from what the awaited children are (`Children`), when it completes
+or fails: a summary, not the children's list, so a parent woken once per finished child
+reads a bounded amount each time (fan-in stays linear in the children).
 """
 
 from __future__ import annotations
@@ -25,6 +27,32 @@ CHILD_DONE = frozenset({Status.COMPLETE.value, Status.RESOLVED_MANUALLY.value})
 CHILD_FAILED = frozenset({Status.ERROR.value, Status.CANCELLED.value})
 #: A task that ends in one of these nudges the parent waiting for it.
 ENDINGS = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED})
+#: A child in one of these is still live: its awaiting parent step waits on.
+CHILD_LIVE = frozenset(s.value for s in Status) - CHILD_DONE - CHILD_FAILED - {"skipped"}
+
+
+@dataclass(frozen=True)
+class Children:
+    """What a step awaiting its children knows of them, as last read.
+
+    Attributes:
+        live: some child is still live (not done, not failed).
+        failed: the first child (lowest id) that ended in error or was cancelled, as
+            (task id, status), or None.
+        count: how many children it awaits; counted only once none is live and none
+            failed (else 0): the one read that costs as much as there are children.
+    """
+
+    live: bool
+    failed: tuple[int, str] | None = None
+    count: int = 0
+
+    @classmethod
+    def of(cls, children: Sequence[tuple[int, str]]) -> Children:
+        """The summary of some children's (task id, status), in any order."""
+        failed = min(((i, s) for i, s in children if s in CHILD_FAILED), default=None)
+        live = any(s not in CHILD_DONE and s not in CHILD_FAILED for _, s in children)
+        return cls(live, failed, 0 if live or failed else len(children))
 
 
 @dataclass(frozen=True)
@@ -74,18 +102,17 @@ def await_children(v: StepView, spawned: Sequence[Spawn]) -> StepView | None:
 
 
 def settle(
-    v: StepView, children: Sequence[tuple[int, str]], rules: flow.Rules, now: datetime
+    v: StepView, children: Children, rules: flow.Rules, now: datetime
 ) -> flow.Recorded | None:
-    """What a step awaiting its children becomes, given their (task id, status).
+    """What a step awaiting its children becomes, given what they are.
 
     Returns:
         The step complete once every child is done; failed for good (with its
         `on_failure`) as soon as one ended in error or was cancelled, naming it; None
         while any is still live.
     """
-    failed = [(i, s) for i, s in children if s in CHILD_FAILED]
-    if failed:
-        child, status = failed[0]
+    if children.failed is not None:
+        child, status = children.failed
         message = f"sub-task {child} ended {status}; step {v.name!r} waited for it"
         error = {
             "message": message,
@@ -95,7 +122,7 @@ def settle(
         }
         waiting = replace(v, awaiting=None)
         return flow.failed_for_good(waiting, error, rules, now, f"SubTaskError: {message}")
-    if all(s in CHILD_DONE for _, s in children):
+    if not children.live:
         new = replace(v, status=Status.COMPLETE.value, awaiting=None, processed_at=now)
-        return flow.Recorded(new, f"all {len(children)} sub-task(s) done")
+        return flow.Recorded(new, f"all {children.count} sub-task(s) done")
     return None

@@ -136,7 +136,7 @@ def decide(
     asked: tuple[str, str] | None = None,
     deadline: datetime | None = None,
     events: Sequence[Event] = (),
-    children: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+    children: Mapping[str, spawns.Children] | None = None,
     limited: Held | None = None,
     limit_waited: Collection[str] = (),
 ) -> Write:
@@ -163,8 +163,8 @@ def decide(
             until then every time the pass or the task waits for is capped by it.
         events: the task's events (`tasker.core.events`); a `wait_for` step starts only
             with one, and one still waiting past its `wait_timeout` fails for good.
-        children: for steps awaiting their children, the awaited children's (task id,
-            status) as last read; a step awaiting children absent here stays as it is.
+        children: for steps awaiting their children, what those are as last read
+            (`spawns.Children`); a step awaiting children absent here stays as it is.
         limited: steps refused a slot by their dependent system's limit (held, each
             until it is worth asking again), so not started by this write.
         limit_waited: steps that were held back by a limit in this pass (their start is
@@ -326,7 +326,7 @@ def _rules(v: StepView, template: StepRules | None) -> flow.Rules:
 def _settle(
     w: Write,
     views: Mapping[str, StepView],
-    children: Mapping[str, Sequence[tuple[int, str]]],
+    children: Mapping[str, spawns.Children],
     fresh: Collection[str],
     now: datetime,
     templates: Mapping[str, StepRules],

@@ -131,6 +131,8 @@ class Engine:
             p = self._claim(task_id)
             if p is not None:
                 self._loop(p)
+                if p.idle:
+                    self._nudged(p)
                 if p.owed is not None and self._finished is not None:
                     self._finished(task_id, p.owed)  # before waiting out abandoned threads
         except LeaseLostError as exc:
@@ -149,6 +151,25 @@ class Engine:
                     p.slots.keep_only(task_id, (), self._now())
                 self._observer.on_pass_finished(task_id, p.reg.name, failed)
         return True
+
+    def _nudged(self, p: Pass) -> None:
+        """After an idle release: if the task was nudged while this pass held it, run it again.
+
+        A nudge (an awaited child ended, a signal, a freed limit slot) is an outbox row
+        and a message; the message's claim fails while the pass holds the lease, and the
+        pass may have planned its last write before the nudge's cause was stored. The
+        claim deleted the task's due rows, so a due row now came during the pass: one
+        read after the release decides, and a nudge after it claims the task itself.
+        (A task released until a due time is not claimed before it, nudged or not.)
+        """
+        now = self._now()
+        try:
+            nudged = self._io.nudged(p.lease.task_id, now)
+        except Exception as exc:  # the sweeper re-sends the row's message in time
+            log.warning("task %s: checking for nudges failed: %s", p.lease.task_id, exc)
+            return
+        if nudged:
+            self._notify(p.lease.task_id, now)
 
     def _wait_out(self, p: Pass) -> None:
         """Wait for this pass's step threads before returning, keeping the lease meanwhile.

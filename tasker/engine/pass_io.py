@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasker.core.events import Event
+from tasker.core.spawns import Children
 from tasker.core.states import Status
 from tasker.core.views import StepView
 from tasker.engine.keeping import Retrier
@@ -135,7 +136,7 @@ class PassIO:
         p.tx_seq = self._txn.record(o, w, complete, (p.tx_seq + 1, p.revision))
         p.safe_until = sent + self.keep_seconds()
 
-    def children(self, p: Pass, views: dict[str, StepView]) -> dict[str, list[tuple[int, str]]]:
+    def children(self, p: Pass, views: dict[str, StepView]) -> dict[str, Children]:
         """Read the awaited children of the steps awaiting them (no read if none does)."""
         steps = awaiting_children(views.values())
         if not steps:
@@ -179,6 +180,13 @@ class PassIO:
             rows = read_steps(conn, [task_id])
             waiting = any(getattr(r, "wait_for", None) for r in rows)
             return task, rows, read_events(conn, task_id) if waiting else []
+
+    def nudged(self, task_id: int, now: datetime) -> bool:
+        """Whether a message for the task is due that no claim has taken (its outbox row)."""
+        o = m.outbox
+        due = sa.select(o.c.outbox_id).where(o.c.task_id == task_id, o.c.deliver_at <= now)
+        with self._db.read() as conn:
+            return conn.execute(due.limit(1)).first() is not None
 
     def events(self, task_id: int) -> list[Event]:
         """The task's events (a step of it waits for one)."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tasker.core.events import Event
+from tasker.core.spawns import Children
 from tasker.core.views import StepView
 from tasker.definition.registry import RegisteredTask
 from tasker.engine.attempt_tx import Held
@@ -51,6 +52,7 @@ class Pass:
     # starts; a pause ends the pass once the running steps are recorded (`writes.decide`).
     asked: tuple[str, str] | None = None
     ended: bool = False  # a write ended the pass (finished or released the task)
+    idle: bool = False  # ... and it released the task idle until nudged
     owed: datetime | None = None  # an ending owes `on_finish`: its `finish_due_at`
     txn: PassTransactions = field(default_factory=PassTransactions)  # transactional steps
     # The events the last write's started steps run with, by step name.
@@ -59,8 +61,8 @@ class Pass:
     events: list[Event] = field(default_factory=list)
     # The limit slots its running steps hold (`tasker.engine.slots`).
     slots: Slots | None = None
-    # The awaited children of steps awaiting them, by step name: (task id, status).
-    children: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # What the awaited children of steps awaiting them are, by step name.
+    children: dict[str, Children] = field(default_factory=dict)
     sends: list[int] = field(default_factory=list)  # tasks to message after the commit
 
     def sequence(self) -> StepSequence:

@@ -145,6 +145,7 @@ class Recorder:
         p.views.update(d.steps)
         p.annotations, p.wake_at, p.notify_at = [], d.wake_at, d.notify_at
         p.asked, p.ended = d.asked, d.finish is not None
+        p.idle = d.idle
         if d.consumed:
             by = dict(d.consumed)
             p.events = [

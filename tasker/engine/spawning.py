@@ -6,7 +6,9 @@ or a bad request raises in the handler, failing the attempt), hands its id out a
 the engine inserts it with the attempt's outcome. A step spawning a key it spawned
 before (a retried step) gets that child back, and nothing is inserted for it.
 
-`awaited_children` reads what the decisions need of the children awaited by steps.
+`awaited_children` reads what the decisions need of the children awaited by steps: a
+summary (`tasker.core.spawns.Children`) through an index on (step, status), so each
+wake of a parent costs the same however many children it has.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from tasker.control.enqueue import new_task
-from tasker.core.spawns import Spawn
+from tasker.core.spawns import CHILD_FAILED, CHILD_LIVE, Children, Spawn
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
 from tasker.errors import InvalidRequestError
@@ -103,24 +105,50 @@ class Spawner:
         )
 
 
-def awaited_children(db: Database, steps: dict[int, str]) -> dict[str, list[tuple[int, str]]]:
-    """The awaited children of some steps: step name -> [(task id, status)], in id order.
+def awaited_children(db: Database, steps: dict[int, str]) -> dict[str, Children]:
+    """What the awaited children of some steps are: step name -> `Children`.
+
+    Per step one statement of index probes (the first failed child, whether one is
+    live), each reading at most one row of `ix_tasker_tasks_parent_step_waits_status`;
+    the children are counted only once none is live or failed (the step completes).
 
     Args:
         steps: the steps' names by step id.
     """
+    out: dict[str, Children] = {}
     if not steps:
-        return {}
-    out: dict[str, list[tuple[int, str]]] = {name: [] for name in steps.values()}
+        return out
     with db.read() as conn:
-        rows = conn.execute(
-            sa.select(T.c.parent_step_id, T.c.task_id, T.c.status)
-            .where(T.c.parent_step_id.in_(list(steps)), T.c.parent_waits.is_(True))
-            .order_by(T.c.task_id)
-        ).all()
-    for r in rows:
-        out[steps[int(r.parent_step_id)]].append((int(r.task_id), str(r.status)))
+        for step_id, name in steps.items():
+            out[name] = _children_of(conn, step_id)
     return out
+
+
+def _awaited(step_id: int) -> sa.ColumnElement[bool]:
+    return sa.and_(T.c.parent_step_id == step_id, T.c.parent_waits == sa.true())
+
+
+def _children_of(conn: Connection, step_id: int) -> Children:
+    """What the children a step awaits are (see `awaited_children`)."""
+    firsts = [
+        sa.select(T.c.task_id)
+        .where(_awaited(step_id), T.c.status == status)
+        .order_by(T.c.task_id)
+        .limit(1)
+        .scalar_subquery()
+        .label(status)
+        for status in sorted(CHILD_FAILED)
+    ]
+    live = sa.exists().where(_awaited(step_id), T.c.status.in_(sorted(CHILD_LIVE)))
+    row = conn.execute(sa.select(*firsts, live.label("live"))).one()
+    failed = min(
+        ((int(row._mapping[s]), s) for s in CHILD_FAILED if row._mapping[s] is not None),
+        default=None,
+    )
+    if failed is not None or row.live:
+        return Children(bool(row.live), failed)
+    count = conn.execute(sa.select(sa.func.count()).where(_awaited(step_id))).scalar_one()
+    return Children(False, None, int(count))
 
 
 def awaiting_children(views: Collection[Any]) -> dict[int, str]:

@@ -169,12 +169,23 @@ tasks = sa.Table(
         postgresql_where=sa.text("parent_task_id IS NOT NULL"),
         sqlite_where=sa.text("parent_task_id IS NOT NULL"),
     ),
-    # One child per (step, key); the awaiting step reads its children through it.
+    # One child per (step, key).
     sa.Index(
         "uq_tasker_tasks_parent_step_id_spawn_key",
         "parent_step_id",
         "spawn_key",
         unique=True,
+        postgresql_where=sa.text("parent_step_id IS NOT NULL"),
+        sqlite_where=sa.text("parent_step_id IS NOT NULL"),
+    ),
+    # The awaiting step's probes of its children by status (`awaited_children`): a wake
+    # reads one entry, not one per child.
+    sa.Index(
+        "ix_tasker_tasks_parent_step_waits_status",
+        "parent_step_id",
+        "parent_waits",
+        "status",
+        "task_id",
         postgresql_where=sa.text("parent_step_id IS NOT NULL"),
         sqlite_where=sa.text("parent_step_id IS NOT NULL"),
     ),

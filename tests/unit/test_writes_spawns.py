@@ -7,7 +7,7 @@ from dataclasses import replace
 from test_writes import NOW, RULES, Ended, running, step, views
 
 from tasker.core.planner import StepState, Verdict, plan
-from tasker.core.spawns import Spawn
+from tasker.core.spawns import Children, Spawn
 from tasker.core.states import Status
 from tasker.core.writes import decide
 
@@ -67,9 +67,13 @@ def test_the_step_completes_once_every_awaited_child_is_done():
     """Given a step awaiting children all complete or resolved, then it completes and its
     dependent starts; with one still live it stays awaiting."""
     v = views(_awaiting("a"), step("b", deps=("a",)))  # type: ignore[arg-type]
-    live = decide(v, [], NOW, RULES, children={"a": [(1, "complete"), (2, "in_progress")]})
+    live = decide(
+        v, [], NOW, RULES, children={"a": Children.of([(1, "complete"), (2, "in_progress")])}
+    )
     assert "a" not in live.steps and live.idle
-    done = decide(v, [], NOW, RULES, children={"a": [(1, "complete"), (2, "resolved_manually")]})
+    done = decide(
+        v, [], NOW, RULES, children={"a": Children.of([(1, "complete"), (2, "resolved_manually")])}
+    )
     assert (done.steps["a"].status, done.steps["a"].awaiting) == ("complete", None)
     assert done.started == ["b"]
 
@@ -79,7 +83,7 @@ def test_a_child_in_error_or_cancelled_fails_the_step_for_good_naming_it():
     (no next attempt) with a SubTaskError naming the child, and the task ends in error."""
     v = views(_awaiting("a"))  # type: ignore[arg-type]
     for status in ("error", "cancelled"):
-        w = decide(v, [], NOW, RULES, children={"a": [(1, "complete"), (7, status)]})
+        w = decide(v, [], NOW, RULES, children={"a": Children.of([(1, "complete"), (7, status)])})
         a = w.steps["a"]
         assert (a.status, a.next_attempt_at, a.awaiting) == ("error", None, None)
         assert "sub-task 7" in a.error["message"] and a.error["task_id"] == 7
@@ -92,7 +96,11 @@ def test_children_just_spawned_are_not_settled_from_an_older_read():
     that lacks that child does not complete it."""
     spawned = (Spawn("0", 11, True, "row"),)
     w = decide(
-        views(running("a")), [Ended("a", ok=True, spawned=spawned)], NOW, RULES, children={"a": []}
+        views(running("a")),
+        [Ended("a", ok=True, spawned=spawned)],
+        NOW,
+        RULES,
+        children={"a": Children.of([])},
     )
     assert w.steps["a"].awaiting == "children" and w.idle
 
