@@ -258,6 +258,34 @@ def test_a_task_in_error_shows_a_banner_with_its_error(server: Server, browser: 
     page.close()
 
 
+def test_the_api_docs_render_offline_under_their_csp(server: Server, browser: Any) -> None:
+    """Given a browser logged in with a read token and no way out to the internet, when
+    /docs and /redoc are opened, then Swagger UI and ReDoc render the served spec (the
+    API's title and its operations), every response the pages got came from this server,
+    and no script error or Content-Security-Policy violation was reported but the CSP
+    refusing ReDoc's footer logo from its CDN."""
+    page = _log_in(browser, server, READ_TOKEN)
+    problems: list[str] = []
+    hosts: set[str] = set()
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: hosts.add(r.url.split("/")[2]) if "://" in r.url else None)
+    page.goto(f"{server.url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "tasker" in page.locator(".swagger-ui .info .title").inner_text()
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    assert page.locator('.opblock-summary-path[data-path="/api/v1/tasks"]').count() >= 1
+    _shoot(page, server, "api-docs.png")
+    page.goto(f"{server.url}/redoc")
+    page.wait_for_selector("redoc h1", timeout=30_000)
+    assert "tasker" in page.locator("redoc h1").first.inner_text()
+    assert page.get_by_text("Enqueue a task").count() >= 1
+    assert hosts == {server.url.split("/")[2]}, hosts
+    # ReDoc's footer logo is an image on its CDN: the CSP refuses it (and ReDoc hides it).
+    assert [p for p in problems if "cdn.redoc.ly/redoc/logo-mini.svg" not in p] == []
+    page.close()
+
+
 def test_under_ci_a_missing_chromium_fails_loudly(tmp_path: Path) -> None:
     """Given CI=true and no Chromium where the browser tests look, when they run, then
     they fail (never skip) saying Chromium is missing and how to install it."""
