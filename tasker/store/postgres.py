@@ -161,16 +161,7 @@ WHERE t.task_id = %(task_id)s::bigint
 # the steps, edges and history of every task of a batch can refer to them in the same
 # statement. The sequences are the ones `serial`/identity columns get by default.
 _ENQUEUE = """
-WITH x AS MATERIALIZED (
-    SELECT r.*, COALESCE(r.given_id, nextval('tasker_tasks_task_id_seq'::regclass)) AS task_id
-    FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
-        n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
-        initiator text, source_system text, reason text, idempotency_key text,
-        request_digest text, requested_at timestamptz, subject text, subject_scope text,
-        given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
-        parent_waits boolean, trace_context text, deadline_at timestamptz)
-        ORDER BY n) AS r
-), y AS MATERIALIZED (
+WITH x AS MATERIALIZED ({tasks}), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
         AS workflow_step_id
     FROM (SELECT r.*, x.task_id
@@ -225,26 +216,39 @@ FROM x LEFT JOIN y ON y.n = x.n
 ORDER BY x.n, y.position
 """
 
-_TASK_FIELDS = (
-    "named_task_id",
-    "context",
-    "tags",
-    "bypass_steps",
-    "initiator",
-    "source_system",
-    "reason",
-    "idempotency_key",
-    "request_digest",
-    "requested_at",
-    "subject",
-    "subject_scope",
-    "parent_task_id",
-    "parent_step_id",
-    "spawn_key",
-    "parent_waits",
-    "trace_context",
-    "deadline_at",
-)
+#: The task columns an enqueue sets from its request, with their types (`NewTask.values`).
+_TASK_FIELDS = {
+    "named_task_id": "integer",
+    "context": "jsonb",
+    "tags": "jsonb",
+    "bypass_steps": "jsonb",
+    "initiator": "text",
+    "source_system": "text",
+    "reason": "text",
+    "idempotency_key": "text",
+    "request_digest": "text",
+    "requested_at": "timestamptz",
+    "subject": "text",
+    "subject_scope": "text",
+    "parent_task_id": "bigint",
+    "parent_step_id": "bigint",
+    "spawn_key": "text",
+    "parent_waits": "boolean",
+    "trace_context": "text",
+    "deadline_at": "timestamptz",
+}
+_JSON_FIELDS = tuple(f for f, kind in _TASK_FIELDS.items() if kind == "jsonb")
+_NEXT_TASK_ID = "nextval('tasker_tasks_task_id_seq'::regclass)"
+# The tasks of a batch: one JSON array, each with its number `n` and its id if given.
+_BATCH_TASKS = f"""
+    SELECT r.*, COALESCE(r.given_id, {_NEXT_TASK_ID}) AS task_id
+    FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
+        n integer, given_id bigint, {", ".join(f"{f} {t}" for f, t in _TASK_FIELDS.items())})
+        ORDER BY n) AS r"""
+# One task (the common enqueue): its values as parameters, number 0.
+_ONE_TASK = f"""
+    SELECT 0 AS n, COALESCE(%(given_id)s::bigint, {_NEXT_TASK_ID}) AS task_id,
+        {", ".join(f"%({f})s::{t} AS {f}" for f, t in _TASK_FIELDS.items())}"""
 
 
 def _default(value: Any) -> Any:
@@ -287,12 +291,16 @@ def apply_sql(finishing: bool, parts: Sequence[str]) -> str:
 
 #: The engine's write with every part: it sets the `schema.STEP_WRITE` columns of steps.
 APPLY = apply_sql(True, tuple(_PARTS))
-#: The enqueue (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns of steps.
-ENQUEUE = _ENQUEUE.format(
-    step_columns=", ".join(m.STEP_CREATE),
-    step_values=", ".join(f"x.{n}" for n in m.STEP_CREATE),
-    step_record=_record(m.STEP_CREATE),
-)
+_ENQUEUE_STEPS = {
+    "step_columns": ", ".join(m.STEP_CREATE),
+    "step_values": ", ".join(f"x.{n}" for n in m.STEP_CREATE),
+    "step_record": _record(m.STEP_CREATE),
+}
+#: The enqueue of a batch (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns
+#: of steps.
+ENQUEUE = _ENQUEUE.format(tasks=_BATCH_TASKS, **_ENQUEUE_STEPS)
+#: The enqueue of one task: the same statement, the task's values as parameters.
+ENQUEUE_ONE = _ENQUEUE.format(tasks=_ONE_TASK, **_ENQUEUE_STEPS)
 _step_writes = attrgetter(*m.STEP_WRITE)
 
 
@@ -330,9 +338,23 @@ class PgStore:
         self, tasks: Sequence[NewTask], now: datetime, caller: Connection | None = None
     ) -> list[tuple[int, list[int]]]:
         """See `Store.insert_tasks`: one statement for the whole batch."""
-        params = {
+        params: dict[str, Any] = {
             "now": now,
-            "tasks": dumps(
+            "steps": dumps([{"n": n, **step} for n, t in enumerate(tasks) for step in t.steps]),
+            "edges": dumps(
+                [{"n": n, "parent": a, "child": b} for n, t in enumerate(tasks) for a, b in t.edges]
+            ),
+        }
+        if len(tasks) == 1:
+            values = tasks[0].values
+            sql = ENQUEUE_ONE
+            params["given_id"] = values.get("task_id")
+            params.update((f, values.get(f)) for f in _TASK_FIELDS)
+            for f in _JSON_FIELDS:
+                params[f] = dumps(params[f])
+        else:
+            sql = ENQUEUE
+            params["tasks"] = dumps(
                 [
                     {
                         "n": n,
@@ -341,15 +363,10 @@ class PgStore:
                     }
                     for n, t in enumerate(tasks)
                 ]
-            ),
-            "steps": dumps([{"n": n, **step} for n, t in enumerate(tasks) for step in t.steps]),
-            "edges": dumps(
-                [{"n": n, "parent": a, "child": b} for n, t in enumerate(tasks) for a, b in t.edges]
-            ),
-        }
+            )
         out: list[tuple[int, list[int]]] = [(0, []) for _ in tasks]
         # The caller's connection takes the same text (psycopg's named parameters).
-        rows = self._run(ENQUEUE, params) if caller is None else _on(caller, ENQUEUE, params)
+        rows = self._run(sql, params) if caller is None else _on(caller, sql, params)
         for row in rows:
             step_ids = out[row.n][1]
             out[row.n] = (int(row.task_id), step_ids)
