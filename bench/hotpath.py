@@ -25,6 +25,7 @@ ratios. Run from the repository root (fresh databases are created and dropped):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -43,11 +44,21 @@ _lengths: dict[str, int] = {}
 _recording = [False]
 
 
+_kinds: dict[str, str] = {}
+
+
 def _kind(sql: str) -> str:
+    found = _kinds.get(sql)
+    if found is None:
+        found = _kinds[sql] = _name(sql)
+    return found
+
+
+def _name(sql: str) -> str:
     words = " ".join(str(sql).split())
     if words.startswith("WITH "):  # name a statement of CTEs by its CTEs
         split = words.split()
-        names = [w for w, nxt in zip(split, split[1:], strict=False) if nxt == "AS"]
+        names = [w for w, nxt in itertools.pairwise(split) if nxt == "AS"]
         return "WITH " + ",".join(n for n in names if n.isidentifier())[:60]
     return words[:70]
 

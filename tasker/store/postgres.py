@@ -62,7 +62,7 @@ WITH c AS (
     WHERE task_id = %(task_id)s::bigint AND status IN ('pending', 'in_progress')
       AND (next_run_at IS NULL OR next_run_at <= %(now)s::timestamptz)
       AND (lease_owner IS NULL OR lease_expires_at < %(now)s::timestamptz)
-    RETURNING *
+    RETURNING {fields}
 ), gone AS (
     DELETE FROM tasker_outbox AS o USING c
     WHERE o.task_id = c.task_id AND o.deliver_at <= %(now)s::timestamptz
@@ -263,7 +263,9 @@ def dumps(value: Any) -> str:
 
 
 _CLAIM_SQL = _CLAIM.format(
-    steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS)
+    fields=", ".join(CLAIM_FIELDS),
+    steps=_STEP_SELECT,
+    task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS),
 )
 _PARTS["steps"] = _PARTS["steps"].format(
     step_set=", ".join(f"{n} = x.{n}" for n in m.STEP_WRITE),
