@@ -129,12 +129,6 @@ def _step(app: Tasker, task_id: int, name: str) -> dict[str, Any]:
     return s.step_json(view.steps[name])
 
 
-def _missing(feature: str) -> ProblemError:
-    return ProblemError(
-        501, f"{feature} is not available in this version of tasker", kind="not-implemented"
-    )
-
-
 @router.post(
     "/tasks",
     status_code=201,
@@ -219,16 +213,12 @@ def retry_task(request: Request, task_id: TaskId, _who: Writer) -> Any:
 @router.post(
     "/tasks/{task_id}/resume",
     response_model=s.TaskOut,
-    responses=responses(403, 404, 409, 501),
+    responses=responses(403, 404, 409),
     summary="Resume a paused task",
 )
 def resume_task(request: Request, task_id: TaskId, _who: Writer) -> Any:
-    """Resume a paused task (501 where this tasker has no pausing)."""
-    resume = getattr(_app(request), "resume", None)
-    if resume is None:
-        raise _missing("pausing and resuming tasks (app.resume)")
-    resume(task_id)
-    return s.task_json(_app(request).get_task(task_id))
+    """Resume a paused task: its steps start again (409 if it is not paused)."""
+    return s.task_json(_app(request).resume(task_id))
 
 
 @router.post(

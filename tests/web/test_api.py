@@ -163,6 +163,34 @@ def test_an_event_posted_over_http_wakes_the_waiting_step(server: Server) -> Non
         assert c.post("/api/v1/tasks/987654321/events/approved", json={}).status_code == 404
 
 
+def test_resume_over_http_lets_a_paused_task_go_on(server: Server) -> None:
+    """Given a task its step paused, when POST .../resume is sent with a write token, then
+    the answer is 200 with the task no longer paused and it completes; resuming a task that
+    is not paused is a 409 problem, an unknown task 404, a read token 403; the OpenAPI
+    document declares exactly those answers (no 501 anywhere)."""
+    with server.client() as c:
+        tid = c.post("/api/v1/tasks", json={"name": "held"}).json()["task_id"]
+        wait_for(c, tid, "paused")
+        with server.client(READ_TOKEN) as reader:
+            denied = reader.post(f"/api/v1/tasks/{tid}/resume")
+            assert denied.status_code == 403 and denied.headers["content-type"].startswith(PROBLEM)
+        r = c.post(f"/api/v1/tasks/{tid}/resume")
+        assert r.status_code == 200, r.text
+        assert r.json()["task_id"] == tid and r.json()["status"] != "paused"
+        done = wait_for(c, tid, "complete")
+        assert done["steps"]["look"]["results"] == {"looked": True}
+        again = c.post(f"/api/v1/tasks/{tid}/resume")
+        assert again.status_code == 409 and again.headers["content-type"].startswith(PROBLEM)
+        assert "paused" in again.json()["detail"]
+        assert c.post("/api/v1/tasks/987654321/resume").status_code == 404
+        spec = c.get("/openapi.json").json()
+        resume = spec["paths"]["/api/v1/tasks/{task_id}/resume"]["post"]["responses"]
+        assert sorted(resume) == ["200", "401", "403", "404", "409", "422"]
+        for path in spec["paths"].values():
+            for op in path.values():
+                assert "501" not in op["responses"], op["summary"]
+
+
 def test_handlers_annotations_health_and_metrics(server: Server) -> None:
     """Given the served app, then /handlers lists every version with its DAG edges,
     /annotations filters, /health checks the database and broker, and /metrics counts

@@ -121,6 +121,33 @@ def test_resolve_from_the_page_with_results(server: Server, login) -> None:
         assert done["steps"]["charge"]["results"] == {"cleared": "by operator"}
 
 
+def test_resume_and_signal_from_the_page(server: Server, login) -> None:
+    """Given a task its step paused, when a write token opens its page, then it has a
+    Resume button, and pressing it resumes the task, which completes; given a task whose
+    step waits for "approved", the Signal form sends the event with its JSON payload and
+    the task completes; an event no step waits for is reported on the page."""
+    with server.client() as api:
+        held = api.post("/api/v1/tasks", json={"name": "held"}).json()["task_id"]
+        wait_for(api, held, "paused")
+        writer = login(WRITE_TOKEN)
+        page = writer.get(f"/tasks/{held}").text
+        assert 'data-action="resume"' in page
+        r = writer.post(f"/tasks/{held}/actions/resume", data={"csrf": _csrf(page)})
+        assert r.status_code == 303 and "notice=task+resumed" in r.headers["location"]
+        wait_for(api, held, "complete")
+        approval = api.post("/api/v1/tasks", json={"name": "approval"}).json()["task_id"]
+        page = writer.get(f"/tasks/{approval}").text
+        assert 'data-action="signal"' in page
+        wrong = {"csrf": _csrf(page), "event": "rejected", "payload": ""}
+        r = writer.post(f"/tasks/{approval}/actions/signal", data=wrong)
+        assert "error=" in r.headers["location"]
+        good = {"csrf": _csrf(page), "event": "approved", "payload": '{"by": "ann"}'}
+        r = writer.post(f"/tasks/{approval}/actions/signal", data=good)
+        assert "notice=" in r.headers["location"]
+        done = wait_for(api, approval, "complete")
+        assert done["steps"]["approve"]["results"] == {"by": "ann"}
+
+
 def test_list_counts_filters_and_the_dag_of_fifty_steps(server: Server, login) -> None:
     """Given a failed task and a 50-step task, then the list counts each status and
     filters by status and name; the 50-step page draws 50 nodes and 49 edges, each node

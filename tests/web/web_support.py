@@ -26,7 +26,7 @@ TOKENS = f"{WRITE_TOKEN}:write,{READ_TOKEN}:read"
 #: until the file `marks/<task_id>.open` exists), `fanout` (its `fan_out` step spawns two
 #: `gated` tasks and awaits them), `batch` (a `for_each` step over three items, the last
 #: running until `marks/<task_id>.items` exists) and `stalled` (a 1 s task timeout while
-#: its step runs for 3 s).
+#: its step runs for 3 s), `held` (its step pauses the task on its first run).
 APP_MODULE = textwrap.dedent(
     """
     import os
@@ -136,6 +136,17 @@ APP_MODULE = textwrap.dedent(
         timeout = 1
         step_templates = [StepTemplate(name="hold", handler=slow)]
 
+    def pause_once(task, sequence, step):
+        mark = MARKS / f"{task.task_id}.paused"
+        if not mark.exists():
+            mark.write_text("paused once")
+            task.pause("a person looks first")
+        return {"looked": True}
+
+    class Held(TaskHandler):
+        name = "held"
+        step_templates = [StepTemplate(name="look", handler=pause_once)]
+
     class Wide(TaskHandler):
         name = "wide"
         step_templates = [StepTemplate(name="s00", handler=ok)] + [
@@ -152,6 +163,7 @@ APP_MODULE = textwrap.dedent(
     app.register(Fanout)
     app.register(Batch)
     app.register(Stalled)
+    app.register(Held)
     app.migrate()
     """
 )
