@@ -234,7 +234,7 @@ def _child_nodes(
                 graph.Node(
                     key,
                     child.status,
-                    "spawned task",
+                    "",
                     f"/tasks/{child.task_id}",
                     child=child.task_id,
                     label=f"#{child.task_id} {child.name}",
