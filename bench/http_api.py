@@ -10,37 +10,33 @@ Authorization header and the body and reports wrk's own latency percentiles. Pri
 JSON object: requests/s, p50/p90/p99 and errors per endpoint, the tasks the POST run
 stored, and the machine. Nothing runs the posted tasks: this measures the API alone.
 
-Run: `python bench/http.py [--duration 10] [--connections 16] [--workers 2]
+Run: `python bench/http_api.py [--duration 10] [--connections 16] [--workers 2]
 [--preload 1000] [--json FILE]`; BENCH_KEEP=1 keeps the database.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-# Run as `python bench/http.py`, this folder is sys.path[0] and this file would shadow the
-# standard library's `http` package (which httpx imports): the repository goes there instead.
+import httpx
+import psycopg
+import redis
+
 REPO = Path(__file__).resolve().parent.parent
-if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
-import redis  # noqa: E402
+sys.path.insert(0, str(REPO))
 
 from bench.diamond_app import TASK_NAME, make_app  # noqa: E402
 from bench.throughput import cpu_times  # noqa: E402
