@@ -62,7 +62,7 @@ WITH c AS (
     WHERE task_id = %(task_id)s::bigint AND status IN ('pending', 'in_progress')
       AND (next_run_at IS NULL OR next_run_at <= %(now)s::timestamptz)
       AND (lease_owner IS NULL OR lease_expires_at < %(now)s::timestamptz)
-    RETURNING *
+    RETURNING {fields}
 ), gone AS (
     DELETE FROM tasker_outbox AS o USING c
     WHERE o.task_id = c.task_id AND o.deliver_at <= %(now)s::timestamptz
@@ -81,26 +81,37 @@ FROM c LEFT JOIN (
 ORDER BY s.position
 """
 
-_APPLY = """
+# The engine's write is one statement of CTEs, each run only if the fence `f` matched. Its
+# parts that have nothing to write this time are left out (`apply_sql`), and so is the
+# finishing half of the task update for a write that keeps the lease: each shape is a
+# constant text, built once and prepared by psycopg once per connection.
+_FENCE = """
 WITH f AS (
     UPDATE tasker_tasks
-    SET tx_seq = tx_seq + 1, updated_at = %(now)s::timestamptz, status = %(status)s::text,
+    SET tx_seq = tx_seq + 1, updated_at = %(now)s::timestamptz, {task_set}
+    WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
+      AND lease_owner = %(owner)s::text AND status = 'in_progress'
+      AND revision = %(revision)s::integer
+    RETURNING tx_seq
+)"""
+#: A write that keeps the lease changes only its expiry (status and owner stay as fenced).
+_KEEP = "lease_expires_at = %(expires)s::timestamptz"
+#: A write that ends the pass: `TaskWrite.task_values`.
+_FINISH = """status = %(status)s::text,
         lease_owner = %(new_owner)s::text, lease_expires_at = %(expires)s::timestamptz,
         next_run_at = CASE WHEN %(set_next)s::boolean THEN %(next_run_at)s::timestamptz
                       ELSE next_run_at END,
         completed_at = COALESCE(%(completed_at)s::timestamptz, completed_at),
         error = CASE WHEN %(set_next)s::boolean THEN %(error)s::jsonb ELSE error END,
-        finish_due_at = COALESCE(%(finish_due_at)s::timestamptz, finish_due_at)
-    WHERE task_id = %(task_id)s::bigint AND lease_epoch = %(epoch)s::integer
-      AND lease_owner = %(owner)s::text AND status = 'in_progress'
-      AND revision = %(revision)s::integer
-    RETURNING tx_seq
-), steps AS (
+        finish_due_at = COALESCE(%(finish_due_at)s::timestamptz, finish_due_at)"""
+#: The optional parts of the write, in the order they run, each named by its parameter.
+_PARTS = {
+    "steps": """
     UPDATE tasker_workflow_steps AS w
     SET {step_set}, updated_at = %(now)s::timestamptz
     FROM f, jsonb_to_recordset(%(steps)s::jsonb) AS x(id bigint, {step_record})
-    WHERE w.workflow_step_id = x.id AND w.task_id = %(task_id)s::bigint
-), step_changes AS (
+    WHERE w.workflow_step_id = x.id AND w.task_id = %(task_id)s::bigint""",
+    "step_changes": """
     INSERT INTO tasker_workflow_step_transitions
         (workflow_step_id, task_id, from_status, to_status, attempt, reason, details, tx_seq,
          created_at)
@@ -110,34 +121,36 @@ WITH f AS (
         workflow_step_id bigint, from_status text, to_status text, attempt integer,
         reason text, details jsonb)) WITH ORDINALITY AS x(
         workflow_step_id, from_status, to_status, attempt, reason, details, n)
-    ORDER BY x.n
-), task_change AS (
+    ORDER BY x.n""",
+    "task_to": """
     INSERT INTO tasker_task_transitions
         (task_id, from_status, to_status, reason, tx_seq, created_at)
     SELECT %(task_id)s::bigint, 'in_progress', %(task_to)s::text, %(task_reason)s::text,
            f.tx_seq, %(now)s::timestamptz
-    FROM f WHERE %(task_to)s::text IS NOT NULL
-), annotations AS (
+    FROM f""",
+    "annotations": """
     INSERT INTO tasker_task_annotations (task_id, annotation_type_id, annotation, created_at)
     SELECT %(task_id)s::bigint, x.type_id, x.annotation, %(now)s::timestamptz
     FROM f, ROWS FROM (jsonb_to_recordset(%(annotations)s::jsonb) AS (
         type_id integer, annotation jsonb)) WITH ORDINALITY AS x(type_id, annotation, n)
-    ORDER BY x.n
-), outbox AS (
+    ORDER BY x.n""",
+    "deliver_at": """
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
     SELECT %(task_id)s::bigint, %(deliver_at)s::timestamptz, %(now)s::timestamptz
-    FROM f WHERE %(deliver_at)s::timestamptz IS NOT NULL
-), consumed AS (
+    FROM f""",
+    "consumed": """
     UPDATE tasker_events AS e
     SET consumed_by = x.step_id, consumed_at = %(now)s::timestamptz
     FROM f, jsonb_to_recordset(%(consumed)s::jsonb) AS x(event_id bigint, step_id bigint)
     WHERE e.event_id = x.event_id AND e.task_id = %(task_id)s::bigint
-      AND e.consumed_by IS NULL
-), nudge AS (
+      AND e.consumed_by IS NULL""",
+    "nudge": """
     INSERT INTO tasker_outbox (task_id, deliver_at, created_at)
     SELECT %(nudge)s::bigint, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM f WHERE %(nudge)s::bigint IS NOT NULL
-)
+    FROM f""",
+}
+# What the task row was (before this statement) tells a refused write why (`refusal`).
+_APPLIED = """
 SELECT f.tx_seq, t.lease_epoch, t.lease_owner, t.status
 FROM tasker_tasks AS t LEFT JOIN f ON true
 WHERE t.task_id = %(task_id)s::bigint
@@ -148,16 +161,7 @@ WHERE t.task_id = %(task_id)s::bigint
 # the steps, edges and history of every task of a batch can refer to them in the same
 # statement. The sequences are the ones `serial`/identity columns get by default.
 _ENQUEUE = """
-WITH x AS MATERIALIZED (
-    SELECT r.*, COALESCE(r.given_id, nextval('tasker_tasks_task_id_seq'::regclass)) AS task_id
-    FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
-        n integer, named_task_id integer, context jsonb, tags jsonb, bypass_steps jsonb,
-        initiator text, source_system text, reason text, idempotency_key text,
-        request_digest text, requested_at timestamptz, subject text, subject_scope text,
-        given_id bigint, parent_task_id bigint, parent_step_id bigint, spawn_key text,
-        parent_waits boolean, trace_context text, deadline_at timestamptz)
-        ORDER BY n) AS r
-), y AS MATERIALIZED (
+WITH x AS MATERIALIZED ({tasks}), y AS MATERIALIZED (
     SELECT r.*, nextval('tasker_workflow_steps_workflow_step_id_seq'::regclass)
         AS workflow_step_id
     FROM (SELECT r.*, x.task_id
@@ -212,26 +216,39 @@ FROM x LEFT JOIN y ON y.n = x.n
 ORDER BY x.n, y.position
 """
 
-_TASK_FIELDS = (
-    "named_task_id",
-    "context",
-    "tags",
-    "bypass_steps",
-    "initiator",
-    "source_system",
-    "reason",
-    "idempotency_key",
-    "request_digest",
-    "requested_at",
-    "subject",
-    "subject_scope",
-    "parent_task_id",
-    "parent_step_id",
-    "spawn_key",
-    "parent_waits",
-    "trace_context",
-    "deadline_at",
-)
+#: The task columns an enqueue sets from its request, with their types (`NewTask.values`).
+_TASK_FIELDS = {
+    "named_task_id": "integer",
+    "context": "jsonb",
+    "tags": "jsonb",
+    "bypass_steps": "jsonb",
+    "initiator": "text",
+    "source_system": "text",
+    "reason": "text",
+    "idempotency_key": "text",
+    "request_digest": "text",
+    "requested_at": "timestamptz",
+    "subject": "text",
+    "subject_scope": "text",
+    "parent_task_id": "bigint",
+    "parent_step_id": "bigint",
+    "spawn_key": "text",
+    "parent_waits": "boolean",
+    "trace_context": "text",
+    "deadline_at": "timestamptz",
+}
+_JSON_FIELDS = tuple(f for f, kind in _TASK_FIELDS.items() if kind == "jsonb")
+_NEXT_TASK_ID = "nextval('tasker_tasks_task_id_seq'::regclass)"
+# The tasks of a batch: one JSON array, each with its number `n` and its id if given.
+_BATCH_TASKS = f"""
+    SELECT r.*, COALESCE(r.given_id, {_NEXT_TASK_ID}) AS task_id
+    FROM (SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS r(
+        n integer, given_id bigint, {", ".join(f"{f} {t}" for f, t in _TASK_FIELDS.items())})
+        ORDER BY n) AS r"""
+# One task (the common enqueue): its values as parameters, number 0.
+_ONE_TASK = f"""
+    SELECT 0 AS n, COALESCE(%(given_id)s::bigint, {_NEXT_TASK_ID}) AS task_id,
+        {", ".join(f"%({f})s::{t} AS {f}" for f, t in _TASK_FIELDS.items())}"""
 
 
 def _default(value: Any) -> Any:
@@ -246,19 +263,46 @@ def dumps(value: Any) -> str:
 
 
 _CLAIM_SQL = _CLAIM.format(
-    steps=_STEP_SELECT, task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS)
+    fields=", ".join(CLAIM_FIELDS),
+    steps=_STEP_SELECT,
+    task=", ".join(f"c.{n} AS t_{n}" for n in CLAIM_FIELDS),
 )
-#: The engine's write (`Store.apply`), setting the `schema.STEP_WRITE` columns of steps.
-APPLY = _APPLY.format(
+_PARTS["steps"] = _PARTS["steps"].format(
     step_set=", ".join(f"{n} = x.{n}" for n in m.STEP_WRITE),
     step_record=_record(m.STEP_WRITE),
 )
-#: The enqueue (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns of steps.
-ENQUEUE = _ENQUEUE.format(
-    step_columns=", ".join(m.STEP_CREATE),
-    step_values=", ".join(f"x.{n}" for n in m.STEP_CREATE),
-    step_record=_record(m.STEP_CREATE),
-)
+_apply_texts: dict[tuple[bool, tuple[str, ...]], str] = {}
+
+
+def apply_sql(finishing: bool, parts: Sequence[str]) -> str:
+    """The text of the engine's write (`Store.apply`) of one shape, built once.
+
+    Args:
+        finishing: it ends the pass (sets the task's status, lease and schedule), else
+            it keeps the lease (renews its expiry).
+        parts: the names of the `_PARTS` it writes, in their order there.
+    """
+    key = (finishing, tuple(parts))
+    sql = _apply_texts.get(key)
+    if sql is None:
+        head = _FENCE.format(task_set=_FINISH if finishing else _KEEP)
+        ctes = "".join(f", {name} AS ({_PARTS[name]}\n)" for name in key[1])
+        sql = _apply_texts.setdefault(key, head + ctes + _APPLIED)
+    return sql
+
+
+#: The engine's write with every part: it sets the `schema.STEP_WRITE` columns of steps.
+APPLY = apply_sql(True, tuple(_PARTS))
+_ENQUEUE_STEPS = {
+    "step_columns": ", ".join(m.STEP_CREATE),
+    "step_values": ", ".join(f"x.{n}" for n in m.STEP_CREATE),
+    "step_record": _record(m.STEP_CREATE),
+}
+#: The enqueue of a batch (`Store.insert_tasks`), setting the `schema.STEP_CREATE` columns
+#: of steps.
+ENQUEUE = _ENQUEUE.format(tasks=_BATCH_TASKS, **_ENQUEUE_STEPS)
+#: The enqueue of one task: the same statement, the task's values as parameters.
+ENQUEUE_ONE = _ENQUEUE.format(tasks=_ONE_TASK, **_ENQUEUE_STEPS)
 _step_writes = attrgetter(*m.STEP_WRITE)
 
 
@@ -270,6 +314,14 @@ def _on(caller: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
 def _step_values(v: StepView) -> dict[str, Any]:
     """A step's row in the write's `steps` parameter."""
     return {"id": v.workflow_step_id, **dict(zip(m.STEP_WRITE, _step_writes(v), strict=True))}
+
+
+_CHANGE_FIELDS = ("workflow_step_id", "from_status", "to_status", "attempt", "reason", "details")
+
+
+def _change_values(row: dict[str, Any]) -> dict[str, Any]:
+    """A step transition's row in the write's `step_changes` parameter (the rest is known)."""
+    return {k: row[k] for k in _CHANGE_FIELDS}
 
 
 class PgStore:
@@ -288,9 +340,23 @@ class PgStore:
         self, tasks: Sequence[NewTask], now: datetime, caller: Connection | None = None
     ) -> list[tuple[int, list[int]]]:
         """See `Store.insert_tasks`: one statement for the whole batch."""
-        params = {
+        params: dict[str, Any] = {
             "now": now,
-            "tasks": dumps(
+            "steps": dumps([{"n": n, **step} for n, t in enumerate(tasks) for step in t.steps]),
+            "edges": dumps(
+                [{"n": n, "parent": a, "child": b} for n, t in enumerate(tasks) for a, b in t.edges]
+            ),
+        }
+        if len(tasks) == 1:
+            values = tasks[0].values
+            sql = ENQUEUE_ONE
+            params["given_id"] = values.get("task_id")
+            params.update((f, values.get(f)) for f in _TASK_FIELDS)
+            for f in _JSON_FIELDS:
+                params[f] = dumps(params[f])
+        else:
+            sql = ENQUEUE
+            params["tasks"] = dumps(
                 [
                     {
                         "n": n,
@@ -299,15 +365,10 @@ class PgStore:
                     }
                     for n, t in enumerate(tasks)
                 ]
-            ),
-            "steps": dumps([{"n": n, **step} for n, t in enumerate(tasks) for step in t.steps]),
-            "edges": dumps(
-                [{"n": n, "parent": a, "child": b} for n, t in enumerate(tasks) for a, b in t.edges]
-            ),
-        }
+            )
         out: list[tuple[int, list[int]]] = [(0, []) for _ in tasks]
         # The caller's connection takes the same text (psycopg's named parameters).
-        rows = self._run(ENQUEUE, params) if caller is None else _on(caller, ENQUEUE, params)
+        rows = self._run(sql, params) if caller is None else _on(caller, sql, params)
         for row in rows:
             step_ids = out[row.n][1]
             out[row.n] = (int(row.task_id), step_ids)
@@ -329,34 +390,56 @@ class PgStore:
     def apply(self, w: TaskWrite, caller: Connection | None = None) -> int:
         """See `Store.apply`: one statement (on `caller`, the same text in its transaction)."""
         step_rows, task_row = audit_rows(w)
-        values = w.task_values()
-        if values["error"] is not None:
-            values["error"] = dumps(values["error"])
-        params = {
-            "task_id": w.lease.task_id,
-            "epoch": w.lease.epoch,
-            "owner": w.lease.owner,
+        lease = w.lease
+        params: dict[str, Any] = {
+            "task_id": lease.task_id,
+            "epoch": lease.epoch,
+            "owner": lease.owner,
             "revision": w.revision,
             "now": w.now,
-            **values,
-            "steps": dumps([_step_values(v) for v in w.steps]),
-            "step_changes": dumps(step_rows),
-            "task_to": None if task_row is None else task_row["to_status"],
-            "task_reason": None if task_row is None else task_row["reason"],
-            "annotations": dumps([{"type_id": t, "annotation": a} for t, a in w.annotations]),
-            "deliver_at": w.deliver_at(),
-            "consumed": dumps([{"event_id": e, "step_id": s} for e, s in w.consumed]),
-            "nudge": w.nudge,
         }
+        finishing = w.finish is not None
+        if finishing:
+            params.update(w.task_values())
+            if params["error"] is not None:
+                params["error"] = dumps(params["error"])
+        else:
+            params["expires"] = w.lease_until
+        parts = []
+        if w.steps:
+            parts.append("steps")
+            params["steps"] = dumps([_step_values(v) for v in w.steps])
+        if step_rows:
+            parts.append("step_changes")
+            params["step_changes"] = dumps([_change_values(r) for r in step_rows])
+        if task_row is not None:
+            parts.append("task_to")
+            params["task_to"], params["task_reason"] = task_row["to_status"], task_row["reason"]
+        if w.annotations:
+            parts.append("annotations")
+            params["annotations"] = dumps(
+                [{"type_id": t, "annotation": a} for t, a in w.annotations]
+            )
+        deliver_at = w.deliver_at()
+        if deliver_at is not None:
+            parts.append("deliver_at")
+            params["deliver_at"] = deliver_at
+        if w.consumed:
+            parts.append("consumed")
+            params["consumed"] = dumps([{"event_id": e, "step_id": s} for e, s in w.consumed])
+        if w.nudge is not None:
+            parts.append("nudge")
+            params["nudge"] = w.nudge
+        sql = apply_sql(finishing, parts)
         if caller is None and not w.spawned:  # the hot path: one autocommit statement
-            rows = self._run(APPLY, params)
+            rows = self._run(sql, params)
             if rows and rows[0].tx_seq is not None:
                 return int(rows[0].tx_seq)
             raise refusal(w, rows[0]._asdict() if rows else None)
         # Children are inserted in the same transaction, only if the fence matched; with a
         # `caller` (a transactional step's), that is its transaction, left for it to commit.
         with self._db.write() if caller is None else nullcontext(caller) as conn:
-            rows = _on(conn, APPLY, params)
+            rows = _on(conn, sql, params)
             if not rows or rows[0].tx_seq is None:
                 raise refusal(w, rows[0]._asdict() if rows else None)
             if w.spawned:
