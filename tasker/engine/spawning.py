@@ -20,12 +20,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from tasker.control.enqueue import check_request, checked_task, keyed_task
-from tasker.control.subjects import duplicate_of
+from tasker.control.enqueue import check_request, checked_task, is_key_taken, keyed_task
+from tasker.control.subjects import duplicate_of, is_subject_conflict
 from tasker.core.spawns import CHILD_FAILED, CHILD_LIVE, Children, Spawn
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
+from tasker.engine.outcome import Outcome, describe
 from tasker.errors import DuplicateTaskError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
 from tasker.store.catalog import Catalog
@@ -122,6 +124,34 @@ class Spawner:
         }
         new = checked_task(self._catalog, reg, request, values, self._clock(), extra, conn)
         return Spawn(key, task_id, wait, new)
+
+
+def claims_taken(exc: IntegrityError) -> bool:
+    """Whether a write inserting children failed because a key or subject was taken."""
+    return is_key_taken(exc) or is_subject_conflict(exc)
+
+
+def refused_children(o: Outcome, exc: IntegrityError) -> Outcome:
+    """What to record for an attempt whose keyed or subject children could not be inserted.
+
+    Another caller took an idempotency key or a `one_per_subject` subject between the
+    spawn's check and the write of the attempt's outcome: the attempt fails and spawns
+    nothing; its retry's spawns see the stored task (`Spawner.spawn`).
+    """
+    if not o.ok or not any(_claims(s) for s in o.spawned):
+        return o
+    error = describe(exc)
+    error["message"] = (
+        f"step {o.name!r}: a sub-task's idempotency key or subject was taken by another "
+        f"task before this attempt's outcome was written; nothing was spawned ({exc.orig})"
+    )
+    return Outcome(o.name, o.token, ok=False, error=error, annotations=o.annotations)
+
+
+def _claims(s: Spawn) -> bool:
+    """Whether a spawn's new child takes a key or a subject another task may take."""
+    v = s.new.values if s.new is not None else {}
+    return v.get("idempotency_key") is not None or v.get("subject_scope") is not None
 
 
 def _same_in_run(values: dict[str, Any], earlier: Sequence[Spawn]) -> int | None:

@@ -198,3 +198,50 @@ def test_a_one_per_subject_child_holds_its_subject(backend, clock):
     (first,) = view.children
     assert first != child
     assert view.steps["fan_out"].results == {"held_by": first}
+
+
+@pytest.mark.parametrize("field", ["idempotency_key", "subject"])
+def test_a_key_or_subject_taken_before_the_outcome_is_written_fails_only_that_attempt(
+    backend, clock, field
+):
+    """Given a step that spawns a keyed (or one_per_subject) request and, before its
+    outcome is written, the same request is enqueued elsewhere (taking the key or the
+    subject), when the outcome's write inserts the child, then that attempt is recorded
+    as failed naming the conflict, nothing of it is stored, and its retry gets the
+    stored task (key) or is told who holds the subject."""
+
+    class Hold(TaskHandler):
+        name = "hold"
+        one_per_subject = True
+        step_templates = [StepTemplate(name="work", handler=_work, wait=3600)]  # noqa: RUF012
+
+    backend.register(Hold)
+    request = TaskRequest(name="hold", **{field: "race-1"})
+    runs: list[int] = []
+
+    def racing(step):  # type: ignore[no-untyped-def]
+        runs.append(step.attempts)
+        try:
+            got = step.spawn(request, wait=False)
+        except DuplicateTaskError as exc:
+            return {"held_by": exc.existing_task_id}
+        if len(runs) == 1:
+            backend.enqueue(request)  # another caller takes the key or subject meanwhile
+        return {"id": got}
+
+    _parent(backend, "p", racing, retry_limit=2)
+    p = backend.enqueue(TaskRequest(name="p")).task_id
+    backend.run_until_idle()
+    view = backend.get_task(p)
+    step = view.steps["fan_out"]
+    assert (step.status, step.attempts) == ("error", 1)
+    assert step.error is not None and "taken" in step.error["message"]
+    (other,) = _tasks_named(backend, "hold")
+    assert list(view.children) == []
+    clock.advance(3600)
+    backend.run_until_idle()
+    view = backend.get_task(p)
+    assert view.status == "complete"
+    want = {"id": other} if field == "idempotency_key" else {"held_by": other}
+    assert view.steps["fan_out"].results == want
+    assert _tasks_named(backend, "hold") == [other]
