@@ -21,7 +21,7 @@ from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import StepView, TaskView
-from tasker.core.waits import with_waiting_for
+from tasker.core.waits import waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
 from tasker.engine import tracing
@@ -53,16 +53,22 @@ def _new_view(
     now: datetime,
 ) -> TaskView:
     bypass = set(values["bypass_steps"])
-    steps = {
-        name: StepView(
+    skipped, pending = Status.SKIPPED.value, Status.PENDING.value
+    statuses = {name: skipped if name in bypass else pending for name in reg.steps}
+    steps = {}
+    for name, tpl in reg.steps.items():
+        status = statuses[name]
+        depends_on = tuple(sorted(tpl.depends_on))
+        ready = all(statuses[d] == skipped for d in depends_on)  # only a skip satisfies one
+        steps[name] = StepView(
             workflow_step_id=ids[name],
             name=name,
-            status=(Status.SKIPPED if name in bypass else Status.PENDING).value,
+            status=status,
             attempts=0,
             retry_limit=tpl.retry_limit,
             retryable=tpl.retryable,
             skippable=tpl.skippable,
-            depends_on=tuple(sorted(tpl.depends_on)),
+            depends_on=depends_on,
             dependent_system=tpl.dependent_system,
             inputs=values["context"],
             results=None,
@@ -71,9 +77,8 @@ def _new_view(
             next_attempt_at=None,
             processed_at=now if name in bypass else None,
             wait_for=tpl.wait_for,
+            waiting_for=waiting_for(status, ready, None, pending, None, tpl.wait_for),
         )
-        for name, tpl in reg.steps.items()
-    }
     return TaskView(
         task_id=task_id,
         name=reg.name,
@@ -88,7 +93,7 @@ def _new_view(
         completed_at=None,
         idempotency_key=values["idempotency_key"],
         next_run_at=now,
-        steps=with_waiting_for(steps, Status.PENDING.value),
+        steps=steps,
         bypass_steps=values["bypass_steps"],
         subject=values["subject"],
         created_at=now,
