@@ -14,7 +14,8 @@ class StepView:
 
     `reattempts` counts the runs that asked to run again later (`step.reattempt`); they
     are not `attempts`. `waiting_for` says why a live step is not running now (None,
-    "dependencies", "time" (see `next_attempt_at`), "event:<name>", "limit" or "paused";
+    "dependencies", "time" (see `next_attempt_at`), "event:<name>", "children", "items",
+    "limit" or "paused"; always None once the task ended, in `error` too;
     `tasker.core.waits`). `wait_for` is the event it waits for (`StepTemplate.wait_for`).
     `idempotency_key` is the same for every attempt of the step and differs between
     steps and tasks. `awaiting` is what an `in_progress` step whose handler returned

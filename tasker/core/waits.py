@@ -10,10 +10,13 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from tasker.core.states import SATISFIED, Status
+from tasker.core.states import SATISFIED, TASK_LIVE, Status
 from tasker.core.views import StepView
 
 _OPEN = (Status.PENDING.value, Status.ERROR.value)
+#: The task statuses whose steps may wait for something: live, or paused until resumed.
+#: A task that ended (in error too) runs none of its steps until a person steps in.
+_WAITING = frozenset({*(s.value for s in TASK_LIVE), Status.PAUSED.value})
 _SATISFIED = frozenset(s.value for s in SATISFIED)
 
 
@@ -57,7 +60,7 @@ def waiting_for(
     event: str | None = None,
     limited: bool = False,
 ) -> str | None:
-    """Why a live step is not running now, or None.
+    """Why a live step (of a live or paused task) is not running now, or None.
 
     Args:
         awaiting: what an in-progress step whose handler returned awaits, else None.
@@ -70,8 +73,11 @@ def waiting_for(
         "paused" (its task is paused), "dependencies" (a step it depends on is not
         satisfied), "time" (a wait, a backoff or a reattempt is due at
         `next_attempt_at`), "limit", "event:<name>", or None (running, finished, failed
-        for good, or ready).
+        for good, ready, or a step of a task that ended: complete, cancelled, resolved,
+        or in `error`, where a pending step will not run unless a person retries it).
     """
+    if task_status not in _WAITING:
+        return None
     if status == Status.IN_PROGRESS.value and awaiting is not None:
         return awaiting
     if status not in _OPEN:

@@ -93,7 +93,10 @@ class Recorder:
             )
             if d.idle and not refreshed:  # children may have ended since they were read
                 refreshed = True
-                p.children = self._io.children(p, {**p.views, **d.steps})
+                # The steps that awaited children when this write was planned: one it
+                # just settled must be settled again by the write planned next (a step
+                # that only now awaits has children this write inserts: none ended).
+                p.children = self._io.children(p, p.views)
                 continue
             refused = slots.take(p.lease.task_id, p.views, d.started, now, lease_until)
             if refused or slots.replan:  # plan again without the steps refused a slot

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,6 +78,37 @@ def _children(conn: Connection, task_ids: list[int]) -> dict[int, list[int]]:
     for r in rows:
         out[int(r.parent_task_id)].append(int(r.task_id))
     return out
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A task a step spawned, as the dashboard draws it under that step."""
+
+    task_id: int
+    name: str
+    status: str
+    parent_step_id: int | None
+
+
+def spawned(db: Database, task_id: int) -> list[Spawned]:
+    """The tasks the steps of `task_id` spawned, in spawn order, with the spawning step."""
+    NT = m.named_tasks
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(T.c.task_id, NT.c.name, T.c.status, T.c.parent_step_id)
+            .join(NT, T.c.named_task_id == NT.c.named_task_id)
+            .where(T.c.parent_task_id == task_id)
+            .order_by(T.c.task_id)
+        ).all()
+    return [
+        Spawned(
+            int(r.task_id),
+            str(r.name),
+            str(r.status),
+            None if r.parent_step_id is None else int(r.parent_step_id),
+        )
+        for r in rows
+    ]
 
 
 def _task_view(

@@ -11,7 +11,7 @@ refresh a page while its task runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -24,6 +24,7 @@ from tasker.app import Tasker
 from tasker.core.states import TASK_FINAL, TASK_LIVE, Status
 from tasker.core.views import StepView, TaskView, TransitionView
 from tasker.errors import TaskerError, TaskNotFoundError, UnknownTaskError
+from tasker.store import queries
 from tasker.web import graph
 from tasker.web.api import TaskId, clean_request, decode_cursor, encode_cursor
 from tasker.web.auth import SESSION_COOKIE, Principal, TokenBook, bearer
@@ -184,36 +185,111 @@ def _row(task: TaskView) -> dict[str, Any]:
 
 
 def _note(step: StepView) -> str:
-    waiting = getattr(step, "waiting_for", None)
-    items = getattr(step, "items", None)
-    if isinstance(items, Mapping) and items.get("total"):
-        return f"{items.get('complete', 0)}/{items['total']} items"
-    if waiting:
-        return f"waits: {waiting}"
+    if step.items and step.items.get("total"):
+        return f"{step.items.get('complete', 0)}/{step.items['total']} items"
+    if _awaits(step):
+        return f"awaits {step.awaiting}"
+    if step.waiting_for:
+        return f"waits: {step.waiting_for}"
     if step.status in ("error", "in_progress") or step.attempts > 1:
         return f"try {step.attempts}/{step.retry_limit if step.retryable else 1}"
     return ""
 
 
 def _display_status(step: StepView) -> str:
-    waiting = getattr(step, "waiting_for", None)
+    waiting = step.waiting_for
     if step.status == "pending" and waiting and waiting not in ("dependencies",):
         return "paused" if waiting == "paused" else "waiting"
     return step.status
 
 
-def dag_svg(task: TaskView, labels: Mapping[tuple[str, str], str] | None = None) -> str:
+#: The spawned tasks drawn under one step; more are one "+N more" node.
+CHILD_NODES = 8
+
+
+def _awaits(step: StepView) -> str | None:
+    """What a step whose handler returned still waits for: children or items."""
+    return step.awaiting if step.status == "in_progress" else None
+
+
+def _child_nodes(
+    task: TaskView, children: Sequence[queries.Spawned]
+) -> tuple[list[graph.Node], list[tuple[str, str]]]:
+    """Nodes for the tasks the steps spawned, each linked from its step.
+
+    At most `CHILD_NODES` per step, then one node counting the rest.
+    """
+    step_of = {s.workflow_step_id: s.name for s in task.steps.values()}
+    by_step: dict[str, list[queries.Spawned]] = {}
+    for child in children:
+        step = step_of.get(child.parent_step_id) if child.parent_step_id is not None else None
+        if step is not None:
+            by_step.setdefault(step, []).append(child)
+    nodes: list[graph.Node] = []
+    edges: list[tuple[str, str]] = []
+    for step, spawned in by_step.items():
+        for child in spawned[:CHILD_NODES]:
+            key = f"task #{child.task_id}"
+            nodes.append(
+                graph.Node(
+                    key,
+                    child.status,
+                    "spawned task",
+                    f"/tasks/{child.task_id}",
+                    child=child.task_id,
+                    label=f"#{child.task_id} {child.name}",
+                )
+            )
+            edges.append((step, key))
+        rest = len(spawned) - CHILD_NODES
+        if rest > 0:
+            key = f"{step} +{rest}"
+            nodes.append(graph.Node(key, None, "see Children", "#children", label=f"+{rest} more"))
+            edges.append((step, key))
+    return nodes, edges
+
+
+def dag_svg(
+    task: TaskView,
+    labels: Mapping[tuple[str, str], str] | None = None,
+    children: Sequence[queries.Spawned] = (),
+) -> str:
     """The task's DAG: a node per step, coloured, labelled and linked to its details.
 
     `labels`: the branch labels of its decision steps, by edge (`graph.branch_labels`).
+    `children`: the tasks its steps spawned, drawn linked from their steps.
     """
     nodes = [
-        graph.Node(s.name, _display_status(s), _note(s), f"#step-{s.name}")
+        graph.Node(s.name, _display_status(s), _note(s), f"#step-{s.name}", awaits=_awaits(s))
         for s in task.steps.values()
     ]
     edges = [(d, s.name) for s in task.steps.values() for d in s.depends_on]
+    spawned, spawn_edges = _child_nodes(task, children)
     title = f"task {task.task_id}: {task.name} {task.version}"
-    return graph.svg(nodes, edges, labels, title=title)
+    return graph.svg(nodes + spawned, edges, labels, title=title, spawn_edges=spawn_edges)
+
+
+def _items(step: StepView) -> str:
+    """A for_each step's progress, "complete/total" (and how many failed), else ""."""
+    if not step.items:
+        return ""
+    failed = step.items.get("error", 0)
+    done = f"{step.items.get('complete', 0)}/{step.items.get('total', 0)}"
+    return f"{done} ({failed} failed)" if failed else done
+
+
+def _task_error(task: TaskView) -> str | None:
+    """Why a task in error failed: its own error, else its failed steps' errors."""
+    if task.status != "error":
+        return None
+    if task.error:
+        return str(task.error.get("message") or task.error)
+    failed = [
+        f"step {s.name}: {(s.error or {}).get('message', 'failed')}"
+        for s in task.steps.values()
+        if s.status == "error"
+    ]
+    return "; ".join(failed) or "the task ended in error"
 
 
 def _branch_labels(app: Tasker, task: TaskView) -> dict[tuple[str, str], str]:
@@ -254,7 +330,8 @@ def task_page(
         "task.html",
         principal,
         task=task,
-        svg=dag_svg(task, _branch_labels(app, task)),
+        svg=dag_svg(task, _branch_labels(app, task), queries.spawned(app.db, task_id)),
+        task_error=_task_error(task),
         steps=list(task.steps.values()),
         task_history=by_step.get(None, []),
         step_history=by_step,
@@ -264,11 +341,13 @@ def task_page(
         live=task.status in _LIVE,
         final=task.status in _FINAL,
         can_retry=failed_for_good and task.status not in _FINAL,
-        can_resume=task.status == "paused" and hasattr(app, "resume"),
-        can_signal=hasattr(app, "signal") and task.status not in _FINAL,
-        parent=getattr(task, "parent_task_id", None),
-        children=list(getattr(task, "children", ()) or ()),
+        can_resume=task.status == "paused",
+        can_signal=task.status not in _FINAL,
+        parent=task.parent_task_id,
+        children=list(task.children),
         note=_note,
+        items=_items,
+        awaits=_awaits,
         display_status=_display_status,
     )
 
@@ -314,7 +393,7 @@ async def task_action(request: Request, task_id: TaskId, action: str) -> Respons
         elif action == "retry":
             app.retry(task_id)
             done = "the failed steps got a fresh attempt budget and run again"
-        elif action == "resume" and hasattr(app, "resume"):
+        elif action == "resume":
             app.resume(task_id)
             done = "task resumed"
         elif action == "resolve":
@@ -324,7 +403,7 @@ async def task_action(request: Request, task_id: TaskId, action: str) -> Respons
                 raise _Refused("results must be a JSON object")
             app.resolve_step(task_id, step, results)
             done = f"step {step} resolved by hand"
-        elif action == "signal" and hasattr(app, "signal"):
+        elif action == "signal":
             event = str(form.get("event") or "")
             app.signal(task_id, event, _parse("payload", str(form.get("payload") or "")))
             done = f"event {event} signalled"

@@ -43,17 +43,28 @@ LOOKS: dict[str, Look] = {
 }
 NEUTRAL = Look("#f5f7fa", "#5b6b7f", "#1b2430", "•")
 
+#: A step's edge to a task it spawned: dashed, darker than a dependency's.
+SPAWN_EDGE = 'class="edge spawn" stroke="#5b6b7f" stroke-dasharray="6 4"'
+
 NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 168, 46, 64, 18, 16
 
 
 @dataclass(frozen=True)
 class Node:
-    """A step to draw: its name, status (None: a handler's DAG) and a second line."""
+    """A node to draw: its name, status (None: a handler's DAG) and a second line.
+
+    `awaits` is what a step whose handler returned still waits for ("children",
+    "items"; drawn as a dotted ring around it). `child` is the id of a task a step
+    spawned (drawn as a pill, labelled `label`); `label` defaults to the name.
+    """
 
     name: str
     status: str | None = None
     note: str = ""
     href: str | None = None
+    awaits: str | None = None
+    child: int | None = None
+    label: str | None = None
 
 
 @dataclass
@@ -114,10 +125,14 @@ def svg(
     edges: Sequence[tuple[str, str]],
     edge_labels: Mapping[tuple[str, str], str] | None = None,
     title: str = "DAG",
+    spawn_edges: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The DAG as an inline SVG element (nodes link to `href` when given)."""
+    """The DAG as an inline SVG element (nodes link to `href` when given).
+
+    `spawn_edges` link a step to the tasks it spawned (dashed, marked "spawned").
+    """
     names = [n.name for n in nodes]
-    placed = layout(names, edges)
+    placed = layout(names, [*edges, *spawn_edges])
     by_name = {n.name: n for n in nodes}
     labels = edge_labels or {}
     parts = [
@@ -129,14 +144,18 @@ def svg(
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="#5b6b7f"/></marker></defs>',
     ]
-    for frm, to in edges:
+    spawns = set(spawn_edges)
+    for frm, to in [*spawn_edges, *edges]:
         (x1, y1), (x2, y2) = placed.xy[frm], placed.xy[to]
         sx, sy, ex, ey = x1 + NODE_W, y1 + NODE_H // 2, x2, y2 + NODE_H // 2
         mid = (sx + ex) // 2
+        spawn = (frm, to) in spawns
+        look = SPAWN_EDGE if spawn else 'class="edge" stroke="#8795a8"'
         parts.append(
-            f'<path class="edge" data-from="{escape(frm)}" data-to="{escape(to)}" '
+            f'<path {look} data-from="{escape(frm)}" data-to="{escape(to)}" '
             f'd="M{sx},{sy} C{mid},{sy} {mid},{ey} {ex - 2},{ey}" fill="none" '
-            'stroke="#8795a8" stroke-width="1.5" marker-end="url(#arrow)"/>'
+            f'stroke-width="1.5" marker-end="url(#arrow)">'
+            f"{'<title>spawned</title>' if spawn else ''}</path>"
         )
         label = labels.get((frm, to))
         if label:
@@ -145,29 +164,55 @@ def svg(
                 f'text-anchor="middle">{escape(_short(label, 20))}</text>'
             )
     for name in names:
-        node = by_name[name]
-        look = LOOKS.get(node.status or "", NEUTRAL)
-        x, y = placed.xy[name]
-        status = node.status or ""
-        second = " · ".join(p for p in (status.replace("_", " "), node.note) if p)
-        dash = f' stroke-dasharray="{look.dash}"' if look.dash else ""
-        shape = (
-            f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" '
-            f'fill="{look.fill}" stroke="{look.stroke}" stroke-width="2"{dash}/>'
-            f'<text x="{x + 12}" y="{y + 19}" fill="{look.text}" class="glyph">{look.glyph}</text>'
-            f'<text x="{x + 30}" y="{y + 19}" fill="{look.text}" class="node-name">'
-            f"{escape(_short(name, 18))}</text>"
-            f'<text x="{x + 30}" y="{y + 36}" fill="{look.text}" class="node-status">'
-            f"{escape(_short(second, 24))}</text>"
-        )
-        tip = f"<title>{escape(name)}: {escape(second or 'step')}</title>"
-        body = f'<g class="node status-{escape(status or "none")}" data-step="{escape(name)}" '
-        body += f'data-status="{escape(status)}" data-fill="{look.fill}">{tip}{shape}</g>'
-        if node.href:
-            body = f'<a href="{escape(node.href)}">{body}</a>'
-        parts.append(body)
+        parts.append(_node(by_name[name], *placed.xy[name]))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _node(node: Node, x: int, y: int) -> str:
+    """One node: a box (a pill for a spawned task), glyph, name, a line saying its status.
+
+    A step that awaits children or items gets a dotted ring around it.
+    """
+    look = LOOKS.get(node.status or "", NEUTRAL)
+    status = node.status or ""
+    second = " · ".join(p for p in (status.replace("_", " "), node.note) if p)
+    tip = f"<title>{escape(node.label or node.name)}: {escape(second or 'step')}</title>"
+    if node.awaits and node.note:
+        second = node.note  # the ring and glyph say it runs; the line says what it awaits
+    dash = f' stroke-dasharray="{look.dash}"' if look.dash else ""
+    label = node.label or node.name
+    ring = ""
+    if node.awaits:
+        ring = (
+            f'<rect class="awaits-ring" x="{x - 5}" y="{y - 5}" width="{NODE_W + 10}" '
+            f'height="{NODE_H + 10}" rx="12" fill="none" stroke="#1b2430" stroke-width="2.5" '
+            'stroke-dasharray="0.5 5" stroke-linecap="round"/>'
+        )
+    shape = (
+        f'{ring}<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" '
+        f'rx="{NODE_H // 2 if node.child is not None else 8}" '
+        f'fill="{look.fill}" stroke="{look.stroke}" stroke-width="2"{dash}/>'
+        f'<text x="{x + 12}" y="{y + 19}" fill="{look.text}" class="glyph">{look.glyph}</text>'
+        f'<text x="{x + 30}" y="{y + 19}" fill="{look.text}" class="node-name">'
+        f"{escape(_short(label, 18))}</text>"
+        f'<text x="{x + 30}" y="{y + 36}" fill="{look.text}" class="node-status">'
+        f"{escape(_short(second, 24))}</text>"
+    )
+    kind = "child" if node.child is not None else "step"
+    attrs = f'class="node status-{escape(status or "none")} {kind}" '
+    attrs += (
+        f'data-child="{node.child}" '
+        if node.child is not None
+        else f'data-step="{escape(node.name)}" '
+    )
+    if node.awaits:
+        attrs += f'data-awaits="{escape(node.awaits)}" '
+    attrs += f'data-status="{escape(status)}" data-fill="{look.fill}"'
+    body = f"<g {attrs}>{tip}{shape}</g>"
+    if node.href:
+        body = f'<a href="{escape(node.href)}">{body}</a>'
+    return body
 
 
 def handler_edges(reg: RegisteredTask) -> list[tuple[str, str]]:

@@ -1,13 +1,23 @@
-"""The JSON shapes of the HTTP API (pydantic models: they are the OpenAPI schema too)."""
+"""The JSON shapes of the HTTP API (pydantic models: they are the OpenAPI schema too).
+
+The shapes of what the API returns about tasks are built from the view dataclasses
+of `tasker.core.views` (`view_model`), so the views are declared in one place.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import operator
+from collections import abc
+from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Any
+from types import GenericAlias, UnionType
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from tasker.core.states import Status
 from tasker.core.views import AnnotationView, StepView, TaskView, TransitionView
 
 MAX_ID = 2**63 - 1
@@ -53,98 +63,114 @@ class StepPatch(BaseModel):
     inputs: dict[str, Any] | None = None
 
 
-class StepOut(BaseModel):
-    """A step view."""
+#: What each view field means, where its name alone does not say (the OpenAPI
+#: descriptions), by view class and field name.
+DESCRIPTIONS: dict[type, dict[str, str]] = {
+    StepView: {
+        "status": "the stored status: " + ", ".join(s.value for s in Status),
+        "attempts": "attempts started (reattempts are counted apart)",
+        "depends_on": "the steps it waits for, from the task's stored edges",
+        "inputs": "what its handler sees as step.inputs: its own inputs, else the task's context",
+        "results": "its handler's results (null before it ran, or if skipped)",
+        "error": "its last attempt's error: {message, error_class, backtrace, ...}, or null",
+        "reattempts": "runs that asked to run again later (step.reattempt)",
+        "awaiting": "what an in_progress step whose handler returned waits for: "
+        "children or items (null otherwise)",
+        "wait_for": "the event it waits for (StepTemplate.wait_for), or null",
+        "waiting_for": "why a live step is not running now: dependencies, time, event:<name>, "
+        "children, items, limit or paused (null when it runs or has finished)",
+        "items": "a for_each step's item counts {total, complete, error, pending}, else null",
+        "idempotency_key": "the same for every attempt of this step, unique across steps",
+    },
+    TaskView: {
+        "status": "the stored status: "
+        + ", ".join(s.value for s in Status if s is not Status.SKIPPED),
+        "steps": "the step views, keyed by step name, in topological order",
+        "idempotency_key": "the key its request was enqueued with, or null",
+        "next_run_at": "when the engine next looks at it (a wait or backoff), or null",
+        "bypass_steps": "the steps its request asked to skip (sorted)",
+        "subject": "what the task is about (TaskRequest.subject), or null",
+        "created_at": "when it was stored",
+        "parent_task_id": "the task whose step spawned this one (null if no step did)",
+        "children": "the ids of the tasks its steps spawned, in spawn order",
+        "error": "why the task itself ended in error ({message, ...}, e.g. a task timeout), "
+        "or null",
+        "deadline_at": "when it times out (null: its handler has no timeout)",
+    },
+    TransitionView: {"step": "the step that changed (null: the task itself)"},
+}
 
-    model_config = ConfigDict(extra="allow")
 
-    workflow_step_id: int
-    name: str
-    status: str
-    attempts: int
-    retry_limit: int
-    retryable: bool
-    skippable: bool
-    depends_on: list[str]
-    dependent_system: str
-    inputs: Any = None
-    results: Any = None
-    error: dict[str, Any] | None = None
-    last_attempted_at: datetime | None = None
-    next_attempt_at: datetime | None = None
-    processed_at: datetime | None = None
-    reattempts: int = 0
-    waiting_for: str | None = Field(
-        default=None,
-        description="why a live step is not running now: dependencies, time, event:<name>, "
-        "children, items, limit or paused (None when it runs or has finished)",
+def _out_type(hint: Any, models: Mapping[type, type[BaseModel]]) -> Any:
+    """The pydantic type of a view field's type hint (what its JSON holds).
+
+    Nested views become their models, tuples and sequences lists, mappings dicts.
+    """
+    if hint in models:
+        return models[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return functools.reduce(operator.or_, (_out_type(a, models) for a in args))
+    if origin in (tuple, list, abc.Sequence):
+        return GenericAlias(list, (_out_type(args[0], models),))
+    if origin in (dict, abc.Mapping):
+        return GenericAlias(dict, tuple(_out_type(a, models) for a in args))
+    return hint
+
+
+def view_model(
+    view: type, name: str, models: Mapping[type, type[BaseModel]] | None = None
+) -> type[BaseModel]:
+    """The API model of a view dataclass: a field for each of its fields, every one present.
+
+    Built from the dataclass's fields and type hints, so a field added to a view is in
+    the API and its OpenAPI schema with nothing else to change; `DESCRIPTIONS` describes
+    them. `models` maps the nested views (e.g. `StepView`) to their models. Unknown
+    fields are refused (`extra="forbid"`): the schema says all the JSON holds.
+
+    Args:
+        view: a dataclass of `tasker.core.views`.
+        name: the model's (and its OpenAPI schema's) name.
+        models: the models of the views its fields hold.
+    """
+    hints = get_type_hints(view)
+    described = DESCRIPTIONS.get(view, {})
+    fields: dict[str, Any] = {
+        f.name: (
+            _out_type(hints[f.name], models or {}),
+            Field(description=described.get(f.name)),
+        )
+        for f in dataclasses.fields(view)
+    }
+    doc = (view.__doc__ or name).split("\n\n")[0].strip()
+    return create_model(
+        name, __config__=ConfigDict(extra="forbid"), __doc__=doc, __module__=__name__, **fields
     )
 
 
-class AnnotationOut(BaseModel):
-    """One annotation."""
-
-    task_id: int
-    annotation_type: str
-    annotation: Any = None
-    created_at: datetime
-
-
-class TaskOut(BaseModel):
-    """A task view, with `steps` keyed by step name."""
-
-    model_config = ConfigDict(extra="allow")
-
-    task_id: int
-    name: str
-    version: str
-    status: str
-    context: Any = None
-    tags: list[str]
-    initiator: str
-    source_system: str
-    reason: str
-    requested_at: datetime
-    completed_at: datetime | None = None
-    idempotency_key: str | None = None
-    next_run_at: datetime | None = None
-    steps: dict[str, StepOut]
-    annotations: list[AnnotationOut] = Field(default_factory=list)
-    bypass_steps: list[str] = Field(default_factory=list)
-    subject: str | None = None
-    created_at: datetime | None = None
+def page_model(item: type[BaseModel], name: str, doc: str) -> type[BaseModel]:
+    """A page of `item`s: `{"items": [...], "next_cursor": str | null}`."""
+    items: Any = GenericAlias(list, (item,))
+    return create_model(
+        name,
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=doc,
+        __module__=__name__,
+        items=(items, ...),
+        next_cursor=(
+            str | None,
+            Field(None, description="pass as `cursor` for the next page (null: the last)"),
+        ),
+    )
 
 
-class TaskPage(BaseModel):
-    """A page of tasks, newest first; pass `next_cursor` as `cursor` for the next."""
-
-    items: list[TaskOut]
-    next_cursor: str | None
-
-
-class TransitionOut(BaseModel):
-    """One status change (`step` None: the task's own)."""
-
-    step: str | None
-    from_status: str | None
-    to_status: str
-    reason: str
-    attempt: int | None
-    created_at: datetime
-
-
-class HistoryPage(BaseModel):
-    """A task's audit trail, oldest first."""
-
-    items: list[TransitionOut]
-    next_cursor: str | None = None
-
-
-class AnnotationPage(BaseModel):
-    """Annotations, oldest first."""
-
-    items: list[AnnotationOut]
-    next_cursor: str | None = None
+StepOut = view_model(StepView, "StepOut")
+AnnotationOut = view_model(AnnotationView, "AnnotationOut")
+TransitionOut = view_model(TransitionView, "TransitionOut")
+TaskOut = view_model(TaskView, "TaskOut", {StepView: StepOut, AnnotationView: AnnotationOut})
+TaskPage = page_model(TaskOut, "TaskPage", "A page of tasks, newest first.")
+HistoryPage = page_model(TransitionOut, "HistoryPage", "A task's audit trail, oldest first.")
+AnnotationPage = page_model(AnnotationOut, "AnnotationPage", "Annotations, oldest first.")
 
 
 class StepTemplateOut(BaseModel):

@@ -47,6 +47,28 @@ def test_waiting_for_says_why_a_live_step_is_not_running(status, deps, due, task
     assert waiting_for(status, deps, due, task) == expected
 
 
+@pytest.mark.parametrize("task", ["error", "cancelled", "complete", "resolved_manually"])
+@pytest.mark.parametrize(
+    ("status", "deps", "due", "awaiting", "event", "limited"),
+    [
+        ("pending", False, None, None, None, False),  # after a step that failed for good
+        ("pending", True, T0, None, None, False),  # its wait was due later
+        ("pending", True, None, None, "go", False),  # its event never came
+        ("pending", True, None, None, None, True),  # held by a limit
+        ("error", True, T0, None, None, False),  # a backoff the task's end overtook
+        ("in_progress", True, None, "children", None, False),
+        ("in_progress", True, None, "items", None, False),
+    ],
+)
+def test_no_step_of_a_task_that_ended_waits_for_anything(
+    task, status, deps, due, awaiting, event, limited
+):
+    """Given a task that ended (in error, or otherwise), Then none of its steps shows a
+    `waiting_for`: they will not run unless a person steps in (API.md: "why a live step
+    is not running now")."""
+    assert waiting_for(status, deps, due, task, awaiting, event, limited) is None
+
+
 def _view(step_id: int, name: str, status: str, depends_on: tuple[str, ...] = ()) -> StepView:
     return StepView(
         step_id, name, status, 0, 3, True, False, depends_on, "default", None, None, None,

@@ -46,7 +46,7 @@ def test_svg_draws_every_status_with_colour_glyph_and_label():
     nodes = [graph.Node(f"s-{st}", st) for st in graph.LOOKS] + [graph.Node("<b>&", None)]
     out = graph.svg(nodes, [("s-pending", "s-error")], {("s-pending", "s-error"): "yes"})
     for status, look in graph.LOOKS.items():
-        node = re.search(rf'<g class="node status-{status}".*?</g>', out)
+        node = re.search(rf'<g class="node status-{status} step".*?</g>', out)
         assert node, status
         assert look.fill in node.group() and look.glyph in node.group()
         assert status.replace("_", " ") in node.group()

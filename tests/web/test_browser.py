@@ -157,6 +157,107 @@ def test_a_running_task_page_updates_itself_without_a_reload(server: Server, bro
     page.close()
 
 
+def _until(api: Any, tid: int, check: Any, what: str) -> Any:
+    """Poll the task's JSON until `check(body)` holds."""
+    deadline = time.monotonic() + 30
+    while True:
+        body = api.get(f"/api/v1/tasks/{tid}").json()
+        if check(body):
+            return body
+        assert time.monotonic() < deadline, f"task {tid}: {what} never held: {body}"
+        time.sleep(0.05)
+
+
+def test_spawned_children_awaiting_steps_and_item_progress_are_drawn(
+    server: Server, browser: Any
+) -> None:
+    """Given a task whose fan_out step spawned two running tasks and awaits them, when its
+    page is open, then fan_out has a dotted ring and data-awaits="children", and each
+    child is a node linked from it by a dashed edge, leading to the child's page (which
+    links back to its parent); when the children finish, the page updates itself until
+    the task is complete and the ring is gone. Given a for_each step with two of its three
+    items done, then its node and the Items column say 2/3 and it awaits items."""
+    with server.client() as api:
+        tid = api.post("/api/v1/tasks", json={"name": "fanout"}).json()["task_id"]
+        batch = api.post("/api/v1/tasks", json={"name": "batch"}).json()["task_id"]
+        body = _until(
+            api,
+            tid,
+            lambda b: b["steps"]["fan_out"]["waiting_for"] == "children",
+            "fan_out awaits its children",
+        )
+        children = body["children"]
+        assert len(children) == 2
+        _until(
+            api,
+            batch,
+            lambda b: (b["steps"]["each"]["items"] or {}).get("complete") == 2,
+            "two items done",
+        )
+
+    page = _log_in(browser, server, READ_TOKEN)
+    page.goto(f"{server.url}/tasks/{tid}")
+    fan_out = page.locator('svg.dag g[data-step="fan_out"]')
+    assert fan_out.get_attribute("data-awaits") == "children"
+    assert fan_out.locator("rect.awaits-ring").get_attribute("stroke-dasharray")
+    assert "awaits children" in fan_out.locator(".node-status").text_content()
+    assert page.locator('tr[data-step="fan_out"] [data-awaits="children"]').count() == 1
+    for child in children:
+        node = page.locator(f'svg.dag g[data-child="{child}"]')
+        assert node.count() == 1
+        assert f"#{child} gated" in node.locator(".node-name").text_content()
+        edge = page.locator(f'svg.dag path.spawn[data-from="fan_out"][data-to="task #{child}"]')
+        assert edge.count() == 1
+    assert page.locator('svg.dag g[data-step="report"]').get_attribute("data-awaits") is None
+    _shoot(page, server, "task-children.png")
+
+    page.click(f'svg.dag g[data-child="{children[0]}"]')
+    page.wait_for_url(f"{server.url}/tasks/{children[0]}")
+    assert page.locator(f'a[href="/tasks/{tid}"]').count() >= 1  # back to the parent
+    page.goto(f"{server.url}/tasks/{tid}")
+    for child in children:
+        (server.folder / "marks" / f"{child}.open").write_text("go")
+    page.wait_for_selector("h1 .badge.status-complete", timeout=30_000)
+    assert page.locator('svg.dag g[data-step="fan_out"]').get_attribute("data-status") == (
+        "complete"
+    )
+    assert page.locator("svg.dag rect.awaits-ring").count() == 0
+    for child in children:
+        node = page.locator(f'svg.dag g[data-child="{child}"]')
+        assert node.get_attribute("data-status") == "complete"
+
+    page.goto(f"{server.url}/tasks/{batch}")
+    each = page.locator('svg.dag g[data-step="each"]')
+    assert each.get_attribute("data-status") == "in_progress"  # its last item runs
+    assert "2/3 items" in each.locator(".node-status").text_content()
+    assert page.locator('tr[data-step="each"] td[data-items]').inner_text() == "2/3"
+    assert page.locator("th", has_text="Items").count() == 1
+    _shoot(page, server, "task-items.png")
+    (server.folder / "marks" / f"{batch}.items").write_text("go")
+    page.wait_for_selector("h1 .badge.status-complete", timeout=30_000)
+    page.close()
+
+
+def test_a_task_in_error_shows_a_banner_with_its_error(server: Server, browser: Any) -> None:
+    """Given a task that timed out (its own error, not a step's), when its page is open,
+    then an alert banner says the task failed and why; a complete task has no banner."""
+    with server.client() as api:
+        tid = api.post("/api/v1/tasks", json={"name": "stalled"}).json()["task_id"]
+        ok = api.post("/api/v1/tasks", json={"name": "greet", "context": {"who": "x"}})
+        wait_for(api, ok.json()["task_id"], "complete")
+        body = wait_for(api, tid, "error")
+        assert body["error"]["message"].startswith("task timed out")
+    page = _log_in(browser, server, READ_TOKEN)
+    page.goto(f"{server.url}/tasks/{tid}")
+    banner = page.locator("[data-task-error][role=alert]")
+    assert "Task failed" in banner.inner_text()
+    assert body["error"]["message"] in banner.inner_text()
+    _shoot(page, server, "task-timed-out.png")
+    page.goto(f"{server.url}/tasks/{ok.json()['task_id']}")
+    assert page.locator("[data-task-error]").count() == 0
+    page.close()
+
+
 def test_under_ci_a_missing_chromium_fails_loudly(tmp_path: Path) -> None:
     """Given CI=true and no Chromium where the browser tests look, when they run, then
     they fail (never skip) saying Chromium is missing and how to install it."""

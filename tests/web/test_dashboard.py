@@ -137,7 +137,7 @@ def test_list_counts_filters_and_the_dag_of_fifty_steps(server: Server, login) -
         by_name = api.get("/", params={"name": "wide"}).text
         assert f'data-task="{wide}"' in by_name and f'data-task="{failed}"' not in by_name
         big = api.get(f"/tasks/{wide}").text
-        assert big.count('class="node status-complete"') == 50
+        assert big.count('class="node status-complete step"') == 50
         assert big.count('class="edge"') == 49
         small = api.get(f"/tasks/{failed}").text
         assert 'data-step="charge" data-status="error" data-fill="#D55E00"' in small

@@ -23,7 +23,10 @@ TOKENS = f"{WRITE_TOKEN}:write,{READ_TOKEN}:read"
 #: The app the server serves: `greet` (one step), `shipping` (a DAG whose `charge` step
 #: fails for good on its first attempt of each task, and succeeds once retried) and
 #: `wide` (50 steps in layers, for the dashboard's layout) and `gated` (its first step runs
-#: until the file `marks/<task_id>.open` exists).
+#: until the file `marks/<task_id>.open` exists), `fanout` (its `fan_out` step spawns two
+#: `gated` tasks and awaits them), `batch` (a `for_each` step over three items, the last
+#: running until `marks/<task_id>.items` exists) and `stalled` (a 1 s task timeout while
+#: its step runs for 3 s).
 APP_MODULE = textwrap.dedent(
     """
     import os
@@ -96,6 +99,43 @@ APP_MODULE = textwrap.dedent(
             StepTemplate(name="slow", handler=ok, depends_on=["route"]),
         ]
 
+    def fan_out(task, sequence, step):
+        from tasker import TaskRequest
+        for lane in ("east", "west"):
+            step.spawn(TaskRequest(name="gated", context={"lane": lane}), key=lane)
+        return {"spawned": 2}
+
+    class Fanout(TaskHandler):
+        name = "fanout"
+        step_templates = [
+            StepTemplate(name="fan_out", handler=fan_out),
+            StepTemplate(name="report", handler=ok, depends_on=["fan_out"]),
+        ]
+
+    def each(task, sequence, step):
+        if step.item == "slow":
+            gate = MARKS / f"{task.task_id}.items"
+            for _ in range(1200):
+                if gate.exists():
+                    break
+                time.sleep(0.05)
+        return {"item": step.item}
+
+    class Batch(TaskHandler):
+        name = "batch"
+        step_templates = [
+            StepTemplate(name="each", handler=each, for_each=lambda t, s: ["a", "b", "slow"]),
+        ]
+
+    def slow(task, sequence, step):
+        time.sleep(3)
+        return {"late": True}
+
+    class Stalled(TaskHandler):
+        name = "stalled"
+        timeout = 1
+        step_templates = [StepTemplate(name="hold", handler=slow)]
+
     class Wide(TaskHandler):
         name = "wide"
         step_templates = [StepTemplate(name="s00", handler=ok)] + [
@@ -109,6 +149,9 @@ APP_MODULE = textwrap.dedent(
     app.register(Wide)
     app.register(Gated)
     app.register(Approval)
+    app.register(Fanout)
+    app.register(Batch)
+    app.register(Stalled)
     app.migrate()
     """
 )
