@@ -21,7 +21,7 @@ from tasker.core.clock import as_utc
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import Status
 from tasker.core.views import StepView, TaskView
-from tasker.core.waits import with_waiting_for
+from tasker.core.waits import waiting_for
 from tasker.definition.registry import RegisteredTask
 from tasker.definition.request import TaskRequest
 from tasker.engine import tracing
@@ -53,16 +53,22 @@ def _new_view(
     now: datetime,
 ) -> TaskView:
     bypass = set(values["bypass_steps"])
-    steps = {
-        name: StepView(
+    skipped, pending = Status.SKIPPED.value, Status.PENDING.value
+    statuses = {name: skipped if name in bypass else pending for name in reg.steps}
+    steps = {}
+    for name, tpl in reg.steps.items():
+        status = statuses[name]
+        depends_on = tuple(sorted(tpl.depends_on))
+        ready = all(statuses[d] == skipped for d in depends_on)  # only a skip satisfies one
+        steps[name] = StepView(
             workflow_step_id=ids[name],
             name=name,
-            status=(Status.SKIPPED if name in bypass else Status.PENDING).value,
+            status=status,
             attempts=0,
             retry_limit=tpl.retry_limit,
             retryable=tpl.retryable,
             skippable=tpl.skippable,
-            depends_on=tuple(sorted(tpl.depends_on)),
+            depends_on=depends_on,
             dependent_system=tpl.dependent_system,
             inputs=values["context"],
             results=None,
@@ -71,9 +77,8 @@ def _new_view(
             next_attempt_at=None,
             processed_at=now if name in bypass else None,
             wait_for=tpl.wait_for,
+            waiting_for=waiting_for(status, ready, None, pending, None, tpl.wait_for),
         )
-        for name, tpl in reg.steps.items()
-    }
     return TaskView(
         task_id=task_id,
         name=reg.name,
@@ -88,7 +93,7 @@ def _new_view(
         completed_at=None,
         idempotency_key=values["idempotency_key"],
         next_run_at=now,
-        steps=with_waiting_for(steps, Status.PENDING.value),
+        steps=steps,
         bypass_steps=values["bypass_steps"],
         subject=values["subject"],
         created_at=now,
@@ -317,26 +322,24 @@ def _store(
     raise InvalidRequestError("could not store the task: the idempotency key kept colliding")
 
 
-def new_task(
+def checked_task(
     catalog: Catalog,
     reg: RegisteredTask,
     req: TaskRequest,
+    values: dict[str, Any],
     now: datetime,
     extra: dict[str, Any],
     caller: Connection | None = None,
 ) -> NewTask:
-    """The row of a task checked as `enqueue` checks it, stored later by someone else.
+    """The row of a checked task, stored later by someone else.
 
-    For `step.spawn`: the child is inserted with its parent's outcome.
+    `values` is what `check_request` gave. For `step.spawn`: the child is inserted with
+    its parent's outcome.
 
     Args:
         extra: more task columns (the child's id and parent, see `NewTask`).
         caller: a connection in an open transaction for the catalog rows it may need.
-
-    Raises:
-        The errors of `check_request`.
     """
-    values = check_request(reg, req)
     built = _build(catalog, reg, req, values, now, 0, caller).new
     return NewTask({**built.values, **extra}, built.steps, built.edges)
 
@@ -429,21 +432,11 @@ def _by_keys(
     keyed = [c for c in checked if c.key is not None]
     if not keyed:
         return {}
-    with reading(db, caller) as conn:
-        rows = conn.execute(
-            sa.select(
-                m.tasks.c.idempotency_key,
-                m.tasks.c.task_id,
-                m.tasks.c.request_digest,
-                m.named_tasks.c.version,
-            )
-            .join(m.named_tasks, m.tasks.c.named_task_id == m.named_tasks.c.named_task_id)
-            .where(m.tasks.c.idempotency_key.in_([c.key for c in keyed]))
-        ).all()
-    stored = {r.idempotency_key: r for r in rows}
+    keys = [c.key for c in keyed if c.key is not None]
+    stored = _keyed_rows(db, keys, caller)
     answered: dict[int, Accepted] = {}
     for c in keyed:
-        row = stored.get(c.key)
+        row = stored.get(c.key or "")
         if row is None:
             continue
         try:
@@ -453,6 +446,50 @@ def _by_keys(
                 tag_request(exc, c.index)
             raise
     return answered
+
+
+def _keyed_rows(db: Database, keys: Sequence[str], caller: Connection | None) -> dict[str, Any]:
+    """The stored tasks under some idempotency keys, by key (one query)."""
+    with reading(db, caller) as conn:
+        rows = conn.execute(
+            sa.select(
+                m.tasks.c.idempotency_key,
+                m.tasks.c.task_id,
+                m.tasks.c.request_digest,
+                m.tasks.c.parent_step_id,
+                m.named_tasks.c.version,
+            )
+            .join(m.named_tasks, m.tasks.c.named_task_id == m.named_tasks.c.named_task_id)
+            .where(m.tasks.c.idempotency_key.in_(keys))
+        ).all()
+    return {r.idempotency_key: r for r in rows}
+
+
+def keyed_task(
+    db: Database,
+    reg: RegisteredTask,
+    req: TaskRequest,
+    values: dict[str, Any],
+    caller: Connection | None = None,
+) -> tuple[int, int | None] | None:
+    """The task stored under a checked request's idempotency key, as `enqueue` answers it.
+
+    Args:
+        values: the request's checked values (`check_request`), with a key.
+
+    Returns:
+        (task id, the step that spawned it or None), or None if no task has the key.
+
+    Raises:
+        IdempotencyConflictError: the key was used with a different request.
+    """
+    key = values["idempotency_key"]
+    row = _keyed_rows(db, [key], caller).get(key)
+    if row is None:
+        return None
+    accepted = _same_request(reg, req, values, row)
+    parent = row.parent_step_id
+    return accepted.task_id, None if parent is None else int(parent)
 
 
 def _raise_duplicate(

@@ -6,6 +6,9 @@ asks these functions what to write. An item attempt is counted when it starts
 step's retry rules leave it an attempt, else for good. The step completes once every
 item has; it fails for good once an item has no attempt left and none other runs or
 is due; else it waits ("items") until the next item's backoff ends (`verdict`).
+An item's handler may ask for flow control (`requested`): `step.reattempt` and
+`step.skip` act on that item, `task.pause` and `task.cancel` on the task (the runner
+starts no more items and ends the step's run with that request).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from tasker.core import flow
 from tasker.core.backoff import backoff_seconds
 from tasker.core.jsonvalue import json_problem
 from tasker.core.states import AWAIT_ITEMS, Status
@@ -92,10 +96,10 @@ class Agenda:
             self.put(i)
 
     def put(self, item: Item) -> None:
-        """Schedule an item that is pending, or failed with an attempt left."""
-        if item.status == PENDING:
+        """Schedule a pending item (due later if reattempted), or a failed one to retry."""
+        if item.status == PENDING and item.next_attempt_at is None:
             self._pending.append(item.index)
-        elif item.status == ERROR and item.next_attempt_at is not None:
+        elif item.status in (PENDING, ERROR) and item.next_attempt_at is not None:
             heapq.heappush(self._retries, (item.next_attempt_at, item.index))
 
     def take(self, now: datetime, room: int) -> list[int]:
@@ -134,6 +138,23 @@ def record(
         return replace(item, status=ERROR, error=error, next_attempt_at=None)
     delay = backoff_seconds(item.attempts, rules.backoff_base, rules.backoff_max, retry_after)
     return replace(item, status=ERROR, error=error, next_attempt_at=now + timedelta(seconds=delay))
+
+
+def requested(item: Item, kind: str, wait: float | None, now: datetime) -> Item:
+    """The item after its handler asked for flow control (not a failed attempt).
+
+    `step.reattempt(wait)`: the item runs again after `wait`; `step.skip()`: the item
+    is done with no results; `task.pause()`/`task.cancel()`: the item is not done and
+    runs again if the step does (the runner starts no more items). The attempt it
+    used is not counted.
+    """
+    back = max(item.attempts - 1, 0)
+    if kind == flow.REATTEMPT:
+        due = now + timedelta(seconds=wait or 0.0)
+        return replace(item, status=PENDING, attempts=back, next_attempt_at=due)
+    if kind == flow.SKIP:
+        return replace(item, status=COMPLETE, attempts=back, error=None, next_attempt_at=None)
+    return replace(item, status=PENDING, attempts=back, next_attempt_at=None)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import logging
 import queue
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tasker.core import items
+from tasker.core import flow, items
 from tasker.core.clock import as_utc
 from tasker.core.flow import FlowRequest
 from tasker.core.jsonvalue import json_problem
@@ -64,6 +64,11 @@ class _Ended:
     error: dict[str, Any] | None = None
     retry_after: float | None = None
     permanent: bool = False
+    # A flow request of the item's handler (`tasker.core.flow`): not a failed attempt.
+    flow: str | None = None
+    wait: float | None = None
+    reason: str = ""
+    annotations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class ItemRunner:
@@ -131,9 +136,12 @@ class _Run:
         self.running: dict[int, tuple[object, float]] = {}  # index -> (token, deadline)
         self.abandoned: dict[int, object] = {}  # past their time limit, thread still alive
         self._freed: list[int] = []  # abandoned items whose thread ended at last
+        # An item's handler asked to pause or cancel the task: start no more items.
+        self.asked: tuple[str, str] | None = None
+        self.annotations: list[tuple[str, dict[str, Any]]] = []  # the items' annotations
 
     def _outcome(self, **kw: Any) -> Outcome:
-        return Outcome(self.view.name, self.token, **kw)
+        return Outcome(self.view.name, self.token, annotations=self.annotations, **kw)
 
     def drive(self) -> Outcome:
         step_id = self.view.workflow_step_id
@@ -152,7 +160,8 @@ class _Run:
         while True:
             now = self.r.now()
             busy = len(self.running) + len(self.abandoned)
-            room = 0 if stopped is not None else max(self.concurrency - busy, 0)
+            halted = stopped is not None or self.asked is not None
+            room = 0 if halted else max(self.concurrency - busy, 0)
             starting = agenda.take(now, room)
             for i in starting:
                 states[i] = changed[i] = items.start(states[i])
@@ -172,12 +181,9 @@ class _Run:
             if not self.running and not self.abandoned:
                 break
             for e, timed_out in self._wait(agenda.next_due()):
-                new = items.record(
-                    states[e.index], e.ok, e.error, e.retry_after, e.permanent, self.rules,
-                    self.r.now(),
-                )  # fmt: skip
+                new = self._ended(states[e.index], e)
                 states[e.index] = changed[e.index] = new
-                if e.ok:
+                if e.ok or e.flow == flow.SKIP:
                     done[e.index] = e.results
                 if not timed_out:  # else scheduled again once its thread ends (`_freed`)
                     agenda.put(new)
@@ -187,7 +193,27 @@ class _Run:
             if isinstance(stopped, LeaseLostError):
                 return self._outcome(ok=False, error=describe(stopped))
             raise stopped
+        if self.asked is not None:  # an item paused or cancelled the task
+            kind, reason = self.asked
+            return self._outcome(ok=False, flow=kind, reason=reason)
         return self._end(items.verdict(states), step_id)
+
+    def _ended(self, item: items.Item, e: _Ended) -> items.Item:
+        """The item after its attempt ended; a pause or cancel it asked for is kept.
+
+        Its annotations go with the step's outcome (`Outcome.annotations`).
+        """
+        self.annotations.extend(e.annotations)
+        if e.flow is None:
+            return items.record(
+                item, e.ok, e.error, e.retry_after, e.permanent, self.rules, self.r.now()
+            )
+        if e.flow in (flow.PAUSE, flow.CANCEL) and (
+            self.asked is None or (e.flow == flow.CANCEL and self.asked[0] != flow.CANCEL)
+        ):
+            why = e.reason or f"item {e.index} asked to {e.flow} the task"
+            self.asked = (e.flow, why)
+        return items.requested(item, e.flow, e.wait, self.r.now())
 
     def _first(self, step_id: int) -> dict[int, items.Item] | Outcome:
         """Evaluate `for_each` (the step's first start) and store the list."""
@@ -231,8 +257,7 @@ class _Run:
                 raise InvalidResultError(f"item {index} results cannot be stored: {problem}")
             ended = _Ended(index, token, True, results)
         except FlowRequest as req:
-            err = ItemError(f"{req.kind}() is not available inside a for_each item's handler")
-            ended = _Ended(index, token, False, error=describe(err), permanent=True)
+            ended = _Ended(index, token, False, flow=req.kind, wait=req.wait, reason=req.reason)
         except BaseException as exc:
             retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
             ended = _Ended(
@@ -241,6 +266,7 @@ class _Run:
             )  # fmt: skip
         finally:
             task._in_run = step._in_run = False
+        ended.annotations = task.take_annotations()
         seconds = time.perf_counter() - began
         observer.on_attempt_finished(
             task_id, name, self.view.name, ended.ok, None, seconds, ended.error

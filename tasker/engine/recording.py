@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import IntegrityError
+
 from tasker.core import spawns, writes
 from tasker.core.clock import as_utc, maybe_utc
 from tasker.core.states import Status
@@ -20,10 +22,24 @@ from tasker.engine.observer import Observers
 from tasker.engine.outcome import Outcome
 from tasker.engine.pass_io import PassIO
 from tasker.engine.pass_state import Pass
+from tasker.engine.spawning import claims_taken, refused_children
 from tasker.engine.transactional import TransactionLost, lost
 from tasker.errors import StaleRevisionError
 from tasker.settings import Settings
 from tasker.store import lease as leases
+
+
+def _refused(batch: list[Outcome], w: leases.TaskWrite, exc: IntegrityError) -> list[Outcome]:
+    """The batch again, its attempts whose children's key or subject was taken failed.
+
+    Raises:
+        IntegrityError: `exc`, when no child of the write took a key or a subject.
+    """
+    refused = [refused_children(o, exc) for o in batch]
+    same = all(r is o for r, o in zip(refused, batch, strict=True))
+    if not w.spawned or not claims_taken(exc) or same:
+        raise exc
+    return refused
 
 
 class Recorder:
@@ -131,6 +147,12 @@ class Recorder:
                 p.restore(before)
                 self._io.reload(p)
                 before = p.snapshot()
+                continue
+            except IntegrityError as exc:
+                # A key or subject of a child was taken meanwhile: nothing landed, and
+                # the attempts that spawned such children are recorded as failed.
+                batch = _refused(batch, w, exc)
+                p.restore(before)
                 continue
             except TransactionLost as exc:
                 # Nothing landed, the step's writes with it: record the attempt as failed.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, overload
@@ -37,6 +37,7 @@ class SpawnerLike(Protocol):
         wait: bool,
         before: dict[str, int],
         conn: Connection | None = None,
+        earlier: Sequence[Spawn] = (),
     ) -> Spawn:
         """One child of the step (`HandlerStep.spawn` has checked the request's type)."""
 
@@ -218,10 +219,18 @@ class HandlerStep(flow.FlowControl):
         `wait=True` the step completes only once every awaited child is done; one that
         ends in error or is cancelled fails the step for good.
 
+        The request's `idempotency_key` and `subject` work as in `enqueue`: a key that
+        names a task made by the same request returns that task (spawned by this step,
+        or, with `wait=False`, by anyone), and a `one_per_subject` task's subject held by
+        a task that is not final raises `DuplicateTaskError`.
+
         Raises:
             InvalidStateError: called outside a running handler.
-            InvalidRequestError: a bad request, key or `wait` (see `enqueue`), or a key
-                spawned twice in one run.
+            InvalidRequestError: a bad request, key or `wait` (see `enqueue`), a key
+                spawned twice in one run, or `wait=True` with an idempotency key naming
+                a task this step did not spawn.
+            IdempotencyConflictError: the idempotency key was used with another request.
+            DuplicateTaskError: the subject is held (`.existing_task_id`).
             UnknownTaskError: no task of the request's name is registered.
         """
         if not self._in_run or self._spawner is None:
@@ -252,6 +261,7 @@ class HandlerStep(flow.FlowControl):
             wait,
             self._spawned_before,
             self._connection,  # a transactional step's: SQLite's lock is its own
+            self._spawns,
         )
         self._spawns.append(spawned)
         return spawned.task_id

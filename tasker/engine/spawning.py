@@ -1,7 +1,8 @@
 """Sub-tasks in the engine: `step.spawn` in a handler's thread, and the children's state.
 
 `Spawner.spawn` checks the child's request as `enqueue` would (an unknown task name
-or a bad request raises in the handler, failing the attempt), hands its id out ahead
+or a bad request raises in the handler, failing the attempt; an idempotency key or a
+`one_per_subject` subject is answered as `enqueue` answers it), hands its id out ahead
 (`tasker.store.ids`) and returns a `tasker.core.spawns.Spawn` with the row to insert;
 the engine inserts it with the attempt's outcome. A step spawning a key it spawned
 before (a retried step) gets that child back, and nothing is inserted for it.
@@ -13,18 +14,21 @@ wake of a parent costs the same however many children it has.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
-from tasker.control.enqueue import new_task
+from tasker.control.enqueue import check_request, checked_task, is_key_taken, keyed_task
+from tasker.control.subjects import duplicate_of, is_subject_conflict
 from tasker.core.spawns import CHILD_FAILED, CHILD_LIVE, Children, Spawn
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
-from tasker.errors import InvalidRequestError
+from tasker.engine.outcome import Outcome, describe
+from tasker.errors import DuplicateTaskError, IdempotencyConflictError, InvalidRequestError
 from tasker.store import schema as m
 from tasker.store.catalog import Catalog
 from tasker.store.db import Database
@@ -66,13 +70,23 @@ class Spawner:
         wait: bool,
         before: dict[str, int],
         conn: Connection | None = None,
+        earlier: Sequence[Spawn] = (),
     ) -> Spawn:
         """One child of step `step_id`: the existing one for `key`, else a new one.
 
+        `earlier` are the spawns of this run so far (their children not stored yet).
+
+        A request with an `idempotency_key` is answered as `enqueue` answers it: a task
+        stored under that key by the same request is returned (nothing is inserted); a
+        `one_per_subject` task's subject held by a task that is not final raises.
+
         Raises:
-            InvalidRequestError: `request` is one `enqueue` refuses, or it has an
-                idempotency key, or it names a `one_per_subject` task with a subject (a
-                spawn key says what is the same child).
+            InvalidRequestError: `request` is one `enqueue` refuses, or its key names a
+                task this step did not spawn while `wait` is True (only a step's own
+                children can be awaited: spawn it with wait=False to get its id).
+            IdempotencyConflictError: its key was used with a different request.
+            DuplicateTaskError: its `one_per_subject` task holds the subject already
+                (`.existing_task_id`).
             UnknownTaskError: no handler of that name is registered here.
 
         With `conn` (a transactional step's connection, in its open transaction) what
@@ -81,17 +95,25 @@ class Spawner:
         """
         if key in before:
             return Spawn(key, before[key], wait)
-        if request.idempotency_key is not None:
-            raise InvalidRequestError(
-                "spawn(): a sub-task's request cannot have an idempotency_key; its spawn "
-                "key already makes a retried step get the same child"
-            )
         reg = self._factory.get(request.name, request.version)
-        if getattr(reg.handler, "one_per_subject", False) is True and request.subject:
-            raise InvalidRequestError(
-                f"spawn(): task {reg.name!r} is one_per_subject; a sub-task cannot take a "
-                "subject (spawn it without one, or enqueue it)"
-            )
+        values = check_request(reg, request)
+        same = _same_in_run(values, earlier)
+        if same is not None:
+            return Spawn(key, same, wait)
+        if values["idempotency_key"] is not None:
+            found = keyed_task(self._db, reg, request, values, conn)
+            if found is not None:
+                task_id, spawned_by = found
+                if wait and spawned_by != step_id:
+                    raise InvalidRequestError(
+                        f"spawn(): idempotency key {values['idempotency_key']!r} names task "
+                        f"{task_id}, which this step did not spawn: it cannot wait for it "
+                        "(spawn with wait=False to get its id)"
+                    )
+                return Spawn(key, task_id, wait)
+        duplicate = duplicate_of(self._db, values, conn)
+        if duplicate is not None:
+            raise duplicate
         task_id = self._ids.take(conn)
         extra = {
             "task_id": task_id,
@@ -100,9 +122,67 @@ class Spawner:
             "spawn_key": key,
             "parent_waits": wait,
         }
-        return Spawn(
-            key, task_id, wait, new_task(self._catalog, reg, request, self._clock(), extra, conn)
-        )
+        new = checked_task(self._catalog, reg, request, values, self._clock(), extra, conn)
+        return Spawn(key, task_id, wait, new)
+
+
+def claims_taken(exc: IntegrityError) -> bool:
+    """Whether a write inserting children failed because a key or subject was taken."""
+    return is_key_taken(exc) or is_subject_conflict(exc)
+
+
+def refused_children(o: Outcome, exc: IntegrityError) -> Outcome:
+    """What to record for an attempt whose keyed or subject children could not be inserted.
+
+    Another caller took an idempotency key or a `one_per_subject` subject between the
+    spawn's check and the write of the attempt's outcome: the attempt fails and spawns
+    nothing; its retry's spawns see the stored task (`Spawner.spawn`).
+    """
+    if not o.ok or not any(_claims(s) for s in o.spawned):
+        return o
+    error = describe(exc)
+    error["message"] = (
+        f"step {o.name!r}: a sub-task's idempotency key or subject was taken by another "
+        f"task before this attempt's outcome was written; nothing was spawned ({exc.orig})"
+    )
+    return Outcome(o.name, o.token, ok=False, error=error, annotations=o.annotations)
+
+
+def _claims(s: Spawn) -> bool:
+    """Whether a spawn's new child takes a key or a subject another task may take."""
+    v = s.new.values if s.new is not None else {}
+    return v.get("idempotency_key") is not None or v.get("subject_scope") is not None
+
+
+def _same_in_run(values: dict[str, Any], earlier: Sequence[Spawn]) -> int | None:
+    """The child of this run a checked request names again by its key, else None.
+
+    Raises:
+        IdempotencyConflictError: the run used its key for a different request.
+        DuplicateTaskError: a child of this run holds its `one_per_subject` subject.
+    """
+    key, scope = values["idempotency_key"], values.get("subject_scope")
+    for s in earlier:
+        v = s.new.values if s.new is not None else None
+        if v is None:
+            continue
+        if key is not None and v.get("idempotency_key") == key:
+            if v.get("request_digest") != values["request_digest"]:
+                raise IdempotencyConflictError(
+                    f"spawn(): idempotency key {key!r} was used by sub-task {s.task_id} of "
+                    "this run with a different request"
+                )
+            return s.task_id
+        if scope is not None and (v.get("subject_scope"), v.get("subject")) == (
+            scope,
+            values.get("subject"),
+        ):
+            raise DuplicateTaskError(
+                f"task {scope!r} already has sub-task {s.task_id} of this run for subject "
+                f"{values.get('subject')!r} (one_per_subject)",
+                s.task_id,
+            )
+    return None
 
 
 def awaited_children(db: Database, steps: dict[int, str]) -> dict[str, Children]:

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
-from psycopg.rows import namedtuple_row
+from psycopg.rows import RowFactory, namedtuple_row, tuple_row
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
@@ -324,14 +324,25 @@ def _change_values(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in _CHANGE_FIELDS}
 
 
+def _refused(w: TaskWrite, rows: Sequence[Sequence[Any]]) -> Exception:
+    """Why the write was refused, from the row of `_APPLIED` (none: the task is gone)."""
+    if not rows:
+        return refusal(w, None)
+    _, epoch, owner, status = rows[0]
+    return refusal(w, {"lease_epoch": epoch, "lease_owner": owner, "status": status})
+
+
 class PgStore:
     """The `Store` of a PostgreSQL database."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _run(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        with self._db.autocommit() as conn, conn.cursor(row_factory=namedtuple_row) as cur:
+    def _run(
+        self, sql: str, params: dict[str, Any], factory: RowFactory[Any] = tuple_row
+    ) -> list[Any]:
+        """Run one statement on an autocommit connection; its rows (plain tuples by default)."""
+        with self._db.autocommit() as conn, conn.cursor(row_factory=factory) as cur:
             cur.execute(sql, params)
             rows: list[Any] = cur.fetchall()
             return rows
@@ -369,17 +380,17 @@ class PgStore:
         out: list[tuple[int, list[int]]] = [(0, []) for _ in tasks]
         # The caller's connection takes the same text (psycopg's named parameters).
         rows = self._run(sql, params) if caller is None else _on(caller, sql, params)
-        for row in rows:
-            step_ids = out[row.n][1]
-            out[row.n] = (int(row.task_id), step_ids)
-            if row.workflow_step_id is not None:
-                step_ids.append(int(row.workflow_step_id))
+        for n, task_id, step_id in rows:  # the statement's SELECT
+            step_ids = out[n][1]
+            out[n] = (int(task_id), step_ids)
+            if step_id is not None:
+                step_ids.append(int(step_id))
         return out
 
     def claim(self, task_id: int, owner: str, now: datetime, expires: datetime) -> Claimed | None:
         """See `Store.claim`."""
         params = {"task_id": task_id, "owner": owner, "now": now, "expires": expires}
-        rows = self._run(_CLAIM_SQL, params)
+        rows = self._run(_CLAIM_SQL, params, namedtuple_row)  # steps read by name
         if not rows:
             return None
         first = rows[0]._asdict()
@@ -433,15 +444,15 @@ class PgStore:
         sql = apply_sql(finishing, parts)
         if caller is None and not w.spawned:  # the hot path: one autocommit statement
             rows = self._run(sql, params)
-            if rows and rows[0].tx_seq is not None:
-                return int(rows[0].tx_seq)
-            raise refusal(w, rows[0]._asdict() if rows else None)
+            if rows and rows[0][0] is not None:
+                return int(rows[0][0])
+            raise _refused(w, rows)
         # Children are inserted in the same transaction, only if the fence matched; with a
         # `caller` (a transactional step's), that is its transaction, left for it to commit.
         with self._db.write() if caller is None else nullcontext(caller) as conn:
             rows = _on(conn, sql, params)
-            if not rows or rows[0].tx_seq is None:
-                raise refusal(w, rows[0]._asdict() if rows else None)
+            if not rows or rows[0][0] is None:
+                raise _refused(w, rows)
             if w.spawned:
                 self.insert_tasks(w.spawned, w.now, conn)
             return int(rows[0].tx_seq)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -164,6 +164,7 @@ class _Spawns:
         wait: bool,
         before: dict[str, int],
         conn: Connection | None = None,
+        earlier: Sequence[Spawn] = (),
     ) -> Spawn:
         return Spawn(key, next(self._ids), wait, request)
 

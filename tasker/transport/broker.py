@@ -154,7 +154,11 @@ class WakingRedisBroker(RedisBroker):
             for queue, n in tokens.items():
                 pipe.rpush(self.wake_key(queue), *([1] * min(n, WAKE_TOKENS_KEPT)))
                 pipe.ltrim(self.wake_key(queue), -WAKE_TOKENS_KEPT, -1)
+            self._after_sends(pipe, calls)
             pipe.execute()
+
+    def _after_sends(self, pipe: Any, calls: list[list[Any]]) -> None:
+        """Add commands to a batch's pipeline, after its sends (`calls`: their argv)."""
 
     def _enqueue_and_wake(self, sha: str, argv: list[Any], wake_key: str) -> Any:
         with self.client.pipeline(transaction=False) as pipe:

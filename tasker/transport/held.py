@@ -124,9 +124,12 @@ class TrackingRedisBroker(WakingRedisBroker):
             self.client.hset(self.index_key(sent.queue_name), str(task_id), entry)
         return sent
 
-    def _pipeline(self, sha: str, calls: list[list[Any]], tokens: dict[str, int]) -> None:
-        """Send a batch (`enqueue_many`), then record each message as its task's newest."""
-        super()._pipeline(sha, calls, tokens)
+    def _after_sends(self, pipe: Any, calls: list[list[Any]]) -> None:
+        """Record each message of a batch (`enqueue_many`) as its task's newest.
+
+        In the batch's own pipeline, after its sends: a record whose send failed names a
+        message Redis does not have, which `held` counts as lost (one duplicate at most).
+        """
         now = current_millis()
         entries: dict[str, dict[Any, Any]] = {}
         for argv in calls:  # the dispatch script's argv: ..., queue, ..., message id, data
@@ -135,7 +138,7 @@ class TrackingRedisBroker(WakingRedisBroker):
                 key = self.index_key(argv[2])
                 entries.setdefault(key, {})[str(task_id)] = f"{argv[-2]}|{now}"
         for key, mapping in entries.items():
-            self.client.hset(key, mapping=mapping)
+            pipe.hset(key, mapping=mapping)
 
     def forget(self, queue_name: str, consumed: list[tuple[int, str]]) -> None:
         """Drop the records of consumed messages where each is still its task's newest.

@@ -124,3 +124,25 @@ def test_a_handler_step_starts_with_no_item_and_no_event():
 
     s = HandlerStep(step_view("a"))
     assert (s.item, s.item_index, s.event) == (None, None, None)
+
+
+def test_flow_requests_of_an_item_use_no_attempt_and_a_reattempt_is_due_later():
+    """Given an item's first attempt, Then a reattempt leaves it pending due after the
+    wait (scheduled then, and the step awaits it), a skip completes it, and a pause or
+    cancel leaves it pending to run again; none counts the attempt."""
+    running = items.start(Item(0))
+    again = items.requested(running, "reattempt", 30, NOW)
+    assert (again.status, again.attempts, again.next_attempt_at) == (
+        "pending",
+        0,
+        NOW + timedelta(seconds=30),
+    )
+    agenda = Agenda([again, Item(1)])
+    assert agenda.take(NOW, 5) == [1]
+    assert agenda.take(NOW + timedelta(seconds=30), 5) == [0]
+    assert items.verdict({0: again}).wake_at == NOW + timedelta(seconds=30)
+    skipped = items.requested(running, "skip", None, NOW)
+    assert (skipped.status, skipped.attempts) == ("complete", 0)
+    for kind in ("pause", "cancel"):
+        back = items.requested(running, kind, None, NOW)
+        assert (back.status, back.attempts, back.next_attempt_at) == ("pending", 0, None)
