@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -128,24 +129,93 @@ def _put_to_sleep(app: Tasker, ids: list[int]) -> None:
 
 
 class _Capture:
-    """The last statement (and parameters) sent that reads the due index."""
+    """Every distinct statement sent that reads tasker_tasks or the outbox for due work."""
 
     def __init__(self, engine: sa.Engine) -> None:
-        self.statement: str | None = None
-        self.params: Any = None
+        self.statements: dict[str, Any] = {}
+        self._engine = engine
         sa.event.listen(engine, "before_cursor_execute", self._seen)
 
     def _seen(self, conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
-        if "next_run_at <=" in statement and "dispatched_at" in statement:
-            self.statement, self.params = statement, params
+        if any(due in statement for due in _DUE) and statement not in self.statements:
+            self.statements[statement] = params
+
+    def close(self) -> None:
+        sa.event.remove(self._engine, "before_cursor_execute", self._seen)
 
 
-def _explain(app: Tasker, capture: _Capture) -> list[str]:
-    assert capture.statement is not None, "the sweep sent no due query"
-    prefix = "EXPLAIN ANALYZE " if app.db.is_postgres else "EXPLAIN QUERY PLAN "
+#: The conditions of the due-work queries (tasks, paused deadlines, owed callbacks, outbox,
+#: schedules).
+_DUE = ("next_run_at <=", "deadline_at <=", "finish_due_at <=", "deliver_at <=", "next_tick <=")
+
+
+def _explain(app: Tasker, capture: _Capture) -> dict[str, list[str]]:
+    """The plan of each captured statement, run again with its parameters: `EXPLAIN ANALYZE`
+    on PostgreSQL (in a transaction rolled back: some are updates), `EXPLAIN QUERY PLAN` on
+    SQLite. Keyed by the statement's first line and its WHERE clause, shortened."""
+    assert capture.statements, "the sweep sent no due query"
+    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if app.db.is_postgres else "EXPLAIN QUERY PLAN "
+    plans: dict[str, list[str]] = {}
     with app.db.engine.connect() as conn:
-        rows = conn.exec_driver_sql(prefix + capture.statement, capture.params).all()
-    return [" ".join(str(c) for c in r) for r in rows]
+        for statement, params in capture.statements.items():
+            trans = conn.begin()
+            try:
+                rows = conn.exec_driver_sql(prefix + statement, params).all()
+            finally:
+                trans.rollback()
+            key = " ".join(statement.split())
+            key = key[:60] + " ... " + key[key.find("WHERE") :][:110]
+            plans[key] = [str(r[-1]) for r in rows]
+    return plans
+
+
+def _backend_cpu(app: Tasker) -> dict[int, float]:
+    """PostgreSQL: CPU seconds (user + system) so far of each server process serving the
+    bench's database (its own, so no other session's), read from /proc on this machine."""
+    if not app.db.is_postgres:
+        return {}
+    with app.db.engine.connect() as conn:
+        pids = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        ).scalars()
+        found = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(pid)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_since(app: Tasker, before: dict[int, float]) -> float:
+    after = _backend_cpu(app)
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def _timed(fn: Any, app: Tasker, rounds: int, between: Any) -> dict[str, float]:
+    """`fn()` `rounds` times: median and p90 wall ms, and the mean CPU ms per call of this
+    process and (PostgreSQL) of the database's server processes."""
+    walls = []
+    cpu0, server0 = time.process_time(), _backend_cpu(app)
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        between()
+    cpu, server = time.process_time() - cpu0, _cpu_since(app, server0)
+    walls.sort()
+    found = {
+        "wall_ms_p50": round(statistics.median(walls) * 1000, 2),
+        "wall_ms_p90": round(walls[int(len(walls) * 0.9)] * 1000, 2),
+        "cpu_ms": round(cpu / rounds * 1000, 2),
+    }
+    if app.db.is_postgres:
+        found["server_cpu_ms"] = round(server / rounds * 1000, 2)
+    return found
 
 
 def sweep(backend: str, sleeping: int, due: int) -> dict[str, Any]:
@@ -159,13 +229,12 @@ def sweep(backend: str, sleeping: int, due: int) -> dict[str, Any]:
             app.run_until_idle()  # the real journeys run welcome, then sleep for 2 days
             preload_s = time.perf_counter() - began
             if app.db.is_postgres:  # as autovacuum would; SQLite is left as users leave it
-                with app.db.write() as conn:
-                    conn.exec_driver_sql("ANALYZE")
+                with app.db.engine.connect() as conn:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                    conn.exec_driver_sql("VACUUM ANALYZE")
             view = app.get_task(real[0])
             assert view.steps["remind"].waiting_for == "time", view
-            clock.advance(2 * DAY + 1)
             sent: list[int] = []
-            capture = _Capture(app.db.engine)
             sweeper = Sweeper(
                 app.db,
                 sent.append,
@@ -173,34 +242,43 @@ def sweep(backend: str, sleeping: int, due: int) -> dict[str, Any]:
                 sweep_seconds=app.settings.sweep_seconds,
                 lease_seconds=app.settings.lease_seconds,
             )
-            clock.advance(app.settings.sweep_seconds)  # the sweeper's grace period
-            times = []
-            for _ in range(30):
-                t0 = time.perf_counter()
+            # Nothing due: what the sleeping tasks alone cost a sweep and its chores.
+            idle = _timed(
+                lambda: (sweeper.sweep(), app.housekeeping()), app, 30, lambda: clock.advance(1)
+            )
+            assert not sent, sent
+            clock.advance(2 * DAY + 1 + app.settings.sweep_seconds)  # due, past the grace
+            capture = _Capture(app.db.engine)
+
+            def one() -> None:
                 count = sweeper.sweep()
-                times.append(time.perf_counter() - t0)
                 assert count == due, (count, due)
-                clock.advance(app.settings.lease_seconds + 0.001)
-            plan = _explain(app, capture)
-            cpu0, wall0 = time.process_time(), time.perf_counter()
+                app.housekeeping()
+
+            busy = _timed(one, app, 30, lambda: clock.advance(app.settings.lease_seconds + 0.001))
+            cpu0, server0, wall0 = time.process_time(), _backend_cpu(app), time.perf_counter()
             passes = app.run_until_idle()
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+            server = _cpu_since(app, server0)
+            capture.close()
             assert passes >= due, (passes, due)
             after = app.get_task(real[0])
             assert after.steps["remind"].status == "complete", after
-            times.sort()
-            return {
+            found: dict[str, Any] = {
                 "backend": backend,
                 "sleeping": sleeping,
                 "due": due,
                 "preload_s": round(preload_s, 1),
-                "sweep_ms_p50": round(statistics.median(times) * 1000, 2),
-                "sweep_ms_p90": round(times[int(len(times) * 0.9)] * 1000, 2),
+                "sweep_nothing_due": idle,
+                "sweep_due": busy,
                 "due_passes": passes,
                 "engine_cpu_ms_per_due_task": round(cpu / due * 1000, 2),
                 "engine_wall_ms_per_due_task": round(wall / due * 1000, 2),
-                "due_query_plan": plan,
             }
+            if app.db.is_postgres:
+                found["server_cpu_ms_per_due_task"] = round(server / due * 1000, 2)
+            found["due_query_plans"] = _explain(app, capture)
+            return found
         finally:
             app.close()
 

@@ -218,11 +218,15 @@ def decide(
 
 
 def _cap(w: Write, deadline: datetime) -> None:
-    """No wake-up later than the deadline: the pass's, or the released task's."""
+    """No wake-up later than the deadline: the pass's, or the released task's.
+
+    A task released idle (no wake-up: it waits for an event or its children) wakes at the
+    deadline too, or it would never time out.
+    """
     if w.finish is None:
         w.wake_at = deadlines.sooner(w.wake_at, deadline)
     f = w.finish
-    if f is not None and f.to_status is None and f.wake_at is not None:
+    if f is not None and f.to_status is None:
         w.finish = replace(f, wake_at=deadlines.sooner(f.wake_at, deadline))
         w.notify_at = w.finish.wake_at
 

@@ -70,6 +70,26 @@ def test_a_paused_task_times_out_at_its_deadline_and_on_finish_sees_the_error(ba
     assert any("timed out" in r for r in reasons) and "on_finish called" in reasons
 
 
+def test_a_task_idle_until_an_event_times_out_at_its_deadline(backend, clock):
+    """Given a task with a one-hour timeout whose only step waits for an event that never
+    comes (the task is released idle, until nudged), When the clock passes the deadline,
+    Then it ends in error saying it timed out and `on_finish` sees it; before the fix it
+    stayed in progress for ever (its release had no wake-up at the deadline)."""
+    seen: list[Any] = []
+    steps = [StepTemplate(name="hold", wait_for="never_sent")]
+    backend.register(_finishing("idle", steps, seen, timeout=HOUR))
+    t = backend.enqueue(TaskRequest(name="idle"))
+    backend.run_until_idle()
+    task = backend.get_task(t.task_id)
+    assert task.status == "in_progress" and task.next_run_at == task.deadline_at
+    clock.advance(HOUR + 1)
+    backend.run_until_idle()
+    task = backend.get_task(t.task_id)
+    assert task.status == "error"
+    assert task.error is not None and "timed out" in task.error["message"]
+    assert seen == [(t.task_id, "error")]
+
+
 def test_a_step_running_at_the_deadline_has_its_outcome_refused(backend, clock):
     """Given a step that runs past the task's deadline (the clock moves on inside it), When
     it returns, Then its outcome is not recorded, its dependent never starts, and the task
