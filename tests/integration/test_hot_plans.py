@@ -72,9 +72,9 @@ def test_every_hot_statement_uses_an_index(pg_url: str, clean_env: None) -> None
 
     run = app.store._run  # type: ignore[attr-defined]
 
-    def recording_run(sql: str, params: dict[str, Any]) -> list[Any]:
+    def recording_run(sql: str, params: dict[str, Any], *rest: Any) -> list[Any]:
         recorded.setdefault(sql, params)
-        return run(sql, params)  # type: ignore[no-any-return]
+        return run(sql, params, *rest)  # type: ignore[no-any-return]
 
     try:
         for i in range(20):  # pending tasks, and the catalog warmed up
