@@ -11,8 +11,9 @@ and from the execution log:
   `REATTEMPT_WAIT`;
 - reattempts are counted apart from attempts: R ends with exactly `REATTEMPTS`
   reattempts; a run after a recorded reattempt has the same attempt number as the run that
-  asked (no attempt used), a run after a lost or failed one a higher one; its results come
-  from a run that saw every reattempt.
+  asked (no attempt used) unless a claim was lost in between (then it starts only after
+  that claim's lease expired), a run after a lost or failed one a higher one; its results
+  come from a run that saw every reattempt.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ SLACK = 0.001
 
 
 def check_sleepers(
-    sql: Callable[..., list[Any]], executions: Sequence[Any], fed: list[int]
+    sql: Callable[..., list[Any]],
+    executions: Sequence[Any],
+    fed: list[int],
+    lease_seconds: float,
 ) -> dict[str, Any]:
     """Assert the sleepers' end state and log; return their counts.
 
@@ -38,6 +42,7 @@ def check_sleepers(
         executions: every logged execution (`test_chaos.Execution`: `end` is set, from
             the log or the kill time), of any task.
         fed: the sleeper tasks' ids.
+        lease_seconds: the workers' lease: how long a lost claim holds its step.
     """
     tasks = sql(
         "SELECT task_id, status, lease_owner, extract(epoch FROM created_at)::float"
@@ -86,7 +91,7 @@ def check_sleepers(
             early.append(waited[0].started_at - due)
             if early[-1] < -SLACK:
                 problems.append(f"task {task_id}: {name} started {-early[-1]:.3f} s early")
-    reattempt_waits = _check_reattempts(step, by_step, fed, problems)
+    reattempt_waits = _check_reattempts(step, by_step, fed, problems, lease_seconds)
     assert not problems, "\n".join(problems[:30])
     return {
         "sleeper_tasks": len(fed),
@@ -104,6 +109,7 @@ def _check_reattempts(
     by_step: dict[tuple[int, str], list[Any]],
     fed: list[int],
     problems: list[str],
+    lease_seconds: float,
 ) -> list[float]:
     """R's reattempts: counted apart from attempts, each honouring its wait."""
     margins = []
@@ -117,11 +123,18 @@ def _check_reattempts(
             problems.append(f"task {task_id}: R's runs saw reattempts {seen}")
         for prev, nxt in itertools.pairwise(runs):
             if nxt.reattempts == prev.reattempts + 1:  # prev's request was recorded
-                if nxt.attempt != prev.attempt:
+                assert prev.ended_at is not None  # it logged its end, then asked
+                # A claim lost in between (its worker killed, or PostgreSQL restarted,
+                # before the run logged its start) used an attempt; the step could run
+                # again only once that claim's lease, taken no sooner than the
+                # reattempt's due time, had expired.
+                lost_between = nxt.started_at >= (
+                    prev.ended_at + chaos_app.REATTEMPT_WAIT + lease_seconds - SLACK
+                )
+                if nxt.attempt < prev.attempt or (nxt.attempt > prev.attempt and not lost_between):
                     problems.append(
                         f"task {task_id}: a reattempt used an attempt: {prev} then {nxt}"
                     )
-                assert prev.ended_at is not None  # it logged its end, then asked
                 margins.append(nxt.started_at - (prev.ended_at + chaos_app.REATTEMPT_WAIT))
                 if margins[-1] < -SLACK:
                     problems.append(f"task {task_id}: R ran again early: {prev} then {nxt}")

@@ -451,7 +451,7 @@ def run_chaos(tmp_path: Path, database: str, broker: redis.Redis) -> str:
         counts = check(sql, journal_dir, pool, fed)
         counts.update(check_items(sql, journal_dir, pool, fed_items))
         executions = load_executions(sql, journal_dir, pool.killed)
-        counts.update(check_sleepers(sql, executions, fed_sleepers))
+        counts.update(check_sleepers(sql, executions, fed_sleepers, LEASE_SECONDS))
     finally:
         stop_feeding.set()
         pool.cleanup()
