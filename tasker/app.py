@@ -474,7 +474,8 @@ class Tasker:
         back waits `pending` with `waiting_for="limit"` and uses no attempt; a slot freed
         by another step (of any task) wakes it. The limit is stored in the database:
         calling again changes it, and with neither bound lifts it. Workers see a change
-        within a second.
+        within a second. A `for_each` step counts once: its items share its slot (bound
+        them with the step's `concurrency=`).
 
         Raises:
             ConfigurationError: the system name is empty, or a bound is not an integer of
