@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -97,7 +98,8 @@ def child(kind: str, url: str) -> dict[str, Any]:
     began = time.perf_counter()
     t = app.enqueue(TaskRequest(name=name))
     while app.get_task(t.task_id).status not in ("complete", "error"):
-        app.run_until_idle()
+        if not app.run_until_idle():  # nothing ran: a pass failed (logged), or nothing is due
+            raise SystemExit(f"task {t.task_id} stopped progressing: {app.get_task(t.task_id)}")
     elapsed = time.perf_counter() - began
     view = app.get_task(t.task_id)
     n = int(os.environ["BENCH_N"])
@@ -127,9 +129,9 @@ def _count_raw(app: Any) -> dict[str, int]:
     store = app.engine._store
     run = store._run
 
-    def counted(sql: str, params: dict[str, Any]) -> list[Any]:
+    def counted(sql: str, params: dict[str, Any], *rest: Any) -> list[Any]:
         seen["n"] += 1
-        return run(sql, params)  # type: ignore[no-any-return]
+        return run(sql, params, *rest)  # type: ignore[no-any-return]
 
     store._run = counted
     from tasker.engine import items as runner
@@ -172,6 +174,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        logging.basicConfig(level=logging.WARNING)  # a failing pass says why on stderr
         print(json.dumps(child(args.kind, args.child)))
         return
     with tempfile.TemporaryDirectory() as folder:
