@@ -40,6 +40,7 @@ SWEEP_SECONDS = 0.5
 APP_MODULE = '''
 """A diamond A -> (B, C) -> D whose steps sleep as the context says and report their pid."""
 
+import gc
 import os
 import time
 
@@ -53,7 +54,13 @@ def work(task, sequence, step):
         raise RetryableError("the first attempt fails", retry_after=ctx.get("retry_after", 1))
     started = time.time()
     time.sleep(ctx.get("sleep", {}).get(step.name, ctx.get("default_sleep", 0.0)))
-    return {"pid": os.getpid(), "attempt": step.attempts, "started": started, "ended": time.time()}
+    return {
+        "pid": os.getpid(),
+        "attempt": step.attempts,
+        "started": started,
+        "ended": time.time(),
+        "frozen": gc.get_freeze_count(),  # objects the worker moved out of the collector
+    }
 
 
 class Diamond(TaskHandler):
@@ -295,6 +302,8 @@ def share_the_work(app: Tasker, workers: Workers, sql: psycopg.Connection[Any]) 
     assert {r[3] for r in rows} == {1}, "a step ran more than once"
     pids = {r[4]["pid"] for r in rows}
     assert pids == {p.pid for p in procs}, f"steps ran in {pids}, workers are {procs}"
+    # Each worker froze its start-up heap, so full collections skip it (no long GC pauses).
+    assert min(r[4]["frozen"] for r in rows) > 10_000, [r[4]["frozen"] for r in rows[:4]]
     # The DAG held: D started after B and C ended, B and C after A.
     by_task: dict[int, dict[str, dict[str, Any]]] = {}
     for task_id, name, _, _, results in rows:
