@@ -623,11 +623,13 @@ class Tasker:
     # -- waiting, schedules and retention (tasker.control.waiting, .schedules, .retention)
 
     def wait(self, task_id: int, timeout: float | timedelta | None = None) -> TaskView:
-        """Block until the task is finished or in `error`, and return it.
+        """Block until the task is finished, in `error` or `paused`, and return it.
 
-        It only waits: workers (or `start()`) run the task. On PostgreSQL it sleeps until
-        a notification says the task stopped running; on SQLite it reads the task's
-        status by its key, every 5 ms at first and every 100 ms at most.
+        It returns once the task is `complete`, `cancelled`, `resolved_manually`, in
+        `error` or `paused` (the last two wait for a person). It only waits: workers (or
+        `start()`) run the task. On PostgreSQL it sleeps until a notification says the
+        task stopped running; on SQLite it reads the task's status by its key, every 5 ms
+        at first and every 100 ms at most.
 
         Args:
             task_id: the task.

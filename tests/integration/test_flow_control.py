@@ -276,6 +276,77 @@ def test_a_paused_task_stays_paused_when_a_step_is_cancelled_and_goes_on_on_reso
     assert view.status == "error"  # a cancelled step is not done: cancel_step's rule
 
 
+def _pauses(task, sequence, step):  # type: ignore[no-untyped-def]
+    task.pause(reason="a person looks")
+
+
+@pytest.mark.parametrize(
+    ("how", "held_status"), [("task.pause", "pending"), ("on_failure", "error")]
+)
+def test_cancel_of_a_paused_task_cancels_it_and_its_unfinished_steps(
+    backend, clock, how, held_status
+):
+    """Given a task paused by its middle step (by task.pause, or by on_failure="pause"), its
+    first step complete and its last one pending, When a person cancels it, Then the task is
+    cancelled at that moment, the held and the pending steps are cancelled, the complete one
+    stays complete, each change is in the history, on_finish sees it cancelled, nothing runs
+    afterwards, and resume is refused."""
+    ran: list[str] = []
+    seen: list[str] = []
+
+    def last(task, sequence, step):  # type: ignore[no-untyped-def]
+        ran.append("last")
+
+    if how == "task.pause":
+        middle = StepTemplate(name="middle", handler=_pauses, depends_on=["first"])
+    else:
+        middle = StepTemplate(
+            name="middle", handler=_broken, depends_on=["first"], on_failure="pause"
+        )
+    steps = [
+        StepTemplate(name="first", handler=_ok),
+        middle,
+        StepTemplate(name="last", handler=last, depends_on=["middle"]),
+    ]
+    handler = task_class("held_then_cancelled", steps)
+    handler.on_finish = lambda self, task: seen.append(task.status)  # type: ignore[attr-defined]
+    backend.register(handler)
+    t = backend.enqueue(TaskRequest(name="held_then_cancelled"))
+    backend.run_until_idle()
+    paused = backend.get_task(t.task_id)
+    assert paused.status == "paused"
+    assert [paused.steps[n].status for n in ("first", "middle", "last")] == [
+        "complete",
+        held_status,
+        "pending",
+    ]
+    clock.advance(60)
+
+    view = backend.cancel(t.task_id)
+
+    assert view.status == "cancelled"
+    assert view.completed_at == clock()
+    assert [view.steps[n].status for n in ("first", "middle", "last")] == [
+        "complete",
+        "cancelled",
+        "cancelled",
+    ]
+    history = backend.history(t.task_id)
+    task_rows = [(h.from_status, h.to_status) for h in history if h.step is None]
+    assert ("in_progress", "paused") in task_rows
+    assert task_rows[task_rows.index(("in_progress", "paused")) + 1] == ("paused", "cancelled")
+    step_rows = {(h.step, h.from_status, h.to_status) for h in history if h.step is not None}
+    assert ("middle", held_status, "cancelled") in step_rows
+    assert ("last", "pending", "cancelled") in step_rows
+    assert ("first", "complete", "cancelled") not in step_rows
+    backend.run_until_idle()
+    assert seen == ["cancelled"]
+    assert ran == []
+    assert backend.get_task(t.task_id).status == "cancelled"
+    with pytest.raises(InvalidStateError):
+        backend.resume(t.task_id)
+
+
 def test_run_if_and_cancel_if_are_recorded_with_their_reasons(backend):
     """Given a step whose run_if is False and a task whose cancel_if is True, Then the step
     is skipped and the other task cancelled, each with its reason in the history."""

@@ -89,6 +89,73 @@ def test_purge_deletes_old_final_tasks_with_everything_of_theirs(backend, clock)
     assert backend.purge(older_than=7 * DAY) == 0
 
 
+def _events_and_items(app, task_ids) -> tuple[int, int]:
+    """How many event rows and for_each item rows these tasks have (read directly, not
+    through retention.CHILD_TABLES, so a table left out of it still shows)."""
+    with app.db.read() as conn:
+        events, items = (
+            int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(table.c.task_id.in_(task_ids))
+                ).scalar_one()
+            )
+            for table in (m.events, m.step_items)
+        )
+    return events, items
+
+
+def test_purge_deletes_a_task_s_events_and_for_each_items_and_keeps_the_others(backend, clock):
+    """Given two tasks completed 10 days ago and one completed now, each with a for_each
+    step of three items and a step that consumed a signalled event (a second event of that
+    name left unconsumed), When purging what is older than 7 days, Then the old tasks'
+    event and item rows are gone with them, and the recent task keeps all of its rows."""
+    backend.register(
+        task_class(
+            "collect",
+            [
+                StepTemplate(name="load", handler=lambda t, q, s: {"items": [1, 2, 3]}),
+                StepTemplate(
+                    name="each",
+                    handler=lambda t, q, s: {"n": s.item},
+                    depends_on=["load"],
+                    for_each=lambda t, q: q.step("load").results["items"],
+                ),
+                StepTemplate(name="approval", depends_on=["each"], wait_for="approved"),
+            ],
+        )
+    )
+
+    def collected() -> int:
+        task_id = backend.enqueue(TaskRequest(name="collect")).task_id
+        backend.signal(task_id, "approved", {"by": "ann"})
+        backend.signal(task_id, "approved", {"by": "bob"})
+        return task_id
+
+    old = [collected(), collected()]
+    backend.run_until_idle()
+    clock.advance(10 * DAY)
+    recent = collected()
+    backend.run_until_idle()
+    for task_id in (*old, recent):
+        view = backend.get_task(task_id)
+        assert view.status == "complete"
+        assert view.steps["each"].results == {"items": [{"n": 1}, {"n": 2}, {"n": 3}]}
+        assert view.steps["approval"].results == {"by": "ann"}
+    assert _events_and_items(backend, old) == (4, 6)
+    recent_before = rows_of(backend, [recent])
+    assert _events_and_items(backend, [recent]) == (2, 3)
+
+    assert backend.purge(older_than=timedelta(days=7)) == 2
+
+    assert _events_and_items(backend, old) == (0, 0)
+    assert all(n == 0 for n in rows_of(backend, old).values())
+    assert _events_and_items(backend, [recent]) == (2, 3)
+    assert rows_of(backend, [recent]) == recent_before
+    assert backend.get_task(recent).steps["approval"].results == {"by": "ann"}
+
+
 def test_cancel_sets_completed_at_so_retention_counts_from_it(backend, clock):
     """Given a pending task, when it is cancelled, then its completed_at is that moment,
     and a purge of what is older than an hour deletes it an hour and a second later."""

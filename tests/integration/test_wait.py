@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -57,6 +58,41 @@ def test_wait_returns_a_task_in_error_and_a_cancelled_task(backend):
     pending = backend.enqueue(TaskRequest(name="job")).task_id
     backend.cancel(pending)
     assert backend.wait(pending).status == "cancelled"
+
+
+def test_wait_returns_a_task_once_it_is_paused(backend, monkeypatch):
+    """Given a task whose step pauses it once a gate opens, run by a second thread, and a
+    fallback poll so slow (a minute) that on PostgreSQL only the notification can end the
+    wait soon, When the caller waits before and after the gate opens, Then wait times out
+    while the step is held and returns the paused task soon after; a second wait on the
+    paused task returns at once."""
+    from tasker.control import waiting
+
+    monkeypatch.setattr(waiting, "_SAFETY_POLL", 60.0)
+    gate = threading.Event()
+
+    def pauses(task, sequence, s):
+        gate.wait(30)
+        task.pause(reason="a person looks")
+
+    backend.register(task_class("pausing", [StepTemplate(name="s", handler=pauses)]))
+    task_id = backend.enqueue(TaskRequest(name="pausing")).task_id
+    worker = threading.Thread(target=backend.run_until_idle)
+    worker.start()
+    try:
+        with pytest.raises(TimeoutError, match=str(task_id)):
+            backend.wait(task_id, timeout=0.05)
+        gate.set()
+        began = time.monotonic()
+        paused = backend.wait(task_id, timeout=30)
+        took = time.monotonic() - began
+    finally:
+        gate.set()
+        worker.join()
+    assert paused.status == "paused"
+    assert paused.steps["s"].status == "pending"
+    assert took < 20, f"wait took {took:.1f} s to see the pause"
+    assert backend.wait(task_id, timeout=0).status == "paused"
 
 
 def test_wait_on_a_task_nobody_runs_times_out(backend):

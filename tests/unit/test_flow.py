@@ -200,6 +200,38 @@ def test_a_bad_reattempt_wait_fails_the_attempt():
     assert "negative" in o.error["message"]
 
 
+@pytest.mark.parametrize(
+    ("wait", "named"),
+    [
+        ("5m", "'5m'"),
+        (None, "None"),
+        (True, "True"),
+        (float("inf"), "finite"),
+    ],
+)
+def test_a_non_numeric_reattempt_wait_fails_the_attempt_naming_it(wait, named):
+    """Given reattempt("5m"), reattempt(None), reattempt(True) or reattempt(inf), Then the
+    run fails with InvalidStateError, it is no reattempt, and the message names reattempt,
+    what a wait must be, and the value given; run_step shows the same failed run."""
+    from tasker import TaskHandler
+    from tasker.testing import run_step
+
+    o = _run(StepTemplate(name="s", handler=lambda t, q, s: s.reattempt(wait)))
+    assert o.flow is None and not o.ok and o.error is not None
+    assert o.error["error_class"] == "tasker.errors.InvalidStateError"
+    message = o.error["message"]
+    assert "reattempt()" in message and "seconds or a timedelta" in message
+    assert named in message
+
+    class Poller(TaskHandler):
+        name = "poller"
+        step_templates = (StepTemplate(name="s", handler=lambda t, q, s: s.reattempt(wait)),)
+
+    run = run_step(Poller, "s")
+    assert (run.status, run.flow, run.wait) == ("error", None, None)
+    assert run.error is not None and run.error["message"] == message
+
+
 def test_flow_request_derives_from_base_exception_only():
     assert issubclass(flow.FlowRequest, BaseException)
     assert not issubclass(flow.FlowRequest, Exception)
