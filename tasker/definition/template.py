@@ -178,7 +178,9 @@ class StepTemplate:
             values, evaluated once when the step first starts and stored; the handler
             runs once per item (`step.item`, `step.item_index`), each item with its own
             attempts and backoff under this step's retry rules and `timeout`; the
-            step's results are `{"items": [each item's results, in order]}`.
+            step's results are `{"items": [each item's results, in order]}`. Its
+            handler cannot `step.spawn` (the item's attempt fails with
+            `InvalidStateError`).
         concurrency: at most this many items of a `for_each` step run at once (default:
             the app's `max_concurrent_steps`).
         transactional: the handler gets `step.connection`, a SQLAlchemy `Connection` in
