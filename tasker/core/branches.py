@@ -1,15 +1,47 @@
 """Decisions, decided once: which steps a decision step's choice skips.
 
 No I/O here: `writes.decide` records the skips in the same fenced write as the
-decision step's outcome.
+decision step's outcome, or, for a decision step that spawned sub-tasks it waits for,
+in the write that completes it once they are done. Until then its labels are kept
+with the outcome that left it awaiting them: in the details of that history row
+(`keep`), read back when the step completes (`kept`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from tasker.core.states import Status
 from tasker.core.views import StepView
+
+#: The key of a history row's details that keeps a waiting decision step's labels.
+KEPT = "decision"
+
+
+def keep(labels: Sequence[str]) -> dict[str, Any]:
+    """The history details that keep a decision step's labels while it awaits children."""
+    return {KEPT: list(labels)}
+
+
+def kept(details: Any) -> tuple[str, ...] | None:
+    """The labels kept in a history row's details (`keep`), else None."""
+    if not isinstance(details, Mapping):
+        return None
+    labels = details.get(KEPT)
+    if not isinstance(labels, list) or not all(isinstance(lb, str) for lb in labels):
+        return None
+    return tuple(labels)
+
+
+def said(labels: Sequence[str]) -> str:
+    """The history reason's words for a decision: `decided: a, b`."""
+    return f"decided: {', '.join(labels)}"
+
+
+def unknown(branches: Mapping[str, Sequence[str]], chosen: Sequence[str]) -> list[str]:
+    """The chosen labels that are not branches of the decision step."""
+    return [label for label in chosen if label not in branches]
 
 
 def not_taken(

@@ -41,11 +41,15 @@ class Children:
             (task id, status), or None.
         count: how many children it awaits; counted only once none is live and none
             failed (else 0): the one read that costs as much as there are children.
+        decision: for a decision step, the labels its handler chose, kept with the
+            outcome that left it awaiting (`tasker.core.branches.keep`); read, like
+            `count`, only once none is live and none failed (else None).
     """
 
     live: bool
     failed: tuple[int, str] | None = None
     count: int = 0
+    decision: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, children: Sequence[tuple[int, str]]) -> Children:

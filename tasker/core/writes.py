@@ -22,6 +22,7 @@ from tasker.core.flow import AttemptOutcome
 from tasker.core.planner import HELD_EVENT, StepState, Verdict, plan
 from tasker.core.states import AWAIT_CHILDREN, Status
 from tasker.core.views import StepView
+from tasker.errors import NoDecisionError
 from tasker.store.audit import StepChange
 from tasker.store.lease import Finish
 
@@ -184,13 +185,16 @@ def decide(
             if v.status == Status.IN_PROGRESS.value and not _awaits(v)
         ]
     fresh: set[str] = set()  # steps that just spawned children not inserted yet
+    deciding: dict[str, tuple[str, ...]] = {}  # decision steps that now await children
     for o in [*lost, *outcomes]:
         _record(w, views, o, now, rules, templates.get(o.name), created)
         if any(s.new is not None and s.wait for s in o.spawned) and _awaits(w.steps[o.name]):
             fresh.add(o.name)
+        if o.ok and o.decision is not None and _awaits(w.steps[o.name]):
+            deciding[o.name] = tuple(o.decision)
     current = {**views, **w.steps} if w.steps else views
     if children:
-        _settle(w, current, children, fresh, now, templates)
+        _settle(w, current, children, fresh, now, templates, deciding)
         current = {**views, **w.steps} if w.steps else views
     if w.asked is not None:
         _end_as_asked(w, current, running, busy)
@@ -334,15 +338,28 @@ def _settle(
     fresh: Collection[str],
     now: datetime,
     templates: Mapping[str, StepRules],
+    deciding: Mapping[str, Sequence[str]],
 ) -> None:
-    """Complete or fail the steps awaiting children whose children all ended."""
+    """Complete or fail the steps awaiting children whose children all ended.
+
+    A decision step that completes applies the decision it kept (`Children.decision`,
+    or that of its outcome recorded by this write, in `deciding`): the branches it did
+    not take are skipped in this write.
+    """
     for name, kids in children.items():
         v = views.get(name)
         if v is None or name in fresh or not _awaits(v) or v.awaiting != AWAIT_CHILDREN:
             continue
-        rec = spawns.settle(v, kids, _rules(v, templates.get(name)), now)
+        template = templates.get(name)
+        step_rules = _rules(v, template)
+        rec = spawns.settle(v, kids, step_rules, now)
         if rec is None:
             continue
+        branches = template.branches if template is not None else None
+        chosen: Sequence[str] = ()
+        if branches and rec.view.status == Status.COMPLETE.value:
+            kept = deciding.get(name, kids.decision)
+            rec, chosen = _apply_kept(v, rec, branches, kept, step_rules, now)
         if rec.halt is not None and (w.asked is None or rec.halt == flow.CANCEL):
             w.asked = (rec.halt, rec.task_reason)
         w.steps[name] = rec.view
@@ -357,6 +374,45 @@ def _settle(
                 rec.details,
             )
         )
+        if chosen and branches:
+            _skip_not_taken(w, {**views, **w.steps}, name, branches, chosen, now)
+
+
+def _apply_kept(
+    v: StepView,
+    done: flow.Recorded,
+    branches: Mapping[str, Sequence[str]],
+    kept: Sequence[str] | None,
+    rules: flow.Rules,
+    now: datetime,
+) -> tuple[flow.Recorded, Sequence[str]]:
+    """A decision step whose awaited children are all done, and the labels it kept.
+
+    Returns:
+        The step complete with its decision (the labels to apply), or failed for good
+        with `NoDecisionError` (no labels) when no decision was kept or it names a
+        branch the step does not have.
+    """
+    if kept:
+        bad = branch_rules.unknown(branches, kept)
+        if not bad:
+            return flow.Recorded(done.view, f"{done.reason}; {branch_rules.said(kept)}"), kept
+        msg = (
+            f"decision step {v.name!r} chose unknown branch(es) {bad}; its branches: "
+            f"{sorted(branches)}"
+        )
+    else:
+        msg = (
+            f"decision step {v.name!r}: its sub-tasks are done but no decision was kept "
+            "with the outcome that spawned them"
+        )
+    error = {
+        "message": msg,
+        "error_class": f"{NoDecisionError.__module__}.{NoDecisionError.__qualname__}",
+        "backtrace": "",
+    }
+    waiting = replace(v, awaiting=None)
+    return flow.failed_for_good(waiting, error, rules, now, f"NoDecisionError: {msg}"), ()
 
 
 def _record(
@@ -399,7 +455,10 @@ def _record(
             new, reason = awaiting, f"{reason}; waiting for {awaited}"
     w.steps[v.name] = new
     decided = o.decision is not None and new.status == Status.COMPLETE.value
-    said = f"decided: {', '.join(o.decision or ())}" if decided else reason
+    said, details = (branch_rules.said(o.decision or ()) if decided else reason), rec.details
+    if o.decision is not None and new.awaiting == AWAIT_CHILDREN:
+        # Applied once its children are done: kept until then with this outcome.
+        said, details = f"{reason}; {branch_rules.said(o.decision)}", branch_rules.keep(o.decision)
     w.changes.append(
         StepChange(
             v.workflow_step_id,
@@ -408,7 +467,7 @@ def _record(
             Status(new.status),
             v.attempts,
             said,
-            rec.details,
+            details,
         )
     )
     if decided and template is not None and template.branches:

@@ -10,7 +10,10 @@ class Decision:
 
     Return it from the handler of a step with `branches`: the steps of the branches
     not named become `skipped`, and so, transitively, does every step all of whose
-    dependencies were skipped that way.
+    dependencies were skipped that way. A decision step that also spawns sub-tasks it
+    waits for (`step.spawn(..., wait=True)`) keeps the decision with its outcome and
+    applies it when it completes, once those are done. A `for_each` step cannot be a
+    decision step (refused by `StepTemplate`).
 
     Args:
         *labels: the labels of the branches to take (keys of the step's `branches`).

@@ -166,7 +166,10 @@ class StepTemplate:
         branches: makes this a decision step: label -> the steps of that branch, each
             depending directly on this step (checked at registration). Its handler
             returns `tasker.Decision(*labels, results=None)`; the branches not chosen
-            are skipped.
+            are skipped. A decision step that spawns sub-tasks it waits for keeps its
+            decision until they are done, and the branches not chosen are skipped when
+            it completes. A `for_each` step cannot be a decision step (its handler runs
+            once per item: there is no one decision to take).
         wait_for: the name of the event (`app.signal`) this step waits for once its
             dependencies are satisfied; its handler sees the payload as `step.event`.
             Such a step may have no handler: a dict payload becomes its results, any
@@ -175,7 +178,9 @@ class StepTemplate:
             values, evaluated once when the step first starts and stored; the handler
             runs once per item (`step.item`, `step.item_index`), each item with its own
             attempts and backoff under this step's retry rules and `timeout`; the
-            step's results are `{"items": [each item's results, in order]}`.
+            step's results are `{"items": [each item's results, in order]}`. Its
+            handler cannot `step.spawn` (the item's attempt fails with
+            `InvalidStateError`).
         concurrency: at most this many items of a `for_each` step run at once (default:
             the app's `max_concurrent_steps`).
         transactional: the handler gets `step.connection`, a SQLAlchemy `Connection` in
@@ -280,6 +285,12 @@ class StepTemplate:
             database_url(where, self.database)
         object.__setattr__(self, "branches", _branches(where, self.branches))
         _check_for_each(where, self.for_each, self.concurrency)
+        if self.branches is not None and self.for_each is not None:
+            raise ConfigurationError(
+                f"{where}: branches= and for_each= cannot be combined: a for_each step's "
+                "handler runs once per item, so it cannot return the one Decision that "
+                "branches= needs (decide in a step that depends on it)"
+            )
         if self.wait_for is not None and (
             not isinstance(self.wait_for, str) or not self.wait_for.strip()
         ):

@@ -137,11 +137,16 @@ class PassIO:
         p.safe_until = sent + self.keep_seconds()
 
     def children(self, p: Pass, views: dict[str, StepView]) -> dict[str, Children]:
-        """Read the awaited children of the steps awaiting them (no read if none does)."""
+        """Read the awaited children of the steps awaiting them (no read if none does).
+
+        Of a decision step whose children are all done, the decision it kept too.
+        """
         steps = awaiting_children(views.values())
         if not steps:
             return {}
-        read = partial(awaited_children, self._db, steps)
+        templates = p.reg.steps
+        deciders = {i for i, n in steps.items() if n in templates and templates[n].branches}
+        read = partial(awaited_children, self._db, steps, deciders)
         got = self.retrying(p.lease.task_id, read, None, self.until(p))
         assert got is not None  # only a write that landed returns None
         return got

@@ -224,8 +224,13 @@ class HandlerStep(flow.FlowControl):
         or, with `wait=False`, by anyone), and a `one_per_subject` task's subject held by
         a task that is not final raises `DuplicateTaskError`.
 
+        Not available in a `for_each` item's handler: an item's outcome is recorded
+        with its batch, not with the step's, so it cannot create sub-tasks (spawn them
+        from a step before or after the `for_each` step).
+
         Raises:
-            InvalidStateError: called outside a running handler.
+            InvalidStateError: called outside a running handler, or in a `for_each`
+                item's handler (the item's attempt fails with it).
             InvalidRequestError: a bad request, key or `wait` (see `enqueue`), a key
                 spawned twice in one run, or `wait=True` with an idempotency key naming
                 a task this step did not spawn.
@@ -233,6 +238,12 @@ class HandlerStep(flow.FlowControl):
             DuplicateTaskError: the subject is held (`.existing_task_id`).
             UnknownTaskError: no task of the request's name is registered.
         """
+        if self.item_index is not None:
+            raise InvalidStateError(
+                f"spawn() is not available in a for_each item's handler (step {self.name!r}, "
+                f"item {self.item_index}): an item cannot create sub-tasks; spawn them from "
+                "a step before or after the for_each step"
+            )
         if not self._in_run or self._spawner is None:
             raise InvalidStateError(
                 "spawn() creates a sub-task with the step's outcome: call it from inside "

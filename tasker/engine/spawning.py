@@ -9,12 +9,15 @@ before (a retried step) gets that child back, and nothing is inserted for it.
 
 `awaited_children` reads what the decisions need of the children awaited by steps: a
 summary (`tasker.core.spawns.Children`) through an index on (step, status), so each
-wake of a parent costs the same however many children it has.
+wake of a parent costs the same however many children it has. For a decision step
+whose children are all done it also reads back the labels its handler chose, kept in
+the history row of the outcome that left it awaiting (`tasker.core.branches.keep`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +27,9 @@ from sqlalchemy.exc import IntegrityError
 
 from tasker.control.enqueue import check_request, checked_task, is_key_taken, keyed_task
 from tasker.control.subjects import duplicate_of, is_subject_conflict
+from tasker.core import branches
 from tasker.core.spawns import CHILD_FAILED, CHILD_LIVE, Children, Spawn
+from tasker.core.states import Status
 from tasker.definition.registry import HandlerFactory
 from tasker.definition.request import TaskRequest
 from tasker.engine.outcome import Outcome, describe
@@ -34,7 +39,7 @@ from tasker.store.catalog import Catalog
 from tasker.store.db import Database
 from tasker.store.ids import TaskIds
 
-T = m.tasks
+T, ST = m.tasks, m.step_transitions
 
 
 class Spawner:
@@ -185,23 +190,51 @@ def _same_in_run(values: dict[str, Any], earlier: Sequence[Spawn]) -> int | None
     return None
 
 
-def awaited_children(db: Database, steps: dict[int, str]) -> dict[str, Children]:
+def awaited_children(
+    db: Database, steps: dict[int, str], deciders: Collection[int] = ()
+) -> dict[str, Children]:
     """What the awaited children of some steps are: step name -> `Children`.
 
     Per step one statement of index probes (the first failed child, whether one is
     live), each reading at most one row of `ix_tasker_tasks_parent_step_waits_status`;
-    the children are counted only once none is live or failed (the step completes).
+    the children are counted only once none is live or failed (the step completes),
+    and then a decision step's kept labels are read (`Children.decision`).
 
     Args:
         steps: the steps' names by step id.
+        deciders: the ids of those that are decision steps (`StepTemplate.branches`).
     """
     out: dict[str, Children] = {}
     if not steps:
         return out
     with db.read() as conn:
         for step_id, name in steps.items():
-            out[name] = _children_of(conn, step_id)
+            kids = _children_of(conn, step_id)
+            if step_id in deciders and not kids.live and kids.failed is None:
+                kids = replace(kids, decision=kept_decision(conn, step_id))
+            out[name] = kids
     return out
+
+
+def kept_decision(conn: Connection, step_id: int) -> tuple[str, ...] | None:
+    """The labels a decision step awaiting its children kept, else None.
+
+    They are in the details of the history row of the outcome that left it awaiting:
+    its latest row from `in_progress` to `in_progress` (a step is retried only after it
+    failed, so a later attempt's outcome is a later row). The step's rows are found by
+    their index on the step; a step has a few (two per attempt).
+    """
+    details = conn.execute(
+        sa.select(ST.c.details)
+        .where(
+            ST.c.workflow_step_id == step_id,
+            ST.c.from_status == Status.IN_PROGRESS.value,
+            ST.c.to_status == Status.IN_PROGRESS.value,
+        )
+        .order_by(ST.c.tx_seq.desc(), ST.c.transition_id.desc())
+        .limit(1)
+    ).scalar()
+    return branches.kept(details)
 
 
 def _awaited(step_id: int) -> sa.ColumnElement[bool]:

@@ -356,11 +356,15 @@ def handler_json(reg: RegisteredTask) -> dict[str, Any]:
             for t in reg.steps.values()
         ],
         "edges": handler_edges(reg),
-        "branches": [],
+        "branches": [
+            {"step": t.name, "label": label, "steps": list(names)}
+            for t in reg.steps.values()
+            for label, names in (t.branches or {}).items()
+        ],
     }
 
 
 @router.get("/handlers", response_model=s.HandlerPage, summary="Registered task handlers")
 def handlers(request: Request, _who: Reader) -> Any:
-    """Every registered task handler version with its DAG (steps and edges)."""
+    """Every registered task handler version with its DAG (steps, edges and branches)."""
     return {"items": [handler_json(r) for r in _app(request).factory.registered()]}

@@ -186,6 +186,14 @@ class StepTemplateOut(BaseModel):
     transactional: bool = False  # its writes commit with its outcome (`step.connection`)
 
 
+class BranchOut(BaseModel):
+    """One branch of a decision step: the steps its label takes."""
+
+    step: str = Field(description="the decision step")
+    label: str = Field(description="the label its handler's `Decision` names")
+    steps: list[str] = Field(description="the branch's steps, each depending on `step`")
+
+
 class HandlerOut(BaseModel):
     """A registered task handler version and its DAG."""
 
@@ -194,7 +202,10 @@ class HandlerOut(BaseModel):
     context_schema: dict[str, Any] | None = None
     steps: list[StepTemplateOut]
     edges: list[tuple[str, str]] = Field(description="[from, to] pairs: `to` depends on `from`")
-    branches: list[dict[str, Any]] = Field(default_factory=list)
+    branches: list[BranchOut] = Field(
+        default_factory=list,
+        description="the branches of its decision steps, in step order then label order",
+    )
 
 
 class HandlerPage(BaseModel):

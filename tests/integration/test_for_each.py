@@ -191,3 +191,45 @@ def test_an_item_past_the_steps_timeout_fails_that_attempt_alone(backend, clock)
     assert view.status == "complete"
     assert view.steps["each"].results == {"items": [{"i": 0}, {"i": 1}, {"i": 2}]}
     assert sorted(runs) == [0, 1, 1, 2]
+
+
+def test_spawn_in_an_items_handler_fails_the_item_saying_it_is_not_available(backend):
+    """Given a for_each step whose handler spawns a sub-task for item 1 (retry_limit 1),
+    When run, Then item 1 fails with InvalidStateError saying spawn() is not available in
+    a for_each item's handler (no "call it from inside" advice: it was called there), the
+    other items complete, the step fails for good naming item 1, and no sub-task exists."""
+    backend.register(task_class("child", [StepTemplate(name="c", handler=lambda t, s, st: {})]))
+
+    def each(task, sequence, step):  # type: ignore[no-untyped-def]
+        if step.item_index == 1:
+            step.spawn(TaskRequest(name="child"))
+        return {"i": step.item_index}
+
+    backend.register(
+        task_class(
+            "spawning_items",
+            [
+                StepTemplate(
+                    name="each", handler=each, retry_limit=1, for_each=lambda t, s: [0, 1, 2]
+                )
+            ],
+        )
+    )
+    t = backend.enqueue(TaskRequest(name="spawning_items"))
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    step = view.steps["each"]
+    assert (view.status, step.status) == ("error", "error")
+    assert step.error["items"] == [1]
+    assert step.items == {"total": 3, "complete": 2, "error": 1, "pending": 0}
+    (failure,) = [h.reason for h in backend.history(t.task_id) if "item 1 failed" in h.reason]
+    assert "InvalidStateError" in failure
+    assert "spawn() is not available in a for_each item's handler" in failure
+    assert "inside" not in failure
+    with backend.db.read() as conn:
+        (error,) = conn.execute(
+            sa.select(m.step_items.c.error).where(m.step_items.c.item_index == 1)
+        ).scalars()
+    assert error["error_class"].endswith("InvalidStateError")
+    assert "not available in a for_each item's handler (step 'each', item 1)" in error["message"]
+    assert list(view.children) == [] and backend.list_tasks(name="child") == []

@@ -185,3 +185,114 @@ def test_a_fan_out_of_a_thousand_children_completes(backend):
     assert len(set(view.children)) == 1000
     assert list(view.children) == sorted(view.children)
     assert view.steps["fan_out"].results["ids"] == list(view.children)
+
+
+def _register_routed(app, *, take: str = "express", retry_limit: int = 3) -> None:  # type: ignore[no-untyped-def]
+    """A decision step spawning 2 children it waits for, then choosing a branch.
+
+    It takes `step.inputs["take"]` if set, else `take`. Below it: "fast" (branch
+    "express"), "slow" and "after_slow" below it (branch "standard"), and "join" on both.
+    """
+
+    def route(task, sequence, step):  # type: ignore[no-untyped-def]
+        from tasker import Decision
+
+        ids = [step.spawn(TaskRequest(name="child", context={"n": i})) for i in range(2)]
+        chosen = (step.inputs or {}).get("take", take)
+        return Decision(chosen, results={"ids": ids, "took": chosen})
+
+    app.register(
+        task_class(
+            "routed",
+            [
+                StepTemplate(
+                    name="route", handler=route, retry_limit=retry_limit,
+                    branches={"express": ["fast"], "standard": ["slow"]},
+                ),
+                StepTemplate(name="fast", handler=_ok, depends_on=["route"]),
+                StepTemplate(name="slow", handler=_ok, depends_on=["route"]),
+                StepTemplate(name="after_slow", handler=_ok, depends_on=["slow"]),
+                StepTemplate(name="join", handler=_ok, depends_on=["fast", "after_slow"]),
+            ],
+        )
+    )  # fmt: skip
+
+
+def test_a_decision_step_awaiting_its_children_skips_the_branches_not_taken_when_done(
+    make_app, clock
+):
+    """Given a decision step that spawns 2 children (which run an hour later) and chooses
+    "express", When run, Then it awaits its children and no branch is settled yet; When
+    another app (nothing kept in memory) runs the children and the parent, Then the step
+    completes with its results, the "standard" branch and the step only below it are
+    skipped, and the express branch and the join run."""
+    first = make_app()
+    _register_child(first, later=True)
+    _register_routed(first)
+    t = first.enqueue(TaskRequest(name="routed"))
+    first.run_until_idle()
+    view = first.get_task(t.task_id)
+    route = view.steps["route"]
+    assert (route.status, route.waiting_for) == ("in_progress", "children")
+    assert all(view.steps[n].status == "pending" for n in ("fast", "slow", "after_slow", "join"))
+    second = make_app()
+    _register_child(second, later=True)
+    _register_routed(second)
+    clock.advance(3601)
+    second.run_until_idle()
+    view = second.get_task(t.task_id)
+    assert view.status == "complete"
+    statuses = {n: s.status for n, s in view.steps.items()}
+    assert statuses == {
+        "route": "complete", "fast": "complete", "slow": "skipped", "after_slow": "skipped",
+        "join": "complete",
+    }  # fmt: skip
+    assert view.steps["route"].results == {"ids": list(view.children), "took": "express"}
+    history = [h for h in second.history(t.task_id) if h.step is not None]
+    reasons = {(h.step, h.to_status): h.reason for h in history}
+    assert reasons[("route", "in_progress")].endswith("waiting for 2; decided: express")
+    assert reasons[("route", "complete")] == "all 2 sub-task(s) done; decided: express"
+    assert "branch 'standard' not taken (decision of step 'route')" in reasons[("slow", "skipped")]
+    assert "below branch 'standard'" in reasons[("after_slow", "skipped")]
+
+
+def test_a_decision_step_retried_after_a_failed_child_applies_its_new_decision(backend):
+    """Given a decision step that chose "express" and awaits a child that fails for good,
+    When the child is fixed, the step told to take "standard" and the task retried, Then
+    the decision of the attempt that completed it applies: "fast" is skipped."""
+    _register_child(backend, fail=True)
+    _register_routed(backend, retry_limit=1)
+    t = backend.enqueue(TaskRequest(name="routed"))
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert view.steps["route"].status == "error"
+    assert view.steps["fast"].status == view.steps["slow"].status == "pending"
+    for child in view.children:
+        backend.update_step(child, "work", inputs={"fixed": True})
+    backend.update_step(t.task_id, "route", inputs={"take": "standard"})
+    backend.retry(t.task_id)
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert view.status == "complete"
+    statuses = {n: s.status for n, s in view.steps.items()}
+    assert statuses == {
+        "route": "complete", "fast": "skipped", "slow": "complete", "after_slow": "complete",
+        "join": "complete",
+    }  # fmt: skip
+    assert view.steps["route"].results["took"] == "standard"
+
+
+def test_a_decision_step_that_spawns_and_chooses_an_unknown_branch_spawns_nothing(backend):
+    """Given a decision step that spawns 2 children and then chooses a label it has no
+    branch for, When run, Then the attempt fails with NoDecisionError naming the label,
+    no child exists and no branch is skipped."""
+    _register_child(backend)
+    _register_routed(backend, take="sideways", retry_limit=1)
+    t = backend.enqueue(TaskRequest(name="routed"))
+    backend.run_until_idle()
+    view = backend.get_task(t.task_id)
+    assert view.status == "error"
+    error = view.steps["route"].error
+    assert error["error_class"].endswith("NoDecisionError") and "sideways" in error["message"]
+    assert list(view.children) == [] and backend.list_tasks(name="child") == []
+    assert all(view.steps[n].status == "pending" for n in ("fast", "slow", "after_slow", "join"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import strategies as st
 from writes_support import NOW, RULES, Ended, running, step
 
 from tasker import Decision, StepTemplate, TaskHandler
-from tasker.core.branches import not_taken
+from tasker.core.branches import kept, not_taken
+from tasker.core.spawns import Children, Spawn
 from tasker.core.views import StepView
 from tasker.core.writes import decide
 from tasker.definition.registry import compile_handler
@@ -171,3 +173,79 @@ def test_graphs_show_the_branch_labels_on_their_edges():
     assert '"route" -> "insure" [label="slow"];' in graph.dot(reg)
     assert '"label" -> "notify";' in graph.dot(reg)
     assert ">slow</text>" in graph.handler_svg(reg)
+
+
+def _shipping_views(**overrides: StepView) -> dict[str, StepView]:
+    reg = compile_handler(Shipping)
+    views = {
+        n: step(n, deps=tuple(sorted(t.depends_on)), sid=i)
+        for i, (n, t) in enumerate(reg.steps.items())
+    }
+    return {**views, **overrides}
+
+
+def test_a_decision_step_awaiting_its_children_keeps_its_decision_and_skips_nothing_yet():
+    """Given a decision step that chose "fast" and spawned a child it waits for, When its
+    outcome is recorded, Then it awaits its children, no branch is skipped or started,
+    and the history row of the outcome keeps the labels (its details) and says so."""
+    reg = compile_handler(Shipping)
+    views = _shipping_views(route=running("route", sid=0))
+    spawned = [Spawn("0", 101, True, new=object())]
+    outcome = Ended("route", True, {"took": ["fast"]}, spawned=spawned, decision=("fast",))
+    w = decide(views, [outcome], NOW, RULES, steps=reg.steps)
+    assert (w.steps["route"].status, w.steps["route"].awaiting) == ("in_progress", "children")
+    assert set(w.steps) == {"route"} and w.started == []
+    (change,) = w.changes
+    assert change.reason == "spawned 1 sub-task(s); waiting for 1; decided: fast"
+    assert kept(change.details) == ("fast",)
+
+
+def test_a_decision_step_whose_children_are_done_applies_its_kept_decision_in_that_write():
+    """Given a decision step awaiting its children, which are all done, and the decision
+    it kept ("fast"), When the write settles it, Then that write completes it, skips the
+    slow branch and what lies only below it, and starts the express step."""
+    reg = compile_handler(Shipping)
+    waiting = replace(running("route", sid=0, awaiting="children"), results={"took": ["fast"]})
+    views = _shipping_views(route=waiting)
+    children = {"route": Children(False, None, 2, ("fast",))}
+    w = decide(views, [], NOW, RULES, steps=reg.steps, children=children)
+    assert w.steps["route"].status == "complete"
+    assert w.steps["route"].results == {"took": ["fast"]}
+    skipped = {n for n, v in w.steps.items() if v.status == "skipped"}
+    assert skipped == {"standard", "insure", "label"}
+    assert w.started == ["express"]
+    reasons = {c.name: c.reason for c in w.changes}
+    assert reasons["route"] == "all 2 sub-task(s) done; decided: fast"
+    assert "'slow' not taken" in reasons["standard"]
+
+
+@pytest.mark.parametrize(
+    ("decision", "said"),
+    [(None, "no decision was kept"), (("sideways",), "unknown branch(es) ['sideways']")],
+)
+def test_a_decision_step_done_waiting_without_a_known_kept_decision_fails_with_no_decision_error(
+    decision: tuple[str, ...] | None, said: str
+) -> None:
+    """Given a decision step whose children are all done but which kept no decision, or
+    one naming a branch it does not have, When the write settles it, Then it fails for
+    good with NoDecisionError saying so, and no branch is skipped or started."""
+    reg = compile_handler(Shipping)
+    views = _shipping_views(route=running("route", sid=0, awaiting="children"))
+    children = {"route": Children(False, None, 2, decision)}
+    w = decide(views, [], NOW, RULES, steps=reg.steps, children=children)
+    route = w.steps["route"]
+    assert (route.status, route.awaiting, route.next_attempt_at) == ("error", None, None)
+    assert route.error is not None and route.error["error_class"].endswith("NoDecisionError")
+    assert said in route.error["message"]
+    assert set(w.steps) == {"route"} and w.started == []
+
+
+def test_a_decision_step_cannot_be_a_for_each_step():
+    """Given a step with both branches= and for_each=, Then building it raises
+    ConfigurationError naming the step and both options."""
+    with pytest.raises(ConfigurationError) as raised:
+        StepTemplate(
+            name="each_route", handler=ok, branches={"x": ["a"]}, for_each=lambda t, s: [1]
+        )
+    message = str(raised.value)
+    assert "'each_route'" in message and "branches=" in message and "for_each=" in message

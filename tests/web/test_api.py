@@ -192,16 +192,23 @@ def test_resume_over_http_lets_a_paused_task_go_on(server: Server) -> None:
 
 
 def test_handlers_annotations_health_and_metrics(server: Server) -> None:
-    """Given the served app, then /handlers lists every version with its DAG edges,
-    /annotations filters, /health checks the database and broker, and /metrics counts
-    tasks by name and status from the database (0 for a registered name with none) and,
-    the engine running in the serving process (`--worker`), the worker's series too."""
+    """Given the served app, then /handlers lists every version with its DAG edges and
+    its decision steps' branches (each label with the steps it takes), /annotations
+    filters, /health checks the database and broker, and /metrics counts tasks by name
+    and status from the database (0 for a registered name with none) and, the engine
+    running in the serving process (`--worker`), the worker's series too."""
     with server.client() as c:
         handlers = c.get("/api/v1/handlers").json()["items"]
         shipping = next(h for h in handlers if h["name"] == "shipping")
         assert shipping["version"] == "2.0.0"
         assert ["charge", "ship"] in shipping["edges"]
         assert {s["name"]: s["transactional"] for s in shipping["steps"]}["charge"] is False
+        assert shipping["branches"] == []
+        approval = next(h for h in handlers if h["name"] == "approval")
+        assert approval["branches"] == [
+            {"step": "route", "label": "express", "steps": ["fast"]},
+            {"step": "route", "label": "standard", "steps": ["slow"]},
+        ]
         assert c.get("/api/v1/annotations", params={"contains": '{"a": 1}'}).json() == {
             "items": [],
             "next_cursor": None,

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+import tasker
+
 WRITE_TOKEN = "w-" + "0123456789abcdef" * 2
 READ_TOKEN = "r-" + "fedcba9876543210" * 2
 TOKENS = f"{WRITE_TOKEN}:write,{READ_TOKEN}:read"
@@ -191,11 +193,16 @@ class Server:
 
 
 def write_app(folder: Path) -> dict[str, str]:
-    """Write the app module into `folder`; returns the environment that imports it."""
+    """Write the app module into `folder`; returns the environment that imports it.
+
+    The server imports the `tasker` these tests import (a worktree's, not only the
+    installed one).
+    """
     (folder / "webapp.py").write_text(APP_MODULE)
     marks = folder / "marks"
     marks.mkdir(exist_ok=True)
-    return {"PYTHONPATH": str(folder), "WEBAPP_MARKS": str(marks)}
+    source = Path(tasker.__file__).resolve().parent.parent
+    return {"PYTHONPATH": os.pathsep.join((str(folder), str(source))), "WEBAPP_MARKS": str(marks)}
 
 
 @contextmanager
