@@ -101,8 +101,8 @@ def test_a_child_ending_as_a_busy_pass_plans_its_release_settles_the_step_at_onc
     real = pass_io.awaited_children
     ran: list[int] = []
 
-    def then_the_child_ends(db, steps):  # type: ignore[no-untyped-def]
-        read = real(db, steps)
+    def then_the_child_ends(db, steps, *rest):  # type: ignore[no-untyped-def]
+        read = real(db, steps, *rest)
         if not ran:  # the read before the idle release: the child is still live
             (child,) = backend.get_task(task.task_id).children
             ran.append(child)
