@@ -222,6 +222,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `tasker status ID`'s exit code by the task's status (0 for the others): a script tells a
+#: task that needs a person (in error: 3; paused: 5) from one that is done or still running.
+_STATUS_EXIT = {"error": 3, "paused": 5}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show one task, or the newest tasks."""
     app = _app(args)
@@ -255,7 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             task = app.get_task(args.task_id)
         print_json(task) if args.json else print_task(task)
-        return 0 if task.status != "error" else 3
+        return _STATUS_EXIT.get(task.status, 0)
     finally:
         app.close()
 
@@ -486,7 +491,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="filter the list by task name")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument(
-        "--wait", action="store_true", help="block until the task is finished or in error"
+        "--wait", action="store_true", help="block until the task is finished, in error or paused"
     )
     s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
     db_opts(s)

@@ -139,21 +139,27 @@ def test_cancel_and_the_errors_scripts_can_rely_on(shop: dict[str, str]) -> None
 def test_resume_lets_a_paused_task_go_on_and_refuses_one_that_is_not(
     shop: dict[str, str],
 ) -> None:
-    """Given an order whose charge paused the task, `tasker resume --json` makes it live
-    and it completes on the next run; resuming it again (now complete) exits 2 naming
-    the problem and leaves it complete; an unknown task exits 2 too."""
+    """Given an order whose charge paused the task, `tasker status` (and `status --wait`)
+    exits 5, so a script tells it from done; `tasker resume --json` makes it live and it
+    completes on the next run (status exits 0); resuming it again (now complete) exits 2
+    naming the problem and leaves it complete; an unknown task exits 2 too."""
     assert tasker(shop, "migrate").returncode == 0
     out = tasker(shop, "enqueue", "order", "--context", '{"pause": true}', "--json")
     task_id = int(json.loads(out.stdout)["task_id"])
     assert run(shop, "-c", RUN).returncode == 0
-    paused = json.loads(tasker(shop, "status", str(task_id), "--json").stdout)
-    assert paused["status"] == "paused"
+    status = tasker(shop, "status", str(task_id), "--json")
+    assert status.returncode == 5, status
+    assert json.loads(status.stdout)["status"] == "paused"
+    waited = tasker(shop, "status", str(task_id), "--wait", "--timeout", "10")
+    assert waited.returncode == 5 and "paused" in waited.stdout, waited
 
     out = tasker(shop, "resume", str(task_id), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["status"] not in ("paused", "complete")
     assert run({**shop, "CARD_CHECKED": "1"}, "-c", RUN).returncode == 0
-    done = json.loads(tasker(shop, "status", str(task_id), "--json").stdout)
+    finished = tasker(shop, "status", str(task_id), "--json")
+    assert finished.returncode == 0, finished
+    done = json.loads(finished.stdout)
     assert done["status"] == "complete"
     assert done["steps"]["ship"]["results"] == {"shipped": {"charged": True}}
 
