@@ -39,9 +39,15 @@ def said(labels: Sequence[str]) -> str:
     return f"decided: {', '.join(labels)}"
 
 
-def unknown(branches: Mapping[str, Sequence[str]], chosen: Sequence[str]) -> list[str]:
-    """The chosen labels that are not branches of the decision step."""
-    return [label for label in chosen if label not in branches]
+def unknown_labels(
+    name: str, branches: Mapping[str, Sequence[str]], chosen: Sequence[str]
+) -> str | None:
+    """Why decision step `name` cannot take `chosen`, or None if every label is a branch."""
+    unknown = [label for label in chosen if label not in branches]
+    if not unknown:
+        return None
+    known = sorted(branches)
+    return f"decision step {name!r} chose unknown branch(es) {unknown}; its branches: {known}"
 
 
 def not_taken(

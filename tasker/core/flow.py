@@ -119,7 +119,8 @@ class Recorded:
     task_reason: str = ""
 
 
-def _error(cls: type[Exception], message: str) -> dict[str, Any]:
+def error_of(cls: type[Exception], message: str) -> dict[str, Any]:
+    """A step's stored error for a failure the engine decided (no exception, no backtrace)."""
     return {
         "message": message,
         "error_class": f"{cls.__module__}.{cls.__qualname__}",
@@ -184,7 +185,9 @@ def wait_timed_out(
         f"step {v.name!r} still waited for {waiting_for} when its wait_timeout of "
         f"{rules.wait_timeout:g} s ended at {deadline.isoformat()}"
     )
-    return failed_for_good(v, _error(WaitTimeoutError, msg), rules, now, f"WaitTimeoutError: {msg}")
+    return failed_for_good(
+        v, error_of(WaitTimeoutError, msg), rules, now, f"WaitTimeoutError: {msg}"
+    )
 
 
 def failed_for_good(
@@ -216,7 +219,7 @@ def _flow(v: StepView, a: AttemptOutcome, rules: Rules, now: datetime, since: da
                 f"step {v.name!r} asked for reattempt {v.reattempts + 1} but max_reattempts "
                 f"is {rules.max_reattempts}"
             )
-            err = _error(ReattemptLimitError, msg)
+            err = error_of(ReattemptLimitError, msg)
             return failed_for_good(v, err, rules, now, f"ReattemptLimitError: {msg}")
         if rules.wait_timeout is not None:
             deadline = since + timedelta(seconds=rules.wait_timeout)
@@ -225,7 +228,7 @@ def _flow(v: StepView, a: AttemptOutcome, rules: Rules, now: datetime, since: da
                     f"step {v.name!r} still asked to be reattempted (in {wait:g} s) but its "
                     f"wait_timeout of {rules.wait_timeout:g} s ends at {deadline.isoformat()}"
                 )
-                err = _error(WaitTimeoutError, msg)
+                err = error_of(WaitTimeoutError, msg)
                 return failed_for_good(v, err, rules, now, f"WaitTimeoutError: {msg}")
         new = replace(
             uncounted,

@@ -183,12 +183,7 @@ def verdict(items: Mapping[int, Item]) -> Verdict:
     message = (
         f"{len(failed)} item(s) failed with no attempt left (first: item {first.index}: {cause})"
     )
-    error = {
-        "message": message,
-        "error_class": f"{ItemError.__module__}.{ItemError.__qualname__}",
-        "backtrace": "",
-        "items": [i.index for i in failed[:100]],
-    }
+    error = {**flow.error_of(ItemError, message), "items": [i.index for i in failed[:100]]}
     return Verdict("failed", error=error)
 
 

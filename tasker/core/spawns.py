@@ -118,12 +118,7 @@ def settle(
     if children.failed is not None:
         child, status = children.failed
         message = f"sub-task {child} ended {status}; step {v.name!r} waited for it"
-        error = {
-            "message": message,
-            "error_class": f"{SubTaskError.__module__}.{SubTaskError.__qualname__}",
-            "backtrace": "",
-            "task_id": child,
-        }
+        error = {**flow.error_of(SubTaskError, message), "task_id": child}
         waiting = replace(v, awaiting=None)
         return flow.failed_for_good(waiting, error, rules, now, f"SubTaskError: {message}")
     if not children.live:

@@ -394,23 +394,15 @@ def _apply_kept(
         branch the step does not have.
     """
     if kept:
-        bad = branch_rules.unknown(branches, kept)
-        if not bad:
+        msg = branch_rules.unknown_labels(v.name, branches, kept)
+        if msg is None:
             return flow.Recorded(done.view, f"{done.reason}; {branch_rules.said(kept)}"), kept
-        msg = (
-            f"decision step {v.name!r} chose unknown branch(es) {bad}; its branches: "
-            f"{sorted(branches)}"
-        )
     else:
         msg = (
             f"decision step {v.name!r}: its sub-tasks are done but no decision was kept "
             "with the outcome that spawned them"
         )
-    error = {
-        "message": msg,
-        "error_class": f"{NoDecisionError.__module__}.{NoDecisionError.__qualname__}",
-        "backtrace": "",
-    }
+    error = flow.error_of(NoDecisionError, msg)
     waiting = replace(v, awaiting=None)
     return flow.failed_for_good(waiting, error, rules, now, f"NoDecisionError: {msg}"), ()
 

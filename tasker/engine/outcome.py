@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tasker.core import branches as branch_rules
 from tasker.core.flow import CANCEL, SKIP, FlowRequest
 from tasker.core.jsonvalue import json_problem
 from tasker.core.spawns import Spawn
@@ -87,11 +88,9 @@ def decided(name: str, branches: Mapping[str, Sequence[str]], returned: Any) -> 
         )
     if not returned.labels:
         raise NoDecisionError(f"decision step {name!r} returned a Decision with no label")
-    unknown = [label for label in returned.labels if label not in branches]
-    if unknown:
-        raise NoDecisionError(
-            f"decision step {name!r} chose unknown branch(es) {unknown}; its branches: {known}"
-        )
+    unknown = branch_rules.unknown_labels(name, branches, returned.labels)
+    if unknown is not None:
+        raise NoDecisionError(unknown)
     return returned.labels
 
 
