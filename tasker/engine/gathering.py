@@ -13,6 +13,12 @@ from tasker.engine.pass_state import Pass
 from tasker.engine.transactional import StepTransactions
 from tasker.settings import Settings
 
+#: How long an outcome waits for the siblings launched with it, in seconds. Steps started
+#: together often end together (a fan-out of quick steps): their outcomes then land in
+#: one write, not one each, which saves a statement and its commit per sibling; a step
+#: whose siblings run on waits at most this once per launch.
+SIBLING_WAIT = 0.001
+
 
 class Gatherer:
     """Waits for the outcomes of a pass's attempts (thread-safe: no state of its own)."""
@@ -50,6 +56,8 @@ class Gatherer:
                 arrived.append(p.outcomes.get_nowait())
         except queue.Empty:
             pass
+        if arrived:
+            _siblings(p, arrived, min(clock + timeout, time.monotonic() + SIBLING_WAIT))
         batch = []
         for o in arrived:
             r = p.running.get(o.name)
@@ -76,3 +84,24 @@ class Gatherer:
             return math.inf  # the step's `timeout` bounds each item (`tasker.engine.items`)
         limit = (tpl.timeout if tpl is not None else None) or self._settings.step_timeout
         return self._txn.time_limit(limit) if tpl is not None and tpl.transactional else limit
+
+
+def _siblings(p: Pass, arrived: list[Outcome], until: float) -> None:
+    """Add to `arrived` the outcomes of the attempts launched with them, until `until`."""
+    launches = {r.launch for o in arrived if (r := p.running.get(o.name)) is not None}
+    names = {o.name for o in arrived}
+    left = {
+        n
+        for n, r in p.running.items()
+        if r.launch in launches and n not in names and not r.abandoned
+    }
+    while left:
+        wait = until - time.monotonic()
+        if wait <= 0:
+            return
+        try:
+            o = p.outcomes.get(timeout=wait)
+        except queue.Empty:
+            return
+        arrived.append(o)
+        left.discard(o.name)

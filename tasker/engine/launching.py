@@ -65,12 +65,15 @@ class Launcher:
             return
         sequence = p.sequence()
         context = p.row["context"]
+        p.launches += 1
         # Observed attempts report on their own thread (`observed`); none: no wrapper.
         run = partial(observed, self._observer, p.reg.name) if self._attempts_seen() else None
         for view in started:
             token = object()
             p.running[view.name] = Running(
-                token, time.monotonic() + self._gather.time_limit(p, view.name)
+                token,
+                time.monotonic() + self._gather.time_limit(p, view.name),
+                launch=p.launches,
             )
             tpl = p.reg.steps.get(view.name)
             if tpl is None:  # the registration changed since the task was created

@@ -29,6 +29,7 @@ class Running:
     # it): the step is not started again, here or elsewhere, until the thread ends.
     abandoned: bool = False
     held: Held | None = None  # a transactional step's open transaction
+    launch: int = 0  # which launch of the pass started it (siblings share one)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Pass:
     tx_seq: int  # the task's transaction number after our last write
     views: dict[str, StepView]
     running: dict[str, Running] = field(default_factory=dict)
+    launches: int = 0  # launches with steps so far
     outcomes: queue.SimpleQueue[Outcome] = field(default_factory=queue.SimpleQueue)
     notify_at: datetime | None = None  # a message to send once the transaction commits
     wake_at: datetime | None = None  # the app-clock time a waiting retry becomes due

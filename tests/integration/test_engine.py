@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +24,7 @@ from integration_support import (
 
 from tasker import StepHandler, StepTemplate, Tasker, TaskRequest, errors
 from tasker.core.states import Status
+from tasker.engine import gathering
 from tasker.store import lease as leases
 from tasker.store import schema as m
 from tasker.store.audit import StepChange
@@ -87,6 +89,68 @@ def test_two_ready_siblings_run_at_the_same_time(backend):
     assert done.status == "complete", {n: s.error for n, s in done.steps.items()}
     arrivals = {done.steps["left"].results["arrival"], done.steps["right"].results["arrival"]}
     assert arrivals == {0, 1}
+
+
+def _completed_in(app: Tasker, task_id: int) -> dict[str, int]:
+    """The transaction number of the write that completed each step, by step name."""
+    names = {v.workflow_step_id: n for n, v in app.get_task(task_id).steps.items()}
+    t = m.step_transitions
+    with app.db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.workflow_step_id, t.c.tx_seq).where(
+                t.c.task_id == task_id, t.c.to_status == "complete"
+            )
+        ).all()
+    return {names[step_id]: tx for step_id, tx in rows}
+
+
+def _middle_of(name: str, slow: float) -> type:
+    """A diamond whose step `c` takes `slow` seconds and the others return at once."""
+
+    def nap(task, sequence, step):  # type: ignore[no-untyped-def]
+        time.sleep(slow)
+        return {}
+
+    return task_class(
+        name,
+        [
+            StepTemplate(name="a", handler=lambda t, q, s: {}),
+            StepTemplate(name="b", handler=lambda t, q, s: {}, depends_on=["a"]),
+            StepTemplate(name="c", handler=nap, depends_on=["a"]),
+            StepTemplate(name="d", handler=lambda t, q, s: {}, depends_on=["b", "c"]),
+        ],
+    )
+
+
+def test_siblings_started_together_have_their_outcomes_recorded_by_one_write(
+    backend, monkeypatch
+):
+    """Given a diamond whose step c returns 0.3 s after its sibling b, and a sibling wait
+    longer than that, when the task runs, then b's and c's outcomes land in one write
+    (one transaction number): b's outcome waited for its sibling, saving a write."""
+    monkeypatch.setattr(gathering, "SIBLING_WAIT", 5.0)
+    backend.register(_middle_of("together", 0.3))
+    task = backend.enqueue(TaskRequest(name="together"))
+    backend.run_until_idle()
+
+    assert backend.get_task(task.task_id).status == "complete"
+    tx = _completed_in(backend, task.task_id)
+    assert tx["b"] == tx["c"]
+    assert len(set(tx.values())) == 3  # a; b and c; d
+
+
+def test_an_outcome_waits_for_its_siblings_only_for_the_sibling_wait(backend, monkeypatch):
+    """Given a diamond whose step c takes 0.5 s and a sibling wait of 0.05 s,
+    when the task runs, then b's outcome is recorded on its own, before c's:
+    a sibling that runs on does not hold back what ended."""
+    monkeypatch.setattr(gathering, "SIBLING_WAIT", 0.05)
+    backend.register(_middle_of("apart", 0.5))
+    task = backend.enqueue(TaskRequest(name="apart"))
+    backend.run_until_idle()
+
+    assert backend.get_task(task.task_id).status == "complete"
+    tx = _completed_in(backend, task.task_id)
+    assert tx["a"] < tx["b"] < tx["c"] < tx["d"]
 
 
 def test_max_concurrent_steps_1_runs_siblings_one_after_the_other(make_app):
