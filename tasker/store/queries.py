@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from tasker.store import schema as m
 from tasker.store.db import Database, reading
 from tasker.store.events import consumers
 from tasker.store.limits import waiting_steps
-from tasker.store.steps import inputs_of, read_steps, views_of
+from tasker.store.steps import STEP_COLUMNS, STEP_FROM, inputs_of, read_steps, views_of
 
 T, S = m.tasks, m.workflow_steps
 _TASK = sa.select(T, m.named_tasks.c.name, m.named_tasks.c.version).join(
@@ -45,14 +46,19 @@ def _steps(conn: Connection, task_ids: list[int]) -> dict[int, dict[str, StepVie
     by_task: dict[int, list[Any]] = {t: [] for t in task_ids}
     for r in read_steps(conn, task_ids):
         by_task[int(r.task_id)].append(r)
-    counted = items.status_counts(conn, task_ids)  # for_each steps: their items' counts
     out = {t: views_of(rows) for t, rows in by_task.items()}
-    if counted:
-        for steps in out.values():
-            for name, v in steps.items():
-                if v.workflow_step_id in counted:
-                    steps[name] = replace(v, items=item_counts(counted[v.workflow_step_id]))
+    _count_items(conn, out)
     return out
+
+
+def _count_items(conn: Connection, steps: dict[int, dict[str, StepView]]) -> None:
+    """Give the `for_each` steps of these tasks their items' counts (`StepView.items`)."""
+    counted = items.status_counts(conn, list(steps))
+    if counted:
+        for views in steps.values():
+            for name, v in views.items():
+                if v.workflow_step_id in counted:
+                    views[name] = replace(v, items=item_counts(counted[v.workflow_step_id]))
 
 
 def _holding(conn: Connection, steps: dict[int, dict[str, StepView]]) -> set[int]:
@@ -147,6 +153,46 @@ def _task_view(
     )
 
 
+def _one_task() -> sa.Select[Any]:
+    """The select of `get_task`: a task, its steps and what else it has, in one statement.
+
+    One row per step (one with no step columns for a task without steps), in the steps'
+    order; the task's columns are labelled `t_<column>`, with its spawned tasks' ids
+    (comma-separated) and whether it has annotations and items; each step row says whether
+    a limit holds the step back (`limit_held`). One statement reads one snapshot, and
+    what is rare (annotations, items) is asked for only when there is some.
+    """
+    NT, C = m.named_tasks, T.alias("child")
+    task = [c.label(f"t_{c.name}") for c in T.c]
+    children = (
+        sa.select(sa.func.aggregate_strings(sa.cast(C.c.task_id, sa.String), ","))
+        .where(C.c.parent_task_id == T.c.task_id)
+        .scalar_subquery()
+    )
+    noted = sa.exists().where(m.task_annotations.c.task_id == T.c.task_id)
+    itemized = sa.exists().where(m.step_items.c.task_id == T.c.task_id)
+    W = m.limit_waits
+    held = sa.exists().where(W.c.workflow_step_id == S.c.workflow_step_id)
+    return (
+        sa.select(
+            *task,
+            NT.c.name.label("t_name"),
+            NT.c.version.label("t_version"),
+            children.label("t_children"),
+            noted.label("t_noted"),
+            itemized.label("t_itemized"),
+            *STEP_COLUMNS,
+            held.label("limit_held"),
+        )
+        .select_from(T.join(NT, T.c.named_task_id == NT.c.named_task_id).outerjoin(STEP_FROM))
+        .where(T.c.task_id == sa.bindparam("task_id"))
+        .order_by(S.c.position)
+    )
+
+
+_ONE_TASK = _one_task()
+
+
 def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> TaskView:
     """One task with its steps and annotations (read through `caller` when given).
 
@@ -155,13 +201,19 @@ def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> Ta
     """
     tid = task_id_of(task_id)
     with reading(db, caller) as conn:
-        row = conn.execute(_TASK.where(T.c.task_id == tid)).first()
-        if row is None:
+        rows = conn.execute(_ONE_TASK, {"task_id": tid}).all()
+        if not rows:
             raise TaskNotFoundError(f"no task has id {tid}")
-        by_task = _steps(conn, [tid])
-        notes = _annotations(conn, None, tid)
-        children = _children(conn, [tid])[tid]
-        holding, limited = _holding(conn, by_task), _limited(conn, by_task)
+        first = rows[0]._mapping
+        row = SimpleNamespace(**{k[2:]: v for k, v in first.items() if k.startswith("t_")})
+        step_rows = [r for r in rows if r.workflow_step_id is not None]
+        by_task = {tid: views_of(step_rows)}
+        limited = {int(r.workflow_step_id) for r in step_rows if r.limit_held}
+        if row.itemized:
+            _count_items(conn, by_task)
+        notes = _annotations(conn, None, tid) if row.noted else []
+        children = sorted(int(i) for i in row.children.split(",")) if row.children else []
+        holding = _holding(conn, by_task)
     return _task_view(row, by_task[tid], notes, children, holding, limited)
 
 

@@ -43,7 +43,8 @@ STEP_COLUMNS: tuple[Any, ...] = (
     .label(PARENTS),
 )
 
-_STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id).join(
+#: The tables a step row is selected from (its name and dependent system joined).
+STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_step_id).join(
     m.dependent_systems,
     m.named_steps.c.dependent_system_id == m.dependent_systems.c.dependent_system_id,
 )
@@ -53,7 +54,7 @@ _STEP_FROM = S.join(m.named_steps, S.c.named_step_id == m.named_steps.c.named_st
 # cache without generating a cache key for a new statement on every read.
 _SELECT_STEPS = (
     sa.select(S.c.task_id, *STEP_COLUMNS)
-    .select_from(_STEP_FROM)
+    .select_from(STEP_FROM)
     .where(S.c.task_id.in_(sa.bindparam("task_ids", expanding=True)))
     .order_by(S.c.task_id, S.c.position)
 )

@@ -122,9 +122,7 @@ def _middle_of(name: str, slow: float) -> type:
     )
 
 
-def test_siblings_started_together_have_their_outcomes_recorded_by_one_write(
-    backend, monkeypatch
-):
+def test_siblings_started_together_have_their_outcomes_recorded_by_one_write(backend, monkeypatch):
     """Given a diamond whose step c returns 0.3 s after its sibling b, and a sibling wait
     longer than that, when the task runs, then b's and c's outcomes land in one write
     (one transaction number): b's outcome waited for its sibling, saving a write."""
