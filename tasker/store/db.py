@@ -161,13 +161,16 @@ class Database:
         self.commits += 1
 
     @contextmanager
-    def autocommit(self) -> Iterator[Any]:
+    def autocommit(self, counted: bool = True) -> Iterator[Any]:
         """A pooled PostgreSQL driver connection (psycopg) in autocommit mode.
 
         For the hot writes, each a single statement that commits by itself: one round
         trip, without SQLAlchemy's statement machinery. Driver errors come out as
         SQLAlchemy's (`DBAPIError` and its kinds), with `connection_invalidated` set
         and the connection dropped from the pool when it is dead.
+
+        Args:
+            counted: count it in `commits` (False for a read).
         """
         raw = self.engine.raw_connection()
         driver: Any = raw.driver_connection
@@ -187,7 +190,7 @@ class Database:
                     driver.autocommit = False
         finally:
             raw.close()
-        self.commits += 1
+        self.commits += counted
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.rows import namedtuple_row
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from tasker.core.clock import as_utc, maybe_utc
@@ -191,29 +193,68 @@ def _one_task() -> sa.Select[Any]:
 
 
 _ONE_TASK = _one_task()
+#: The same select as PostgreSQL's psycopg takes it (`%(task_id)s`), run on a driver
+#: connection in autocommit mode: no transaction around one statement, no result set-up.
+_ONE_TASK_PG = str(
+    _ONE_TASK.params(task_id=0).compile(
+        dialect=postgresql.psycopg.dialect(paramstyle="pyformat"),  # type: ignore[no-untyped-call]
+        compile_kwargs={"render_postcompile": True},
+    )
+)
 
 
 def get_task(db: Database, task_id: Any, caller: Connection | None = None) -> TaskView:
     """One task with its steps and annotations (read through `caller` when given).
 
+    On PostgreSQL a task without annotations, items or event waits is one statement on a
+    driver connection; the others are read in a transaction, as on SQLite.
+
     Raises:
         TaskNotFoundError: no task has that id.
     """
     tid = task_id_of(task_id)
+    if caller is None and db.is_postgres:
+        with (
+            db.autocommit(counted=False) as driver,
+            driver.cursor(row_factory=namedtuple_row) as cur,
+        ):
+            rows = cur.execute(_ONE_TASK_PG, {"task_id": tid}).fetchall()
+        view = _assembled(None, rows, tid)
+        if view is not None:
+            return view
     with reading(db, caller) as conn:
-        rows = conn.execute(_ONE_TASK, {"task_id": tid}).all()
-        if not rows:
-            raise TaskNotFoundError(f"no task has id {tid}")
-        first = rows[0]._mapping
-        row = SimpleNamespace(**{k[2:]: v for k, v in first.items() if k.startswith("t_")})
-        step_rows = [r for r in rows if r.workflow_step_id is not None]
-        by_task = {tid: views_of(step_rows)}
-        limited = {int(r.workflow_step_id) for r in step_rows if r.limit_held}
+        view = _assembled(conn, conn.execute(_ONE_TASK, {"task_id": tid}).all(), tid)
+    assert view is not None  # with a connection, everything could be read
+    return view
+
+
+def _assembled(conn: Connection | None, rows: Sequence[Any], tid: int) -> TaskView | None:
+    """The view of a task from the rows of `_ONE_TASK`, and what it says is left to read.
+
+    Returns:
+        The view; None when there is more to read (annotations, items' counts, which
+        steps consumed their event) and no `conn` to read it with.
+
+    Raises:
+        TaskNotFoundError: no row: no task has that id.
+    """
+    if not rows:
+        raise TaskNotFoundError(f"no task has id {tid}")
+    row = SimpleNamespace(**{k[2:]: v for k, v in rows[0]._asdict().items() if k[:2] == "t_"})
+    step_rows = [r for r in rows if r.workflow_step_id is not None]
+    by_task = {tid: views_of(step_rows)}
+    events = any(awaits_event(v) for v in by_task[tid].values())
+    if conn is None:
+        if row.itemized or row.noted or events:
+            return None
+        notes, holding = [], set()
+    else:
         if row.itemized:
             _count_items(conn, by_task)
         notes = _annotations(conn, None, tid) if row.noted else []
-        children = sorted(int(i) for i in row.children.split(",")) if row.children else []
         holding = _holding(conn, by_task)
+    limited = {int(r.workflow_step_id) for r in step_rows if r.limit_held}
+    children = sorted(int(i) for i in row.children.split(",")) if row.children else []
     return _task_view(row, by_task[tid], notes, children, holding, limited)
 
 

@@ -43,8 +43,8 @@ class Statements:
         autocommit = app.db.autocommit
 
         @contextmanager
-        def counted_autocommit() -> Iterator[Any]:
-            with autocommit() as driver:
+        def counted_autocommit(counted: bool = True) -> Iterator[Any]:
+            with autocommit(counted) as driver:
                 self._add(1)  # one statement each (`Database.autocommit`)
                 yield driver
 

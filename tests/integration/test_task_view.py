@@ -74,3 +74,55 @@ def test_the_steps_of_a_task_that_ended_in_error_wait_for_nothing(backend, clock
         "dependencies",
         "event:go",
     )
+
+
+def test_get_task_reads_every_kind_of_task_as_a_read_in_a_transaction_does(backend, clock):
+    """Given tasks of every shape: complete, pending, a step waiting for its retry, a
+    parent with spawned children, an annotated task, a step held back by a limit and one
+    waiting for an event, when each is read by `get_task` (on PostgreSQL one statement on
+    a driver connection when it can be) and by a read in the caller's transaction (the
+    general path), then both views are equal, and no read counts as a commit."""
+    from tasker.store import queries
+
+    def boom(task, sequence, step):  # type: ignore[no-untyped-def]
+        raise RuntimeError("try again")
+
+    def spawn(task, sequence, step):  # type: ignore[no-untyped-def]
+        return {"child": step.spawn(TaskRequest(name="plain"), wait=False)}
+
+    def note(self, task, sequence, steps):  # type: ignore[no-untyped-def]
+        task.annotate("seen", {"n": len(steps)})
+
+    def ok(task, sequence, step):  # type: ignore[no-untyped-def]
+        return {"ok": True}
+
+    backend.register(task_class("plain", [StepTemplate(name="a", handler=ok)]))
+    backend.register(task_class("failing", [StepTemplate(name="a", handler=boom, retry_limit=3)]))
+    backend.register(task_class("parent", [StepTemplate(name="a", handler=spawn)]))
+    backend.register(task_class("noted", [StepTemplate(name="a", handler=ok)], annotate=note))
+    held = StepTemplate(name="a", handler=ok, dependent_system="mail")
+    backend.register(task_class("limited", [held]))
+    waits = [StepTemplate(name="a", handler=ok, wait_for="go")]
+    backend.register(task_class("waiting", waits))
+    ids = [backend.enqueue(TaskRequest(name=n)).task_id for n in ("plain", "failing", "parent")]
+    ids.append(backend.enqueue(TaskRequest(name="noted")).task_id)
+    backend.run_until_idle()
+    ids.append(backend.enqueue(TaskRequest(name="plain")).task_id)  # pending
+    backend.limit("mail", per_second=1)  # the clock stands still: the second start waits
+    ids += [backend.enqueue(TaskRequest(name="limited")).task_id for _ in range(2)]
+    ids.append(backend.enqueue(TaskRequest(name="waiting")).task_id)
+    backend.run_until_idle()
+    commits = backend.db.commits
+
+    views = {i: backend.get_task(i) for i in ids}
+
+    assert backend.db.commits == commits
+    with backend.db.engine.connect() as conn:
+        for i in ids:
+            assert views[i] == queries.get_task(backend.db, i, caller=conn), i
+    assert [views[i].status for i in ids[:4]] == ["complete", "in_progress", "complete", "complete"]
+    assert views[ids[1]].steps["a"].waiting_for == "time"
+    assert views[ids[2]].children and views[ids[3]].annotations
+    limited = {views[i].steps["a"].waiting_for for i in ids[5:7]}
+    assert limited == {None, "limit"}
+    assert views[ids[7]].steps["a"].waiting_for == "event:go"
