@@ -75,23 +75,30 @@ def _postgres_engine(url: sa.URL, pool_size: int) -> Engine:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         since = record.info.get("tasker_idle_since")
-        if since is None:  # a new connection
-            return
-        stale = time.monotonic() - since > IDLE_PING_SECONDS
-        if not stale:
-            try:
-                stale = bool(select.select([dbapi_conn.pgconn.socket], [], [], 0)[0])
-            except (OSError, ValueError):
-                stale = True
-        if stale:
-            try:
-                alive = engine.dialect.do_ping(dbapi_conn)
-            except Exception as exc:
-                raise sa.exc.DisconnectionError(str(exc)) from exc
-            if not alive:
-                raise sa.exc.DisconnectionError("the connection did not answer a ping")
+        if since is not None and not _alive(engine, dbapi_conn, since):  # None: a new one
+            raise sa.exc.DisconnectionError("the connection did not answer a ping")
 
     return engine
+
+
+def _alive(engine: Engine, dbapi_conn: Any, idle_since: float) -> bool:
+    """Whether a PostgreSQL connection idle since `idle_since` may be used.
+
+    Pinged only when it idled for a while or the server sent it something meanwhile (a
+    restarting server closes its connections with a message): free on a busy pool.
+    """
+    stale = time.monotonic() - idle_since > IDLE_PING_SECONDS
+    if not stale:
+        try:
+            stale = bool(select.select([dbapi_conn.pgconn.socket], [], [], 0)[0])
+        except (OSError, ValueError):
+            stale = True
+    if not stale:
+        return True
+    try:
+        return bool(engine.dialect.do_ping(dbapi_conn))
+    except Exception:
+        return False
 
 
 def _sqlite_engine(url: sa.URL, pool_size: int) -> Engine:
@@ -143,6 +150,11 @@ class Database:
         self.dialect = self.engine.dialect.name
         self.commits = 0  # write transactions committed by this process (benchmarks)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        # Driver connections kept in autocommit mode between hot statements: no checkout,
+        # reset and mode switch per statement. They stay checked out of the pool, so at
+        # most half of `pool_size` (the pool's overflow leaves the rest of it to others).
+        self._hot: list[tuple[Any, Any, float]] = []
+        self._hot_max = pool_size // 2
 
     @property
     def is_postgres(self) -> bool:
@@ -172,25 +184,43 @@ class Database:
         Args:
             counted: count it in `commits` (False for a read).
         """
-        raw = self.engine.raw_connection()
-        driver: Any = raw.driver_connection
+        raw, driver = self._take_hot()
+        keep = False
         try:
-            driver.autocommit = True
             try:
                 yield driver
+                keep = True
             except self._driver_error as exc:
                 dead = self.engine.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
                 if dead:
                     raw.invalidate(exc)
+                keep = not dead
                 raise sa.exc.DBAPIError.instance(
                     None, None, exc, self._driver_error, connection_invalidated=dead
                 ) from exc
-            finally:
+        finally:
+            if keep and not driver.closed and len(self._hot) < self._hot_max:
+                self._hot.append((raw, driver, time.monotonic()))
+            else:
                 if not driver.closed:
                     driver.autocommit = False
-        finally:
-            raw.close()
+                raw.close()
         self.commits += counted
+
+    def _take_hot(self) -> tuple[Any, Any]:
+        """A kept autocommit connection that is still alive, else one from the pool."""
+        while True:
+            try:
+                raw, driver, since = self._hot.pop()  # atomic: threads share the list
+            except IndexError:
+                break
+            if _alive(self.engine, driver, since):
+                return raw, driver
+            raw.invalidate()
+        fresh = self.engine.raw_connection()
+        conn: Any = fresh.driver_connection
+        conn.autocommit = True
+        return fresh, conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -200,6 +230,11 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection (call after fork and on shutdown)."""
+        while self._hot:
+            raw, driver, _ = self._hot.pop()
+            if not driver.closed:
+                driver.autocommit = False
+            raw.close()
         self.engine.dispose()
 
 

@@ -93,3 +93,60 @@ def test_a_connection_dead_while_idle_in_the_pool_is_replaced(pg_url, pg_admin, 
         assert _pid(db) != old
     finally:
         db.dispose()
+
+
+def _hot_pid(db: Database) -> int:
+    with db.autocommit() as conn:
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def test_autocommit_statements_keep_their_connection_without_a_checkout_each(pg_url):
+    """Given a pool of 4, when hot statements run one after the other, then they reuse one
+    driver connection kept in autocommit mode (one pool checkout in all, not one each),
+    and `dispose` hands it back to the pool."""
+    db = Database(pg_url, pool_size=4)
+    checkouts = []
+    sa.event.listen(db.engine, "checkout", lambda *a: checkouts.append(1))
+    try:
+        pids = {_hot_pid(db) for _ in range(5)}
+        assert len(pids) == 1
+        assert len(checkouts) == 1
+        assert db.engine.pool.checkedout() == 1  # kept for the next hot statement
+        with db.read() as conn:  # a transaction still takes its own pooled connection
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+    finally:
+        db.dispose()
+    assert db._hot == []
+
+
+def test_a_kept_autocommit_connection_the_server_closed_is_replaced(pg_url, pg_admin):
+    """Given a driver connection kept for hot statements, when the server terminates it
+    (as a restart does), then the next hot statement runs on a new connection, without
+    error; one killed while idle past the ping limit is replaced too."""
+    db = Database(pg_url, pool_size=4)
+    try:
+        old = _hot_pid(db)
+        _terminate(pg_admin, old)
+        time.sleep(0.1)  # the server's goodbye reaches the idle socket
+        new = _hot_pid(db)
+        assert new != old
+        assert _hot_pid(db) == new
+    finally:
+        db.dispose()
+
+
+def test_a_kept_connection_idle_past_the_limit_is_pinged_and_replaced_if_dead(
+    pg_url, pg_admin, monkeypatch
+):
+    """Given a kept connection idle past the ping limit whose server process was killed,
+    when a hot statement comes, then the ping fails and a new connection is used."""
+    db = Database(pg_url, pool_size=4)
+    try:
+        old = _hot_pid(db)
+        monkeypatch.setattr(dbmod, "IDLE_PING_SECONDS", 0.0)
+        monkeypatch.setattr(dbmod.select, "select", lambda *a: ([], [], []))  # no goodbye seen
+        _terminate(pg_admin, old)
+        time.sleep(0.05)
+        assert _hot_pid(db) != old
+    finally:
+        db.dispose()
