@@ -202,9 +202,7 @@ class Database:
             if keep and not driver.closed and len(self._hot) < self._hot_max:
                 self._hot.append((raw, driver, time.monotonic()))
             else:
-                if not driver.closed:
-                    driver.autocommit = False
-                raw.close()
+                _give_back(raw, driver)
         self.commits += counted
 
     def _take_hot(self) -> tuple[Any, Any]:
@@ -232,10 +230,15 @@ class Database:
         """Close every pooled connection (call after fork and on shutdown)."""
         while self._hot:
             raw, driver, _ = self._hot.pop()
-            if not driver.closed:
-                driver.autocommit = False
-            raw.close()
+            _give_back(raw, driver)
         self.engine.dispose()
+
+
+def _give_back(raw: Any, driver: Any) -> None:
+    """Return an autocommit driver connection to the pool in the pool's default mode."""
+    if not driver.closed:
+        driver.autocommit = False
+    raw.close()
 
 
 def reading(db: Database, caller: Connection | None) -> AbstractContextManager[Connection]:
